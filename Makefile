@@ -1,0 +1,30 @@
+# Set-up is idempotent: every target first makes sure .venv holds the locked environment.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dor-bench-installed
+
+.PHONY: demo test test-slow setup clean
+
+demo: setup  ## the main job on the embedded default
+	$(BIN)/dor-bench demo
+
+test: setup  ## the test suite (CI runs this)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
+
+setup: $(STAMP)
+
+# torch/torchvision are pinned in constraints.txt to the pair this project is tested with;
+# pyproject.toml keeps ranges so that users' own GPU installs satisfy it.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	scripts/ensure-wordnet $(BIN)/python
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV)

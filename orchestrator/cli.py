@@ -1,0 +1,89 @@
+"""The ``dor-bench`` command line: trial | data check | ls | demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from workers.errors import DorBenchError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; user mistakes print a paragraph, never a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except DorBenchError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        print(f"error: invalid trial settings: {problems}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from orchestrator import commands
+
+    parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    trial = sub.add_parser("trial", help="run one trial (no Ray) and print its metrics")
+    add_trial_arguments(trial)
+    trial.add_argument("--json", action="store_true", help="print the full result as JSON")
+    trial.set_defaults(handler=commands.trial)
+
+    demo = sub.add_parser("demo", help="the embedded default: a trial on the built-in shapes data")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(handler=commands.demo)
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    check = data_sub.add_parser("check", help="check datasets under a CoOp-style data root")
+    check.add_argument("--root", required=True, help="the data root (CoOp layout)")
+    check.add_argument("--dataset", action="append", help="dataset name (repeatable; default: all)")
+    check.set_defaults(handler=commands.data_check)
+
+    ls = sub.add_parser("ls", help="list registered methods, datasets or models")
+    ls.add_argument("what", choices=["methods", "datasets", "models"])
+    ls.set_defaults(handler=commands.ls)
+    return parser
+
+
+def add_trial_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="zeroshot", help="method name (dor-bench ls methods)")
+    p.add_argument("--dataset", default="shapes", help="dataset name (dor-bench ls datasets)")
+    p.add_argument("--root", help="data root in CoOp layout (not needed for built-in data)")
+    p.add_argument("--model", default="ViT-B-16", help="open_clip architecture")
+    p.add_argument("--pretrained", default="openai", help="pretrained tag, checkpoint path, or none")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--subsample", choices=["base2new", "all"], default="base2new")
+    p.add_argument("--ece-bins", type=int, default=10)
+    p.add_argument("--epochs", type=int, help="override the method's epochs")
+    p.add_argument("--lr", type=float, help="override the method's learning rate")
+    p.add_argument("--batch-size", type=int, help="override the method's batch size")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other method option, e.g. n_ctx=4 or augment_views=4 (repeatable)")
+    dor = p.add_argument_group("Dynamic Outlier Regularization (on when --dor-lambda is given)")
+    dor.add_argument("--dor-lambda", type=float, help="DOR weight (0 = the plain method)")
+    dor.add_argument("--outliers-per-step", type=int, help="B (default: number of base classes)")
+    dor.add_argument("--pool-size", type=int, default=5000, help="K outlier words in the pool")
+    dor.add_argument("--pool-strategy", choices=["near", "far", "random"], default="near")
+    p.add_argument("--checkpoint-dir", help="save a checkpoint per epoch here and resume from it")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
+    p.add_argument("--no-feature-cache", action="store_true", help="re-encode test images")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

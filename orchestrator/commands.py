@@ -1,0 +1,88 @@
+"""What each ``dor-bench`` sub-command does (argument parsing lives in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from orchestrator.tables import format_metrics
+from workers.errors import DorBenchError
+from workers.spec import DorSpec, RunOptions, TrialSpec
+
+DEMO_SPEC = {"method": "zeroshot", "dataset": "shapes", "model": "tiny-clip", "pretrained": None}
+
+
+def trial(args: argparse.Namespace) -> int:
+    from workers.trial import run_trial
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                                   ("batch_size", args.batch_size)) if v is not None}
+    overrides.update(parse_options(args.option))
+    dor = None
+    if args.dor_lambda is not None:
+        dor = DorSpec(lam=args.dor_lambda, pool_size=args.pool_size,
+                      outliers_per_step=args.outliers_per_step, pool_strategy=args.pool_strategy)
+    spec = TrialSpec(
+        method=args.method, dataset=args.dataset, root=args.root, model=args.model,
+        pretrained=args.pretrained, seed=args.seed, shots=args.shots,
+        subsample=args.subsample, ece_bins=args.ece_bins, method_options=overrides, dor=dor,
+    )
+    options = RunOptions(device=args.device, feature_cache=not args.no_feature_cache,
+                         progress=not args.quiet, checkpoint_dir=args.checkpoint_dir)
+    return _print_result(run_trial(spec, options), args.json)
+
+
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """``["n_ctx=4", "ctx_init=a photo of a"]`` -> typed values (YAML scalars)."""
+    import yaml
+
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DorBenchError(f"--option '{pair}' is not KEY=VALUE.", "write e.g. --option n_ctx=4.")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def demo(args: argparse.Namespace) -> int:
+    from workers.trial import run_trial
+
+    print("dor-bench demo: zero-shot CLIP on the built-in coloured-shapes data "
+          "(tiny-clip, random init until the micro-CLIP ships)", file=sys.stderr)
+    return _print_result(run_trial(TrialSpec(**DEMO_SPEC)), args.json)
+
+
+def _print_result(result, as_json: bool) -> int:
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        spec = result.spec
+        print(f"{spec.method} on {spec.dataset} ({spec.model}/{spec.pretrained}, "
+              f"{spec.shots} shots, seed {spec.seed})")
+        print(format_metrics(result.metrics))
+    return 0
+
+
+def data_check(args: argparse.Namespace) -> int:
+    from workers.datasets.check import check_datasets, format_report, has_problems
+
+    reports = check_datasets(Path(args.root), args.dataset)
+    print(format_report(reports))
+    return 1 if has_problems(reports) else 0
+
+
+def ls(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from workers.methods import METHODS as registry
+        names = registry.names()
+    elif args.what == "datasets":
+        from workers.datasets import DATASETS as registry
+        names = registry.names()
+    else:
+        from workers.models import list_models
+        names = list_models()
+    print("\n".join(names))
+    return 0

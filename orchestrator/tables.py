@@ -1,0 +1,18 @@
+"""Plain-text tables for the terminal."""
+
+from __future__ import annotations
+
+SPLIT_METRICS = ("acc", "ece", "ace", "mce", "piece", "nll", "confidence")
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """A split x metric table (base / new / avg rows) followed by HM."""
+    splits = [s for s in ("base", "new", "all", "avg") if any(k.startswith(f"{s}/") for k in metrics)]
+    cols = [m for m in SPLIT_METRICS if any(f"{s}/{m}" in metrics for s in splits)]
+    lines = [f"{'':6}" + "".join(f"{c:>11}" for c in cols)]
+    for s in splits:
+        cells = (f"{metrics[f'{s}/{c}']:11.2f}" if f"{s}/{c}" in metrics else f"{'-':>11}" for c in cols)
+        lines.append(f"{s:6}" + "".join(cells))
+    if "hm" in metrics:
+        lines.append(f"HM of base and new accuracy: {metrics['hm']:.2f}")
+    return "\n".join(lines)

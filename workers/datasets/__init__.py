@@ -1,0 +1,68 @@
+"""The dataset layer: registered readers (one module each) and ``load_trial_data``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workers.datasets import caltech101  # noqa: F401
+from workers.datasets import dtd  # noqa: F401
+from workers.datasets import eurosat  # noqa: F401
+from workers.datasets import fgvc_aircraft  # noqa: F401
+from workers.datasets import food101  # noqa: F401
+from workers.datasets import imagenet  # noqa: F401
+from workers.datasets import imagenet_a  # noqa: F401
+from workers.datasets import imagenet_r  # noqa: F401
+from workers.datasets import imagenet_sketch  # noqa: F401
+from workers.datasets import imagenetv2  # noqa: F401
+from workers.datasets import oxford_flowers  # noqa: F401
+from workers.datasets import oxford_pets  # noqa: F401
+from workers.datasets import shapes  # noqa: F401
+from workers.datasets import stanford_cars  # noqa: F401
+from workers.datasets import sun397  # noqa: F401
+from workers.datasets import ucf101  # noqa: F401
+from workers.datasets.base import DatasetSplits, Datum, TrialData
+from workers.datasets.registry import DATASETS
+from workers.datasets.sampling import base_new_labels, fewshot, relabel
+from workers.errors import DorBenchError
+
+__all__ = ["DATASETS", "DatasetSplits", "Datum", "TrialData", "load_trial_data"]
+
+SUBSAMPLES = ("base2new", "all")
+
+
+def load_trial_data(
+    dataset: str, root: str | Path | None, shots: int, seed: int, subsample: str = "base2new"
+) -> TrialData:
+    """Read ``dataset`` under ``root``, draw its few-shot train/val for ``seed``, split the classes.
+
+    ``subsample="base2new"``: train/val/test_base hold the first ceil(n/2) classes and test_new
+    the rest, each relabelled from 0. ``subsample="all"``: every class is base, test_new is empty.
+    ``root`` may be None only for built-in datasets.
+    """
+    reader = DATASETS.get(dataset)
+    if subsample not in SUBSAMPLES:
+        raise DorBenchError(
+            f"Unknown subsample '{subsample}'.", f"use one of: {', '.join(SUBSAMPLES)}."
+        )
+    if shots < 1:
+        raise DorBenchError(f"shots must be at least 1, not {shots}.", "pass --shots 1 or more.")
+    if root is None and not reader.builtin:
+        raise DorBenchError(
+            f"Dataset '{reader.name}' needs a data root.",
+            "pass --root pointing at the folder that holds the CoOp-style dataset folders "
+            f"(this one is read from '<root>/{reader.folder}').",
+        )
+    splits = reader.read(None if root is None else Path(root).expanduser().absolute())
+    train, val = fewshot(splits, shots, seed)
+    all_labels = list(range(len(splits.classnames)))
+    base, new = base_new_labels(len(all_labels)) if subsample == "base2new" else (all_labels, [])
+    return TrialData(
+        name=splits.name,
+        template=splits.template,
+        base_classnames=[splits.classnames[i] for i in base],
+        new_classnames=[splits.classnames[i] for i in new],
+        train=relabel(train, base),
+        val=relabel(val, base),
+        test_base=relabel(splits.test, base),
+        test_new=relabel(splits.test, new),
+    )

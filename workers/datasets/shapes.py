@@ -1,0 +1,246 @@
+"""The built-in demo dataset "shapes": 60 classes of the synthetic coloured-shapes world.
+
+Labels 0..29 are 30 combinations seen in pretraining (3 per colour, 3 per shape), labels 30..59
+are the 30 held-out combinations, so the standard base/new split (first half of the sorted
+labels is base) gives base = seen and new = held out. Per class: 24 train, 8 val, 50 test images.
+
+On first use the images are generated deterministically into
+``cache_dir("data", "shapes-v<VERSION>")`` in CoOp's layout::
+
+    images/<class_name>/<split>_<i>.png
+    split_zhou_Shapes.json   {"train": [[relpath, label, classname], ...], "val": [...], "test": [...]}
+
+Generation writes into a temporary sibling folder and renames it into place, so a killed
+generation never leaves a half dataset; concurrent generations are serialised by a lock file
+where the file system supports it, and otherwise the first rename wins. The data is then read
+back through ``read_split_json`` like any real dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from workers.datasets import shapes_world as world
+from workers.datasets.base import DEFAULT_TEMPLATE, DatasetSplits, read_split_json
+from workers.datasets.registry import DATASETS
+from workers.errors import DorBenchError
+from workers.paths import cache_dir
+
+#: Bump when this layout or class choice changes; a new folder name makes every cache regenerate.
+#: A changed generator (``shapes_world.WORLD_VERSION``) changes the folder name by itself.
+VERSION = 1
+FOLDER = f"shapes-v{VERSION}" + (f"-w{world.WORLD_VERSION}" if world.WORLD_VERSION != 1 else "")
+SPLIT_FILE = "split_zhou_Shapes.json"
+SEED = 20240611
+PER_CLASS = {"train": 24, "val": 8, "test": 50}
+_STALE_AFTER_S = 1800  # temporary folders older than this are left-overs of killed generations
+
+
+def _balanced_subset(classes: list[str], per_item: int, seed: int) -> list[str]:
+    """A deterministic subset of ``classes`` with exactly ``per_item`` classes per colour and per shape.
+
+    Built from ``per_item`` disjoint perfect colour-shape matchings (Kuhn's augmenting paths,
+    visiting shapes in a seeded random order); the seen graph is 7-regular bipartite, so they exist.
+    """
+    order = np.random.default_rng(seed).permutation(len(world.SHAPES)).tolist()
+    allowed = {(world.COLOURS.index(c.split()[0]), world.SHAPES.index(c.split()[1])) for c in classes}
+    chosen: set[tuple[int, int]] = set()
+    for _ in range(per_item):
+        match: dict[int, int] = {}  # shape -> colour
+
+        def augment(ci: int, visited: set[int]) -> bool:
+            for si in order:
+                if (ci, si) in allowed and (ci, si) not in chosen and si not in visited:
+                    visited.add(si)
+                    if si not in match or augment(match[si], visited):
+                        match[si] = ci
+                        return True
+            return False
+
+        for ci in range(len(world.COLOURS)):
+            if not augment(ci, set()):
+                raise RuntimeError("no balanced subset of the seen classes")  # cannot happen for 7-regular
+        chosen |= {(ci, si) for si, ci in match.items()}
+    return [f"{world.COLOURS[ci]} {world.SHAPES[si]}" for ci, si in sorted(chosen)]
+
+
+def demo_classes() -> list[str]:
+    """The 60 class names in label order: 30 seen combinations, then the 30 held-out ones."""
+    return _balanced_subset(world.seen_classes(), 3, SEED) + world.held_out_classes()
+
+
+def dataset_path() -> Path:
+    """Where the generated dataset lives (it may not exist yet)."""
+    return cache_dir("data") / FOLDER
+
+
+def _ready(path: Path) -> bool:
+    return (path / SPLIT_FILE).is_file()
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive advisory lock on ``path`` where available; a no-op otherwise."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # e.g. a network file system without locks: the rename race still holds
+            pass
+        yield
+    finally:
+        handle.close()
+
+
+class _Progress:
+    """Counts and ETA on stderr, only once the work has taken more than a second."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label = total, label
+        self.start = self.last = time.monotonic()
+        self.shown = False
+        self.tty = sys.stderr.isatty()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.start < 1.0 or now - self.last < (0.5 if self.tty else 5.0):
+            return
+        self.last, self.shown = now, True
+        rate = done / (now - self.start)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        line = f"{self.label}: {done}/{self.total} images ({100 * done // self.total}%), about {eta:.0f}s left"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def finish(self, where: Path) -> None:
+        elapsed = time.monotonic() - self.start
+        if self.shown or elapsed > 1.0:
+            end = "\n" if self.tty and self.shown else ""
+            print(f"{end}{self.label}: {self.total} images in {elapsed:.1f}s -> {where}", file=sys.stderr, flush=True)
+
+
+def _generate(tmp: Path, final: Path) -> None:
+    """Write the whole dataset into ``tmp`` (images, then the split file last)."""
+    classes = demo_classes()
+    total = len(classes) * sum(PER_CLASS.values())
+    progress = _Progress(total, "shapes: generating the built-in demo dataset")
+    splits: dict[str, list[list]] = {split: [] for split in PER_CLASS}
+    done = 0
+    for label, classname in enumerate(classes):
+        folder = classname.replace(" ", "_")
+        (tmp / "images" / folder).mkdir(parents=True)
+        ci, si = world.COLOURS.index(classname.split()[0]), world.SHAPES.index(classname.split()[1])
+        for split_index, (split, count) in enumerate(PER_CLASS.items()):
+            rng = np.random.default_rng([SEED, ci, si, split_index])
+            for i in range(count):
+                image, _ = world.render(classname, rng)
+                relpath = f"{folder}/{split}_{i}.png"
+                image.save(tmp / "images" / relpath, format="PNG", compress_level=1)
+                splits[split].append([relpath, label, classname])
+            done += count
+            progress.update(done)
+    (tmp / SPLIT_FILE).write_text(json.dumps(splits))
+    progress.finish(final)
+
+
+def _tmp_name() -> str:
+    return f".{FOLDER}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale(parent: Path) -> None:
+    """Delete temporary folders that killed generations left behind.
+
+    One is stale when its process (named in it) is gone from this host, or, for other hosts
+    sharing the cache, when it is older than ``_STALE_AFTER_S``.
+    """
+    now, host = time.time(), socket.gethostname()
+    for entry in parent.glob(f".{FOLDER}.*"):
+        with contextlib.suppress(OSError, ValueError):
+            if not entry.is_dir():
+                continue
+            parts = entry.name.partition(".tmp-")[2].rsplit("-", 2)  # [host, pid, tag] for a tmp folder
+            dead_here = len(parts) == 3 and parts[0] == host and not _pid_alive(int(parts[1]))
+            if dead_here or now - entry.stat().st_mtime > _STALE_AFTER_S:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; if another process got there first, keep theirs."""
+    if final.exists() and not _ready(final):
+        try:
+            final.rmdir()  # an empty folder
+        except OSError:  # something incomplete that is not ours: move it aside, then drop it
+            aside = final.with_name(f".{FOLDER}.broken-{uuid.uuid4().hex[:8]}")
+            os.rename(final, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not _ready(final):
+            raise
+
+
+def ensure_generated() -> Path:
+    """The dataset folder, generating it first if it is not there yet."""
+    final = dataset_path()
+    if _ready(final):
+        return final
+    parent = final.parent
+    tmp = parent / _tmp_name()
+    try:
+        with _lock(parent / f".{FOLDER}.lock"):
+            if _ready(final):  # another process generated it while we waited
+                return final
+            _remove_stale(parent)
+            _generate(tmp, final)
+            _publish(tmp, final)
+    except OSError as err:
+        raise DorBenchError(
+            f"Could not generate the built-in 'shapes' dataset in '{final}' ({type(err).__name__}: {err}).",
+            "free some disk space, or set DOR_BENCH_CACHE to a writable folder.",
+        ) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+class ShapesDataset:
+    """The built-in demo dataset; ``read`` ignores ``root`` and generates the data on first use."""
+
+    name = "shapes"
+    folder = "shapes"
+    template = DEFAULT_TEMPLATE  # "a photo of a {}."
+    builtin = True
+
+    def read(self, root: Path | None = None) -> DatasetSplits:
+        path = ensure_generated()
+        classnames, splits = read_split_json(path / SPLIT_FILE, path / "images", self.name)
+        return DatasetSplits(self.name, classnames, splits["train"], splits["val"], splits["test"], self.template)
+
+
+SHAPES = DATASETS.register("shapes")(ShapesDataset())

@@ -1,0 +1,19 @@
+"""Dynamic Outlier Regularization: the WordNet vocabulary, the outlier pool and the DOR loss."""
+
+from workers.dor.pool import STRATEGIES, ZS_TEMPLATE, OutlierPool, build_pool, encode_words, vocabulary_features
+from workers.dor.regularizer import DynamicOutlierRegularizer, OutlierSampler, dor_loss
+from workers.dor.vocabulary import noun_vocabulary, wordnet_reader
+
+__all__ = [
+    "STRATEGIES",
+    "ZS_TEMPLATE",
+    "DynamicOutlierRegularizer",
+    "OutlierPool",
+    "OutlierSampler",
+    "build_pool",
+    "dor_loss",
+    "encode_words",
+    "noun_vocabulary",
+    "vocabulary_features",
+    "wordnet_reader",
+]

@@ -1,0 +1,171 @@
+"""The outlier vocabulary: every WordNet noun lemma, derived once and cached as a text file.
+
+WordNet is found on its own: nltk's data (``corpora/wordnet`` or ``wordnet.zip``) first, then a
+system WordNet 3.0 (Debian/Ubuntu ``wordnet-base`` + ``wordnet-sense-index``). nltk cannot read a
+system folder in place (it only opens files under its data roots, it needs ``index.sense`` and a
+``lexnames`` file that Debian does not ship), so the system files are copied into dor-bench's
+cache, ``lexnames`` is written next to them, and that cache folder is added to nltk's data roots.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import nltk
+from nltk.corpus.reader.wordnet import WordNetCorpusReader
+from nltk.data import PathPointer
+
+from workers.errors import DorBenchError
+from workers.paths import atomic_write_bytes, cache_dir
+
+#: Bump when the derivation changes: the cached word list's file name carries it.
+VOCABULARY_VERSION = "wordnet-nouns-v1"
+
+#: WordNet's lexicographer files, numbered 00-44, as in the lexnames(5WN) man page.
+LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
+    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event",
+    "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
+    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
+    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
+    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition",
+    "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather",
+    "adj.ppl",
+)
+_CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}  # the man page's syntactic category codes
+
+#: Files nltk's WordNet reader opens; ``lexnames`` is written by dor-bench when missing.
+_REQUIRED_FILES = (
+    "index.sense",
+    *(f"{kind}.{pos}" for kind in ("index", "data") for pos in ("noun", "verb", "adj", "adv")),
+    *(f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")),
+)
+_OPTIONAL_FILES = ("cntlist.rev", "lexnames")  # sense counts; lexnames when the system has one
+
+#: Where system WordNet installations live (after ``$WNSEARCHDIR`` and ``$WNHOME/dict``).
+SYSTEM_WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/WordNet-3.0/dict", "/usr/local/share/wordnet")
+
+_HOW_TO_GET = (
+    "with internet, run `python -m nltk.downloader wordnet`; on Debian/Ubuntu, run "
+    "`apt-get install wordnet-base wordnet-sense-index`; or set WNSEARCHDIR to a WordNet 3.0 "
+    "dict folder (with index.sense)."
+)
+
+
+def lexnames_text() -> str:
+    """The 45-line ``lexnames`` file: ``NN<TAB>name<TAB>category``."""
+    return "".join(f"{i:02d}\t{name}\t{_CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(LEXNAMES))
+
+
+def vocabulary_path() -> Path:
+    """The cached word list (one word a line)."""
+    return cache_dir("vocabulary") / f"{VOCABULARY_VERSION}.txt"
+
+
+def noun_vocabulary() -> list[str]:
+    """All WordNet noun lemmas, underscores as spaces, unique case-insensitively, sorted.
+
+    The first spelling met in WordNet's synset order wins (``dog`` and ``Dog`` are one word).
+    Derived once (about 10 s) and read from the cache afterwards.
+    """
+    path = vocabulary_path()
+    if path.is_file():
+        return path.read_text(encoding="utf-8").splitlines()
+    words = _derive_nouns(wordnet_reader())
+    atomic_write_bytes(path, "".join(f"{w}\n" for w in words).encode("utf-8"))
+    return words
+
+
+def wordnet_reader() -> WordNetCorpusReader:
+    """nltk's English WordNet reader over the WordNet found on this machine.
+
+    Raises:
+        DorBenchError: no WordNet anywhere, or an incomplete system WordNet; says how to get one.
+    """
+    with warnings.catch_warnings():  # "multilingual functions are not available": not needed
+        warnings.simplefilter("ignore", UserWarning)
+        return _EnglishWordNet(_wordnet_root(), None)
+
+
+class _EnglishWordNet(WordNetCorpusReader):
+    """English WordNet only: skips the mapping to other WordNet versions (multilingual data)."""
+
+    def map_wn(self, version: str = "wordnet") -> None:
+        # nltk reads index.sense twice here (about half the load time) for OMW lookups only.
+        return None
+
+
+def _derive_nouns(reader: WordNetCorpusReader) -> list[str]:
+    first: dict[str, str] = {}
+    for synset in reader.all_synsets("n"):
+        for lemma in synset.lemmas():
+            word = lemma.name().replace("_", " ")
+            first.setdefault(word.casefold(), word)
+    return sorted(first.values(), key=lambda w: (w.casefold(), w))
+
+
+def _wordnet_root() -> PathPointer | str:
+    found = _find_nltk_wordnet()
+    if found is not None:
+        return found
+    local = cache_dir("nltk_data", "corpora", "wordnet")
+    if not _is_complete(local):
+        _copy_system_wordnet(_find_system_wordnet(), local)
+    _allow_nltk_root(local.parent.parent)
+    return str(local)
+
+
+def _find_nltk_wordnet() -> PathPointer | None:
+    """nltk's own WordNet (``corpora/wordnet`` folder or ``wordnet.zip``), if installed."""
+    try:
+        return nltk.data.find("corpora/wordnet")
+    except LookupError:
+        return None
+
+
+def _find_system_wordnet() -> Path:
+    home = os.environ.get("WNHOME")
+    candidates = [os.environ.get("WNSEARCHDIR"), home and f"{home}/dict", *SYSTEM_WORDNET_DIRS]
+    for folder in (Path(c) for c in candidates if c):
+        if (folder / "index.noun").is_file():
+            missing = [f for f in _REQUIRED_FILES if not (folder / f).is_file()]
+            if missing:
+                raise DorBenchError(
+                    f"The system WordNet in {folder} lacks {', '.join(missing)} "
+                    "(index.sense comes in a separate Debian package).",
+                    _HOW_TO_GET,
+                )
+            return folder
+    searched = ", ".join(str(c) for c in candidates if c)
+    raise DorBenchError(
+        f"WordNet was not found: nltk has no 'corpora/wordnet' (searched {', '.join(nltk.data.path)}) "
+        f"and there is no system WordNet (searched {searched}).",
+        _HOW_TO_GET,
+    )
+
+
+def _is_complete(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in (*_REQUIRED_FILES, "lexnames"))
+
+
+def _copy_system_wordnet(source: Path, target: Path) -> None:
+    """Copy (never link: nltk refuses links) the system files and write ``lexnames`` when absent."""
+    started = time.monotonic()
+    for name in (*_REQUIRED_FILES, *_OPTIONAL_FILES):
+        if (source / name).is_file():
+            atomic_write_bytes(target / name, (source / name).read_bytes())
+    if not (target / "lexnames").is_file():
+        atomic_write_bytes(target / "lexnames", lexnames_text().encode("ascii"))
+    print(f"copied the system WordNet from {source} to {target} in {time.monotonic() - started:.1f}s",
+          file=sys.stderr)
+
+
+def _allow_nltk_root(root: Path) -> None:
+    """Add ``root`` to nltk's data roots: nltk only opens corpus files under those."""
+    if str(root) not in nltk.data.path:
+        nltk.data.path.append(str(root))

@@ -1,0 +1,40 @@
+"""The seams between the trial loop and a prompt-tuning method."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from workers.models.clip import ClipBundle
+
+
+class PromptModel(Protocol):
+    """A method's model for one trial: CLIP plus whatever prompt it learns.
+
+    ``encode_names`` puts each name where the class name goes in the method's prompt and
+    encodes all of them in one text-encoder pass; it returns L2-normalised features,
+    ``[len(names), D]``, or ``[N, len(names), D]`` for image-conditioned prompts.
+    """
+
+    def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
+        """A method's own term added to cross-entropy (KgCoOp's), or None."""
+
+    def parameters(self) -> Any: ...
+
+
+class PromptMethod(Protocol):
+    """A registered method: its published defaults and how to build its model."""
+
+    name: str
+    trains: bool  # False for zero-shot
+    frozen_image_encoder: bool  # True when test image features can come from the cache
+    defaults: dict[str, Any]
+
+    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+        """The model for one trial; ``classnames`` are the training (base) classes."""

@@ -1,0 +1,58 @@
+"""CoCoOp (Zhou et al., 2022): context tokens shifted per image by a small meta-network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.methods.prompting import encode_with_context, init_context, placeholder_tokens, prompt_prefix
+from workers.methods.registry import METHODS
+from workers.methods.tuning import TUNING_DEFAULTS
+from workers.models.clip import ClipBundle
+
+
+class ConditionalPromptModel(nn.Module):
+    """``ctx + meta_net(image feature)`` before each name: every prompt is image-conditioned,
+    so ``encode_names`` returns ``[N images, len(names), D]``."""
+
+    def __init__(self, clip: ClipBundle, n_ctx: int, ctx_init: str | None):
+        super().__init__()
+        self.clip = clip
+        self.prefix = prompt_prefix(n_ctx, ctx_init)
+        self.ctx = nn.Parameter(init_context(clip, n_ctx, ctx_init).to(clip.device))
+        embed_dim = clip.model.text_projection.shape[-1]
+        width = self.ctx.shape[-1]
+        self.meta_net = nn.Sequential(
+            nn.Linear(embed_dim, embed_dim // 16), nn.ReLU(inplace=True), nn.Linear(embed_dim // 16, width)
+        ).to(clip.device)
+
+    def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
+        if image_features is None:
+            raise ValueError("CoCoOp prompts are image-conditioned: pass image_features")
+        tokens = placeholder_tokens(self.clip, names, self.prefix)
+        shift = self.meta_net(F.normalize(image_features.float(), dim=-1))  # [N, width]
+        return torch.stack([encode_with_context(self.clip, tokens, self.ctx + s) for s in shift])
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.clip.model.encode_image(images).float()
+
+    def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+@METHODS.register("cocoop")
+class CoCoOp:
+    name = "cocoop"
+    trains = True
+    frozen_image_encoder = True
+    defaults: dict[str, Any] = {
+        **TUNING_DEFAULTS, "epochs": 10, "batch_size": 1, "lr": 0.002,
+        "n_ctx": 4, "ctx_init": "a photo of a", "dor_lambda": 2.0,
+    }
+
+    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+        return ConditionalPromptModel(clip, options["n_ctx"], options["ctx_init"])

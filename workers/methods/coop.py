@@ -1,0 +1,60 @@
+"""CoOp (Zhou et al., 2022): a learned context shared by all classes, class token at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.methods.prompting import encode_with_context, init_context, placeholder_tokens, prompt_prefix
+from workers.methods.registry import METHODS
+from workers.methods.tuning import TUNING_DEFAULTS
+from workers.models.clip import ClipBundle
+
+
+class ContextPromptModel(nn.Module):
+    """Learned context vectors before each name; the CLIP weights stay frozen (and unregistered)."""
+
+    def __init__(
+        self,
+        clip: ClipBundle,
+        n_ctx: int,
+        ctx_init: str | None,
+        anchor: torch.Tensor | None = None,
+        anchor_weight: float = 0.0,
+    ):
+        """``anchor`` (optional): fixed features the class features are pulled toward with
+        ``anchor_weight * (1 - mean cos)`` (KgCoOp's knowledge-guided term)."""
+        super().__init__()
+        self.clip = clip
+        self.prefix = prompt_prefix(n_ctx, ctx_init)
+        self.ctx = nn.Parameter(init_context(clip, n_ctx, ctx_init).to(clip.device))
+        self.anchor, self.anchor_weight = anchor, anchor_weight
+
+    def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
+        return encode_with_context(self.clip, placeholder_tokens(self.clip, names, self.prefix), self.ctx)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.clip.model.encode_image(images).float()
+
+    def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
+        if self.anchor is None or self.anchor_weight == 0:
+            return None
+        cos = torch.nn.functional.cosine_similarity(class_features, self.anchor, dim=-1)
+        return self.anchor_weight * (1 - cos.mean())
+
+
+@METHODS.register("coop")
+class CoOp:
+    name = "coop"
+    trains = True
+    frozen_image_encoder = True
+    defaults: dict[str, Any] = {
+        **TUNING_DEFAULTS, "epochs": 200, "batch_size": 32, "lr": 0.002,
+        "n_ctx": 16, "ctx_init": None, "dor_lambda": 8.0,
+    }
+
+    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+        return ContextPromptModel(clip, options["n_ctx"], options["ctx_init"])

@@ -1,0 +1,38 @@
+"""KgCoOp (Yao et al., 2023): CoOp plus a pull of the tuned class features toward the
+hand-crafted (dataset-template) zero-shot ones, ``weight * (1 - mean cos)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.methods.coop import ContextPromptModel
+from workers.methods.registry import METHODS
+from workers.methods.tuning import TUNING_DEFAULTS
+from workers.models.clip import ClipBundle
+
+
+@torch.no_grad()
+def template_features(clip: ClipBundle, classnames: list[str], template: str) -> torch.Tensor:
+    """Frozen zero-shot features of ``template.format(name)``, L2-normalised."""
+    tokens = clip.tokenizer([template.format(n) for n in classnames]).to(clip.device)
+    return F.normalize(clip.model.encode_text(tokens).float(), dim=-1)
+
+
+@METHODS.register("kgcoop")
+class KgCoOp:
+    name = "kgcoop"
+    trains = True
+    frozen_image_encoder = True
+    # "a photo of a" is 4 tokens: KgCoOp learns those 4 (its context length follows the init).
+    defaults: dict[str, Any] = {
+        **TUNING_DEFAULTS, "epochs": 200, "batch_size": 32, "lr": 0.002,
+        "n_ctx": 4, "ctx_init": "a photo of a", "kg_weight": 8.0, "dor_lambda": 2.0,
+    }
+
+    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+        anchor = template_features(clip, classnames, template)
+        return ContextPromptModel(clip, options["n_ctx"], options["ctx_init"], anchor, options["kg_weight"])

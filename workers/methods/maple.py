@@ -1,0 +1,83 @@
+"""MaPLe (Khattak et al., 2023): coupled text and vision prompts in the first ``depth`` layers.
+
+Text side: the first ``n_ctx`` words of the prompt prefix are learned at the input, and new
+learned tokens replace them in layers 1..depth-1. Vision side: each of those text prompts is
+projected (text width -> vision width) into tokens appended to the image sequence, so the image
+encoder changes and its features can never come from a cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.methods.prompting import encode_with_context, init_context, placeholder_tokens, prompt_prefix
+from workers.methods.registry import METHODS
+from workers.methods.tuning import TUNING_DEFAULTS
+from workers.models.clip import ClipBundle
+
+
+class MultiModalPromptModel(nn.Module):
+    def __init__(self, clip: ClipBundle, n_ctx: int, ctx_init: str | None, depth: int):
+        super().__init__()
+        self.clip = clip
+        visual = clip.model.visual
+        text_layers = len(clip.model.transformer.resblocks)
+        vision_layers = len(visual.transformer.resblocks)
+        self.depth = max(1, min(depth, text_layers, vision_layers))
+        self.prefix = prompt_prefix(n_ctx, ctx_init)
+        self.ctx = nn.Parameter(init_context(clip, n_ctx, ctx_init).to(clip.device))
+        text_width, vision_width = self.ctx.shape[-1], visual.conv1.out_channels
+        self.deep_text = nn.ParameterList(
+            nn.Parameter(torch.randn(n_ctx, text_width, device=clip.device) * 0.02)
+            for _ in range(self.depth - 1)
+        )
+        # one coupling projection for the input prompts and one per deeper layer
+        self.couplings = nn.ModuleList(
+            nn.Linear(text_width, vision_width).to(clip.device) for _ in range(self.depth)
+        )
+
+    def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = placeholder_tokens(self.clip, names, self.prefix)
+        return encode_with_context(self.clip, tokens, self.ctx, list(self.deep_text))
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        visual = self.clip.model.visual
+        dtype = visual.conv1.weight.dtype
+        prompts = [c(p).to(dtype) for c, p in zip(self.couplings, [self.ctx, *self.deep_text])]
+        n_ctx = prompts[0].shape[0]
+        x = visual.conv1(images.to(dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = visual.class_embedding.to(dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(dtype)
+        x = visual.patch_dropout(x)
+        x = torch.cat([x, prompts[0].unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+        x = visual.ln_pre(x)
+        for depth, block in enumerate(visual.transformer.resblocks):
+            if 1 <= depth < self.depth:
+                deep = prompts[depth].unsqueeze(0).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :-n_ctx], deep], dim=1)
+            x = block(x)
+        pooled, _ = visual._pool(x[:, :-n_ctx])
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+        return pooled.float()
+
+    def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+@METHODS.register("maple")
+class MaPLe:
+    name = "maple"
+    trains = True
+    frozen_image_encoder = False
+    defaults: dict[str, Any] = {
+        **TUNING_DEFAULTS, "epochs": 5, "batch_size": 4, "lr": 0.0035,
+        "n_ctx": 2, "ctx_init": "a photo of a", "prompt_depth": 9, "dor_lambda": 2.0,
+    }
+
+    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+        return MultiModalPromptModel(clip, options["n_ctx"], options["ctx_init"], options["prompt_depth"])

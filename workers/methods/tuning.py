@@ -1,0 +1,14 @@
+"""Training settings every tuned method shares (SPEC section 3); each method overrides some."""
+
+from typing import Any
+
+TUNING_DEFAULTS: dict[str, Any] = {
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "warmup_epochs": 1,
+    "warmup_lr": 1e-5,
+    # 0: encode freshly augmented images every step; N > 0: N cached augmented views per image
+    # (frozen image encoders only), drawn at random each epoch.
+    "augment_views": 0,
+}

@@ -1,0 +1,40 @@
+"""Zero-shot CLIP: the dataset's hand-written template, no training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.methods.registry import METHODS
+from workers.models.clip import ClipBundle
+
+
+class ZeroShotModel(nn.Module):
+    """Encodes ``template.format(name)`` with the frozen text encoder."""
+
+    def __init__(self, clip: ClipBundle, template: str):
+        super().__init__()
+        self.clip, self.template = clip, template
+
+    @torch.no_grad()
+    def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = self.clip.tokenizer([self.template.format(n) for n in names]).to(self.clip.device)
+        return F.normalize(self.clip.model.encode_text(tokens).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.clip.model.encode_image(images).float()
+
+
+@METHODS.register("zeroshot")
+class ZeroShot:
+    name = "zeroshot"
+    trains = False
+    frozen_image_encoder = True
+    defaults: dict[str, Any] = {}
+
+    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+        return ZeroShotModel(clip, template)

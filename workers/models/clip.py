@@ -1,0 +1,155 @@
+"""Load a CLIP model by open_clip architecture name and pretrained tag, ready for dor-bench.
+
+dor-bench's own small architectures (``tiny-clip``, ``micro-clip``) are open_clip JSON model
+configs shipped in ``workers/models/configs``; they load exactly like any open_clip model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+from torch import nn
+
+from workers.errors import DorBenchError, NotFoundError, did_you_mean
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+open_clip.add_model_config(CONFIG_DIR)
+
+#: Seed for random-init weights (``pretrained=None``): the same architecture always gets the
+#: same weights, so results and feature caches stay reproducible.
+RANDOM_INIT_SEED = 0
+
+
+@dataclass
+class ClipBundle:
+    """A loaded CLIP with everything a trial needs next to it."""
+
+    model: open_clip.CLIP
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    arch: str
+    pretrained: str | None
+    image_size: int
+    device: torch.device
+    visual_fingerprint: str  # changes whenever the image tower's weights change
+    text_fingerprint: str  # likewise for the text side
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp())
+
+
+def list_models() -> list[str]:
+    """Every architecture name ``load_clip`` accepts."""
+    return open_clip.list_models()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def fingerprint(module: nn.Module) -> str:
+    """A hash of a module's parameters and buffers (exact: any changed weight changes it)."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_clip(
+    arch: str = "ViT-B-16",
+    pretrained: str | None = "openai",
+    device: str = "auto",
+    cache_dir: str | None = None,
+) -> ClipBundle:
+    """Create a CLIP model in eval mode with frozen weights, its tokenizer and weight fingerprints.
+
+    Args:
+        arch: an open_clip architecture (``dor-bench ls models``), e.g. ``ViT-B-16`` or ``micro-clip``.
+        pretrained: an open_clip pretrained tag (``openai``), a path to a checkpoint file, or
+            ``None``/``"none"`` for random init (seeded, so always the same weights).
+        device: ``auto``, ``cpu`` or ``cuda[:i]``; fp32 on CPU, fp16 on GPU.
+        cache_dir: where open_clip caches downloaded weights (default: the Hugging Face cache).
+
+    Raises:
+        NotFoundError: unknown architecture or pretrained tag (with "did you mean").
+        DorBenchError: weights that cannot be fetched, with how to pre-download them.
+    """
+    if arch not in list_models():
+        raise NotFoundError(
+            f"Unknown model architecture '{arch}'.{did_you_mean(arch, list_models())}",
+            "run `dor-bench ls models` for the list.",
+        )
+    if pretrained is not None and pretrained.lower() == "none":
+        pretrained = None
+    dev = resolve_device(device)
+    precision = "fp16" if dev.type == "cuda" else "fp32"
+    if pretrained is not None and not os.path.isfile(pretrained):
+        _check_tag(arch, pretrained)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        try:
+            model = open_clip.create_model(
+                arch, pretrained=pretrained, precision=precision, device=dev, cache_dir=cache_dir
+            )
+        except RuntimeError as err:
+            if pretrained is None:
+                raise
+            raise _weights_error(arch, pretrained, cache_dir, err) from None
+    model.eval().requires_grad_(False)
+    image_size = model.visual.image_size
+    return ClipBundle(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(arch),
+        arch=arch,
+        pretrained=pretrained,
+        image_size=image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size),
+        device=dev,
+        visual_fingerprint=fingerprint(model.visual),
+        text_fingerprint=fingerprint(_text_side(model)),
+    )
+
+
+def _text_side(model: open_clip.CLIP) -> nn.Module:
+    """The modules (and parameters) that make up CLIP's text tower."""
+    side = nn.Module()
+    for name in ("transformer", "token_embedding", "ln_final"):
+        side.add_module(name, getattr(model, name))
+    for name in ("positional_embedding", "text_projection", "logit_scale"):
+        side.register_parameter(name, getattr(model, name))
+    return side
+
+
+def _check_tag(arch: str, tag: str) -> None:
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if tag not in tags:
+        known = ", ".join(tags) if tags else "none (use --pretrained none, or a checkpoint file)"
+        raise NotFoundError(
+            f"Unknown pretrained tag '{tag}' for model '{arch}'.{did_you_mean(tag, tags)}",
+            f"tags known for {arch}: {known}; or pass the path of a checkpoint file.",
+        )
+
+
+def _weights_error(arch: str, tag: str, cache_dir: str | None, err: Exception) -> DorBenchError:
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    source = cfg.get("hf_hub") or cfg.get("url") or "open_clip's registry"
+    cache = cache_dir or os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+    )
+    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+    return DorBenchError(
+        f"Could not load the pretrained weights '{tag}' for {arch} from {source}{offline}: {err}",
+        "on a machine with internet, run "
+        f"`python -c \"import open_clip; open_clip.create_model('{arch}', pretrained='{tag}')\"` "
+        f"to fill the weights cache ({cache}) and copy that folder here, or pass the path of the "
+        "checkpoint file as the pretrained tag (--pretrained /path/to/weights.bin).",
+    )

@@ -1,0 +1,105 @@
+"""The contract between the planes: a serialisable trial spec in, a trial result out.
+
+Both are plain pydantic models that round-trip through JSON, so a trial can be planned on one
+machine (the orchestrator), run on another (a worker) and stored anywhere (MLflow, Parquet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PoolStrategy = Literal["near", "far", "random"]
+
+
+class DorSpec(BaseModel):
+    """Dynamic Outlier Regularization settings; ``None`` fields take the method's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lam: float | None = Field(None, ge=0, description="weight of the DOR term (default per method)")
+    pool_size: int = Field(5000, gt=0, description="K: outlier words kept in the pool")
+    outliers_per_step: int | None = Field(
+        None, gt=0, description="B: words drawn per step (default: number of base classes)"
+    )
+    pool_strategy: PoolStrategy = "near"
+    vocabulary: str = Field(
+        "wordnet", description="'wordnet' (nouns), or a text file with one outlier word per line"
+    )
+
+
+class TrialSpec(BaseModel):
+    """Everything that decides one trial's result. Equal specs give equal results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = "zeroshot"
+    dataset: str = "shapes"
+    root: str | None = Field(None, description="data root in CoOp layout (unused by built-in data)")
+    model: str = "ViT-B-16"
+    pretrained: str | None = "openai"
+    seed: int = 1
+    shots: int = Field(16, gt=0)
+    subsample: Literal["base2new", "all"] = "base2new"
+    method_options: dict[str, Any] = Field(default_factory=dict)
+    dor: DorSpec | None = None
+    ece_bins: int = Field(10, gt=0)
+
+    @field_validator("pretrained")
+    @classmethod
+    def _none_means_random_init(cls, value: str | None) -> str | None:
+        return None if value is None or value.lower() == "none" else value
+
+    def canonical_json(self) -> str:
+        """Key-sorted JSON of the spec: the same trial always gives the same text."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def key(self) -> str:
+        """A short stable hash of the canonical spec (the trial's identity)."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+
+class RunOptions(BaseModel):
+    """How to run a trial; these never change its result, so they are not part of its key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = "auto"
+    cache_dir: str | None = None
+    checkpoint_dir: str | None = None
+    feature_cache: bool = True
+    progress: bool = True
+
+
+class ClassStat(BaseModel):
+    """Per-class test statistics of one split."""
+
+    split: Literal["base", "new", "all"]
+    label: int
+    classname: str
+    n: int
+    acc: float
+    confidence: float
+
+
+class ReliabilityBins(BaseModel):
+    """Per-bin data of a reliability diagram (equal-width confidence bins)."""
+
+    edges: list[float]
+    count: list[int]
+    accuracy: list[float]
+    confidence: list[float]
+
+
+class TrialResult(BaseModel):
+    """What a trial hands back: flat final metrics plus the data behind them."""
+
+    spec: TrialSpec
+    metrics: dict[str, float]
+    per_class: list[ClassStat] = Field(default_factory=list)
+    reliability: dict[str, ReliabilityBins] = Field(default_factory=dict)
+    history: list[dict[str, float]] = Field(default_factory=list)
+    info: dict[str, Any] = Field(default_factory=dict)

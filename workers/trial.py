@@ -1,0 +1,346 @@
+"""One trial, top to bottom: spec in, result out. No Ray here; the orchestrator calls this.
+
+1. seed everything; 2. read the data (few-shot base-class training set, base and new tests);
+3. load CLIP (kept warm across trials in one process); 4. build the method's model and, when
+DOR is on, its outlier regulariser; 5. train (with a checkpoint per epoch, so a killed trial
+resumes where it stopped); 6. score the test splits, from cached image features where the image
+encoder is frozen; 7. compute calibration metrics.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from contextlib import nullcontext
+import random
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from workers.datasets import load_trial_data
+from workers.datasets.base import Datum, TrialData
+from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
+from workers.dor import DynamicOutlierRegularizer, build_pool
+from workers.errors import DorBenchError
+from workers.evaluation import SplitScores, evaluate
+from workers.features import cached_image_features
+from workers.methods import METHODS
+from workers.metrics import proximity_scores
+from workers.models.clip import ClipBundle, load_clip
+from workers.paths import atomic_write_bytes
+from workers.progress import Progress
+from workers.spec import RunOptions, TrialResult, TrialSpec
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class TrialError(DorBenchError):
+    """A trial that cannot go on (e.g. a non-finite loss): recorded as failed, the grid goes on."""
+
+
+def run_trial(
+    spec: TrialSpec | dict[str, Any],
+    options: RunOptions | dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrialResult:
+    """Run one trial and return its result. ``spec`` and ``options`` may be plain dicts (JSON)."""
+    spec = TrialSpec.model_validate(spec)
+    options = RunOptions.model_validate(options or {})
+    started = time.monotonic()
+    seed_everything(spec.seed)
+
+    method = METHODS.get(spec.method)()
+    config = {**method.defaults, **spec.method_options}
+    unknown = sorted(set(spec.method_options) - set(method.defaults))
+    if unknown:
+        raise DorBenchError(
+            f"Unknown option(s) {unknown} for method '{spec.method}'.",
+            f"{spec.method} takes: {', '.join(sorted(method.defaults)) or 'no options'}.",
+        )
+    data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample)
+    clip = warm_clip(spec.model, spec.pretrained, options.device)
+    model = method.build(clip, data.base_classnames, data.template, config)
+    features = FeatureSource(clip, data.name, options)
+
+    info: dict[str, Any] = {"device": str(clip.device), "logit_scale": clip.logit_scale}
+    history: list[dict[str, float]] = []
+    if method.trains:
+        regularizer = make_regularizer(spec, clip, data, config)
+        info["dor"] = None if regularizer is None else {
+            "lambda": regularizer.lam, "outliers_per_step": regularizer.sampler.per_step,
+            "pool_size": len(regularizer.pool.words), "pool_strategy": regularizer.pool.strategy}
+        info["augmentation"] = ("online: images encoded each step" if not config["augment_views"]
+                                or not method.frozen_image_encoder
+                                else f"{config['augment_views']} cached augmented views per image")
+        checkpoint = Path(options.checkpoint_dir) / f"{spec.key()}.pt" if options.checkpoint_dir else None
+        history = train(model, method, config, data, clip, features, regularizer, spec.seed,
+                        checkpoint, on_epoch, options.progress)
+
+    model.eval()
+    scores = score_tests(model, method, data, clip, features)
+    ev = evaluate(scores, n_bins=spec.ece_bins)
+    info["seconds"] = round(time.monotonic() - started, 3)
+    info["feature_cache_hits"] = features.hits
+    return TrialResult(spec=spec, metrics=ev.metrics, per_class=ev.per_class,
+                       reliability=ev.reliability, history=history, info=info)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@lru_cache(maxsize=2)
+def warm_clip(arch: str, pretrained: str | None, device: str) -> ClipBundle:
+    """``load_clip`` memoised per process, so a worker keeps its model across trials."""
+    return load_clip(arch, pretrained, device=device)
+
+
+class FeatureSource:
+    """Frozen image features of a dataset's splits, through the on-disk cache."""
+
+    def __init__(self, clip: ClipBundle, dataset: str, options: RunOptions):
+        self.clip, self.dataset, self.options = clip, dataset, options
+        self.hits: dict[str, bool] = {}
+
+    def get(self, items: list[Datum], split: str, train_view: int | None = None) -> torch.Tensor:
+        """Test-transform features, or (``train_view`` = v) the v-th seeded augmented view."""
+        size = self.clip.image_size
+        if train_view is None:
+            transform, tid = test_transform(size), describe_transform("test", size)
+        else:
+            transform, tid = train_transform(size), f"{describe_transform('train', size)}|view={train_view}"
+        with torch.random.fork_rng(devices=[]):  # a view's augmentations never touch the trial's RNG
+            torch.manual_seed(train_view or 0)
+            feats, hit = cached_image_features(
+                self.clip, items, transform, tid, dataset=self.dataset, split=split,
+                use_cache=self.options.feature_cache, progress=self.options.progress)
+        self.hits[split if train_view is None else f"{split}-view{train_view}"] = hit
+        return feats
+
+
+def make_regularizer(spec: TrialSpec, clip: ClipBundle, data: TrialData,
+                     config: dict[str, Any]) -> DynamicOutlierRegularizer | None:
+    """DOR for this trial, or None when it is off or its weight is 0 (then the plain method)."""
+    if spec.dor is None:
+        return None
+    lam = config["dor_lambda"] if spec.dor.lam is None else spec.dor.lam
+    if lam == 0:
+        return None
+    pool = build_pool(clip, data.base_classnames, strategy=spec.dor.pool_strategy,
+                      size=spec.dor.pool_size, seed=spec.seed,
+                      vocabulary=read_word_list(spec.dor.vocabulary))
+    per_step = spec.dor.outliers_per_step or len(data.base_classnames)
+    return DynamicOutlierRegularizer(pool, lam, per_step, seed=spec.seed, device=clip.device)
+
+
+def read_word_list(vocabulary: str) -> list[str] | None:
+    """None for the WordNet nouns, else the words of a one-word-per-line file."""
+    if vocabulary == "wordnet":
+        return None
+    path = Path(vocabulary)
+    if not path.is_file():
+        raise DorBenchError(f"DOR vocabulary file '{path}' does not exist.",
+                            "use 'wordnet' or a text file with one outlier word per line.")
+    words = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not words:
+        raise DorBenchError(f"DOR vocabulary file '{path}' has no words.", "one word per line.")
+    return words
+
+
+def train(
+    model: nn.Module,
+    method: Any,
+    config: dict[str, Any],
+    data: TrialData,
+    clip: ClipBundle,
+    features: FeatureSource,
+    regularizer: DynamicOutlierRegularizer | None,
+    seed: int,
+    checkpoint: Path | None,
+    on_epoch: EpochCallback | None,
+    progress: bool,
+) -> list[dict[str, float]]:
+    """Fine-tune ``model``'s learnable prompt on the base classes; returns per-epoch metrics."""
+    epochs, names = int(config["epochs"]), data.base_classnames
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"],
+                                weight_decay=config["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+        epochs, config["warmup_epochs"], config["warmup_lr"] / config["lr"]))
+    loader = training_batches(model, method, config, data, clip, features, seed)
+    history: list[dict[str, float]] = []
+    start = 0
+    if checkpoint is not None and checkpoint.is_file():
+        start, history = load_checkpoint(checkpoint, model, optimizer, scheduler, regularizer)
+    bar = Progress(epochs, "training epochs", enabled=progress)
+    bar.update(start)
+    amp = torch.autocast("cuda", dtype=torch.float16) if clip.device.type == "cuda" else nullcontext()
+    for epoch in range(start, epochs):
+        model.train()
+        totals = {"loss": 0.0, "dor": 0.0, "correct": 0.0, "n": 0.0}
+        for step, (inputs, labels) in enumerate(loader()):
+            inputs, labels = inputs.to(clip.device), labels.to(clip.device)
+            with amp:
+                image = inputs if inputs.dim() == 2 else model.encode_images(inputs)
+                words, zero_shot = regularizer.draw() if regularizer else ([], None)
+                text = model.encode_names(names + words, image)  # one pass: classes + outliers
+                class_text, outlier_text = text[..., :len(names), :], text[..., len(names):, :]
+                logits = class_logits(clip.logit_scale, image, class_text)
+                loss = F.cross_entropy(logits.float(), labels)
+                extra = model.extra_loss(class_text)
+                if extra is not None:
+                    loss = loss + extra
+                dor = regularizer.loss(outlier_text, zero_shot) if regularizer else None
+                if dor is not None:
+                    loss = loss + dor
+            if not torch.isfinite(loss):
+                raise TrialError(f"Training diverged: the loss is {loss.item()} at epoch {epoch + 1}, "
+                                 f"step {step + 1}.", "lower the learning rate (method_options.lr) "
+                                 "or the DOR weight, or check the data.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            totals["loss"] += loss.item() * len(labels)
+            totals["dor"] += (dor.item() if dor is not None else 0.0) * len(labels)
+            totals["correct"] += (logits.argmax(-1) == labels).sum().item()
+            totals["n"] += len(labels)
+        scheduler.step()
+        row = {"epoch": float(epoch + 1), "train/loss": totals["loss"] / totals["n"],
+               "train/acc": 100 * totals["correct"] / totals["n"],
+               "lr": optimizer.param_groups[0]["lr"]}
+        if regularizer:
+            row["train/dor"] = totals["dor"] / totals["n"]
+        history.append(row)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, epoch + 1, history, model, optimizer, scheduler, regularizer)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, row)
+        bar.update()
+    return history
+
+
+def warmup_cosine(epochs: int, warmup: int, warmup_factor: float) -> Callable[[int], float]:
+    """Dassl's schedule as an lr factor per epoch: constant ``warmup_factor`` for the warm-up
+    epochs, then the cosine curve over all epochs (continuing where it would have been)."""
+    def factor(epoch: int) -> float:
+        if epoch < warmup:
+            return warmup_factor
+        return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    return factor
+
+
+def class_logits(scale: float, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """``scale * cos(image, text)``; text is ``[C, D]`` or per-image ``[N, C, D]``."""
+    image = F.normalize(image.float(), dim=-1)
+    if text.dim() == 3:
+        return scale * torch.einsum("nd,ncd->nc", image, text.float())
+    return scale * image @ text.float().T
+
+
+def training_batches(model, method, config, data: TrialData, clip: ClipBundle,
+                     features: FeatureSource, seed: int) -> Callable[[], DataLoader]:
+    """A factory of one epoch's shuffled batches: (images or cached features, labels)."""
+    labels = torch.tensor([d.label for d in data.train])
+    views = int(config["augment_views"])
+    batch = int(config["batch_size"])
+    if views and method.frozen_image_encoder:
+        bank = torch.stack([features.get(data.train, "train", train_view=seed * 1000 + v)
+                            for v in range(views)])  # [V, N, D]
+
+        def cached() -> DataLoader:
+            pick = torch.randint(views, (len(labels),))
+            chosen = bank[pick, torch.arange(len(labels))]
+            return DataLoader(TensorDataset(chosen, labels), batch_size=batch, shuffle=True)
+        return cached
+    dataset = ImageDataset(data.train, train_transform(clip.image_size))
+
+    def online() -> DataLoader:
+        return DataLoader(_PairDataset(dataset), batch_size=batch, shuffle=True)
+    return online
+
+
+class _PairDataset(torch.utils.data.Dataset):
+    """(image, label) pairs from an ImageDataset's (image, label, index) triples."""
+
+    def __init__(self, base: ImageDataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        image, label, _ = self.base[i]
+        return image, label
+
+
+@torch.no_grad()
+def score_tests(model: nn.Module, method: Any, data: TrialData, clip: ClipBundle,
+                features: FeatureSource) -> list[SplitScores]:
+    """Logits on the base and new test splits (PIECE proximity against base validation images)."""
+    def image_features(items: list[Datum], split: str) -> torch.Tensor:
+        if method.frozen_image_encoder:
+            return features.get(items, split).to(clip.device)
+        loader = DataLoader(ImageDataset(items, test_transform(clip.image_size)), batch_size=128)
+        return torch.cat([model.encode_images(x.to(clip.device)) for x, _, _ in loader])
+
+    reference = F.normalize(image_features(data.val, "val").float().cpu(), dim=-1)
+    out = []
+    for split, items, names in (("base", data.test_base, data.base_classnames),
+                                ("new", data.test_new, data.new_classnames)):
+        if not items:
+            continue
+        image = image_features(items, f"test-{split}")
+        if method.frozen_image_encoder and not _image_conditioned(model):
+            text = model.encode_names(names)
+            logits = class_logits(clip.logit_scale, image, text)
+        else:
+            logits = torch.cat([class_logits(clip.logit_scale, chunk, model.encode_names(names, chunk))
+                                for chunk in image.split(64)])
+        labels = torch.tensor([d.label for d in items])
+        normed = F.normalize(image.float().cpu(), dim=-1)
+        out.append(SplitScores(split, logits.cpu(), labels, names,
+                               proximity=proximity_scores(normed, reference, k=min(5, len(reference)))))
+    return out
+
+
+def _image_conditioned(model: nn.Module) -> bool:
+    return hasattr(model, "meta_net")
+
+
+def save_checkpoint(path: Path, epoch: int, history, model, optimizer, scheduler, regularizer) -> None:
+    """Only what training changes: learnable parameters, optimizer, schedule, sampler and RNGs."""
+    state = {
+        "epoch": epoch, "history": history,
+        "params": model.state_dict(),  # CLIP is not a submodule: this is the prompt alone
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "regularizer": regularizer.state_dict() if regularizer else None,
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": np.random.get_state()},
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, regularizer) -> tuple[int, list]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["params"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if regularizer is not None and state["regularizer"] is not None:
+        regularizer.load_state_dict(state["regularizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    return state["epoch"], state["history"]
+
