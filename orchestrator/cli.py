@@ -67,6 +67,8 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", default="openai", help="pretrained tag, checkpoint path, or none")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--test-per-class", type=int,
+                   help="score at most N test images per class (quick runs; default: all)")
     p.add_argument("--subsample", choices=["base2new", "all"], default="base2new")
     p.add_argument("--ece-bins", type=int, default=10)
     p.add_argument("--epochs", type=int, help="override the method's epochs")

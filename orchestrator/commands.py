@@ -28,6 +28,7 @@ def trial(args: argparse.Namespace) -> int:
         method=args.method, dataset=args.dataset, root=args.root, model=args.model,
         pretrained=args.pretrained, seed=args.seed, shots=args.shots,
         subsample=args.subsample, ece_bins=args.ece_bins, method_options=overrides, dor=dor,
+        test_per_class=args.test_per_class,
     )
     options = RunOptions(device=args.device, feature_cache=not args.no_feature_cache,
                          progress=not args.quiet, checkpoint_dir=args.checkpoint_dir)

@@ -47,6 +47,9 @@ class TrialSpec(BaseModel):
     method_options: dict[str, Any] = Field(default_factory=dict)
     dor: DorSpec | None = None
     ece_bins: int = Field(10, gt=0)
+    test_per_class: int | None = Field(
+        None, gt=0, description="at most this many test images per class (quick runs); None = all"
+    )
 
     @field_validator("pretrained")
     @classmethod

@@ -65,7 +65,8 @@ def run_trial(
             f"Unknown option(s) {unknown} for method '{spec.method}'.",
             f"{spec.method} takes: {', '.join(sorted(method.defaults)) or 'no options'}.",
         )
-    data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample)
+    data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample,
+                           spec.test_per_class)
     clip = warm_clip(spec.model, spec.pretrained, options.device)
     model = method.build(clip, data.base_classnames, data.template, config)
     features = FeatureSource(clip, data.name, options)

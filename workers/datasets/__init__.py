@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from workers.datasets import caltech101  # noqa: F401
@@ -22,7 +23,7 @@ from workers.datasets import sun397  # noqa: F401
 from workers.datasets import ucf101  # noqa: F401
 from workers.datasets.base import DatasetSplits, Datum, TrialData
 from workers.datasets.registry import DATASETS
-from workers.datasets.sampling import base_new_labels, fewshot, relabel
+from workers.datasets.sampling import base_new_labels, fewshot, relabel, sample_per_label
 from workers.errors import DorBenchError
 
 __all__ = ["DATASETS", "DatasetSplits", "Datum", "TrialData", "load_trial_data"]
@@ -31,13 +32,19 @@ SUBSAMPLES = ("base2new", "all")
 
 
 def load_trial_data(
-    dataset: str, root: str | Path | None, shots: int, seed: int, subsample: str = "base2new"
+    dataset: str,
+    root: str | Path | None,
+    shots: int,
+    seed: int,
+    subsample: str = "base2new",
+    test_per_class: int | None = None,
 ) -> TrialData:
     """Read ``dataset`` under ``root``, draw its few-shot train/val for ``seed``, split the classes.
 
     ``subsample="base2new"``: train/val/test_base hold the first ceil(n/2) classes and test_new
     the rest, each relabelled from 0. ``subsample="all"``: every class is base, test_new is empty.
-    ``root`` may be None only for built-in datasets.
+    ``root`` may be None only for built-in datasets. ``test_per_class`` keeps at most that many
+    test images per class (a fixed draw, the same for every seed), for quick runs.
     """
     reader = DATASETS.get(dataset)
     if subsample not in SUBSAMPLES:
@@ -54,6 +61,9 @@ def load_trial_data(
         )
     splits = reader.read(None if root is None else Path(root).expanduser().absolute())
     train, val = fewshot(splits, shots, seed)
+    test = splits.test
+    if test_per_class is not None:
+        test = [test[i] for i in sorted(sample_per_label(test, test_per_class, random.Random(0)))]
     all_labels = list(range(len(splits.classnames)))
     base, new = base_new_labels(len(all_labels)) if subsample == "base2new" else (all_labels, [])
     return TrialData(
@@ -63,6 +73,6 @@ def load_trial_data(
         new_classnames=[splits.classnames[i] for i in new],
         train=relabel(train, base),
         val=relabel(val, base),
-        test_base=relabel(splits.test, base),
-        test_new=relabel(splits.test, new),
+        test_base=relabel(test, base),
+        test_new=relabel(test, new),
     )

@@ -1,6 +1,13 @@
 """Dynamic Outlier Regularization: the WordNet vocabulary, the outlier pool and the DOR loss."""
 
-from workers.dor.pool import STRATEGIES, ZS_TEMPLATE, OutlierPool, build_pool, encode_words, vocabulary_features
+from workers.dor.pool import (
+    STRATEGIES,
+    ZS_TEMPLATE,
+    OutlierPool,
+    build_pool,
+    encode_words,
+    vocabulary_features,
+)
 from workers.dor.regularizer import DynamicOutlierRegularizer, OutlierSampler, dor_loss
 from workers.dor.vocabulary import noun_vocabulary, wordnet_reader
 

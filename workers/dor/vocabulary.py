@@ -122,10 +122,12 @@ def _wordnet_root() -> PathPointer | str:
 
 def _find_nltk_wordnet() -> PathPointer | None:
     """nltk's own WordNet (``corpora/wordnet`` folder or ``wordnet.zip``), if installed."""
-    try:
-        return nltk.data.find("corpora/wordnet")
-    except LookupError:
-        return None
+    for resource in ("corpora/wordnet", "corpora/wordnet.zip/wordnet/"):
+        try:
+            return nltk.data.find(resource)
+        except LookupError:
+            continue
+    return None
 
 
 def _find_system_wordnet() -> Path:

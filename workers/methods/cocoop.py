@@ -34,7 +34,11 @@ class ConditionalPromptModel(nn.Module):
             raise ValueError("CoCoOp prompts are image-conditioned: pass image_features")
         tokens = placeholder_tokens(self.clip, names, self.prefix)
         shift = self.meta_net(F.normalize(image_features.float(), dim=-1))  # [N, width]
-        return torch.stack([encode_with_context(self.clip, tokens, self.ctx + s) for s in shift])
+        context = self.ctx.unsqueeze(0) + shift.unsqueeze(1)  # [N, n_ctx, width]
+        n, p = len(shift), len(names)
+        # every (image, name) prompt in one text-encoder pass
+        feats = encode_with_context(self.clip, tokens.repeat(n, 1), context.repeat_interleave(p, dim=0))
+        return feats.view(n, p, -1)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -1,0 +1,69 @@
+"""The CLI on bad input: a one-paragraph error naming what is wrong, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+from orchestrator.cli import main
+from fake_data import make_split_json_dataset, truncate
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_missing_root(capsys, tmp_path):
+    code, _, err = run(capsys, "trial", "--dataset", "oxford_pets", "--root", str(tmp_path / "nope"))
+    assert code == 2
+    assert str(tmp_path / "nope") in err and "Traceback" not in err
+
+
+def test_missing_dataset_folder_names_expected_folder(capsys, tmp_path):
+    code, _, err = run(capsys, "trial", "--dataset", "oxford_pets", "--root", str(tmp_path))
+    assert code == 2
+    assert str(tmp_path / "oxford_pets") in err
+
+
+def test_malformed_split_json_names_the_file(capsys, tmp_path):
+    folder = tmp_path / "oxford_pets"
+    (folder / "images").mkdir(parents=True)
+    (folder / "split_zhou_OxfordPets.json").write_text("{not json")
+    code, _, err = run(capsys, "trial", "--dataset", "oxford_pets", "--root", str(tmp_path))
+    assert code == 2
+    assert "split_zhou_OxfordPets.json" in err and "malformed" in err
+
+
+def test_unknown_dataset_and_architecture_suggest_names(capsys):
+    code, _, err = run(capsys, "trial", "--dataset", "oxford_pet")
+    assert code == 2 and "Did you mean 'oxford_pets'" in err
+    code, _, err = run(capsys, "trial", "--model", "ViT-B-61", "--dataset", "shapes")
+    assert code == 2 and "Did you mean 'ViT-B-16'" in err
+    code, _, err = run(capsys, "trial", "--method", "cop", "--dataset", "shapes")
+    assert code == 2 and "Did you mean 'coop'" in err
+
+
+def test_unreadable_image_is_named_by_data_check(capsys, tmp_path):
+    make_split_json_dataset(tmp_path, "oxford_pets", num_classes=3)
+    broken = sorted((tmp_path / "oxford_pets" / "images").rglob("*.*"))[0]
+    truncate(broken)
+    code, out, _ = run(capsys, "data", "check", "--root", str(tmp_path), "--dataset", "oxford_pets")
+    assert code == 1
+    assert broken.name in out
+
+
+def test_invalid_trial_settings(capsys):
+    code, _, err = run(capsys, "trial", "--dataset", "shapes", "--shots", "0")
+    assert code == 2 and "shots" in err
+
+
+def test_unknown_method_option(capsys):
+    code, _, err = run(capsys, "trial", "--method", "coop", "--dataset", "shapes", "--model",
+                       "tiny-clip", "--pretrained", "none", "--option", "n_cxt=4")
+    assert code == 2 and "n_cxt" in err and "n_ctx" in err
+
+
+def test_ls_lists_registries(capsys):
+    assert run(capsys, "ls", "methods")[1].split() == ["cocoop", "coop", "kgcoop", "maple", "zeroshot"]
+    datasets = run(capsys, "ls", "datasets")[1].split()
+    assert len(datasets) == 16 and "shapes" in datasets and "imagenet_r" in datasets
+    assert "micro-clip" in run(capsys, "ls", "models")[1].split()

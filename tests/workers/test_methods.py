@@ -1,0 +1,143 @@
+"""Methods and DOR inside the trial loop, on the shapes data with a tiny random-init CLIP."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workers.errors import DorBenchError
+from workers.methods import METHODS
+from workers.models.clip import load_clip
+from workers.trial import run_trial
+
+QUICK = {"dataset": "shapes", "model": "tiny-clip", "pretrained": None, "shots": 2, "seed": 3,
+         "test_per_class": 5}
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory):
+    """A small outlier vocabulary file, so these tests never encode all of WordNet."""
+    path = tmp_path_factory.mktemp("vocab") / "words.txt"
+    path.write_text("\n".join(["apple", "bicycle", "cloud", "dragon", "engine", "forest", "guitar",
+                               "harbor", "island", "jacket", "kettle", "ladder", "mountain",
+                               "needle", "orchard", "pencil", "quilt", "river", "saddle",
+                               "tunnel", "umbrella", "violin", "wagon", "yacht", "zebra",
+                               "Red Star", "anchor", "bridge", "candle", "desert", "feather", "garden",
+                               "hammer", "igloo", "jungle", "kite", "lantern", "meadow", "nest",
+                               "ocean", "pillow"]))
+    return str(path)
+
+
+def coop(epochs: int = 2, **dor) -> dict:
+    spec = {**QUICK, "method": "coop", "method_options": {"epochs": epochs, "batch_size": 16}}
+    if dor:
+        spec["dor"] = dor
+    return spec
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return load_clip("tiny-clip", None)
+
+
+def test_lambda_zero_is_the_plain_method_bit_for_bit(words):
+    plain = run_trial(coop(), {"progress": False})
+    zero = run_trial(coop(lam=0.0, vocabulary=words, outliers_per_step=8), {"progress": False})
+    with_dor = run_trial(coop(lam=8.0, vocabulary=words, outliers_per_step=8), {"progress": False})
+    assert zero.metrics == plain.metrics
+    assert zero.history == plain.history
+    assert with_dor.history[-1]["train/dor"] > 0
+    assert with_dor.history[-1]["train/loss"] != plain.history[-1]["train/loss"]
+    assert with_dor.info["dor"]["outliers_per_step"] == 8
+
+
+def test_default_outliers_per_step_is_number_of_base_classes(words):
+    result = run_trial(coop(epochs=1, lam=8.0, vocabulary=words), {"progress": False})
+    assert result.info["dor"]["outliers_per_step"] == 30
+    # "Red Star" is a base class of the shapes data (any case): never an outlier
+    assert result.info["dor"]["pool_size"] == 40
+
+
+def test_kill_and_resume_gives_the_same_result(tmp_path, words):
+    spec = coop(epochs=3, lam=4.0, vocabulary=words, outliers_per_step=6)
+    reference = run_trial(spec, {"progress": False})
+
+    class Killed(Exception):
+        pass
+
+    def die_after_epoch_2(epoch, row):
+        if epoch == 2:
+            raise Killed
+
+    options = {"progress": False, "checkpoint_dir": str(tmp_path)}
+    with pytest.raises(Killed):
+        run_trial(spec, options, on_epoch=die_after_epoch_2)
+    seen = []
+    resumed = run_trial(spec, options, on_epoch=lambda epoch, row: seen.append(epoch))
+    assert seen == [3]  # epochs 1 and 2 came from the checkpoint
+    assert resumed.metrics == reference.metrics
+    assert resumed.history == reference.history
+
+
+def test_non_finite_loss_names_epoch_and_step():
+    spec = {**coop(epochs=2), "method_options": {"epochs": 2, "batch_size": 16, "lr": 1e30}}
+    with pytest.raises(DorBenchError, match=r"epoch \d+, step \d+"):
+        run_trial(spec, {"progress": False})
+
+
+def test_kgcoop_loss_matches_its_formula(clip):
+    model = METHODS.get("kgcoop")().build(clip, ["red circle", "blue star"], "a photo of a {}.",
+                                          {**METHODS.get("kgcoop").defaults})
+    anchor = model.anchor
+    tuned = F.normalize(anchor + 0.3 * torch.randn(anchor.shape, generator=torch.Generator().manual_seed(0)), dim=-1)
+    expected = 8.0 * (1 - sum(float(tuned[i] @ anchor[i]) for i in range(2)) / 2)
+    assert float(model.extra_loss(tuned)) == pytest.approx(expected, rel=1e-5)
+    # the hand-crafted anchor is the dataset template's zero-shot feature
+    tokens = clip.tokenizer(["a photo of a red circle."])
+    assert torch.allclose(anchor[0], F.normalize(clip.model.encode_text(tokens), dim=-1)[0], atol=1e-6)
+
+
+def test_cocoop_outlier_prompts_are_image_conditioned(clip):
+    model = METHODS.get("cocoop")().build(clip, ["red circle"], "{}", {**METHODS.get("cocoop").defaults})
+    torch.nn.init.normal_(model.meta_net[2].weight, std=0.5)
+    images = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
+    feats = model.encode_names(["red circle", "zebra", "violin"], images)
+    assert feats.shape == (2, 3, 64)
+    assert not torch.allclose(feats[0, 1:], feats[1, 1:])  # outliers differ per image
+    # the batched pass equals encoding each image's prompts on its own
+    alone = model.encode_names(["red circle", "zebra", "violin"], images[1:])
+    assert torch.allclose(alone[0], feats[1], atol=1e-5)
+
+
+def test_coop_context_replaces_placeholders_and_only_context_learns(clip):
+    model = METHODS.get("coop")().build(clip, ["red circle"], "{}", {**METHODS.get("coop").defaults})
+    assert [n for n, p in model.named_parameters()] == ["ctx"]
+    assert model.ctx.shape == (16, 64)
+    feats = model.encode_names(["red circle", "zebra"])
+    feats.sum().backward()
+    assert model.ctx.grad is not None and model.ctx.grad.abs().sum() > 0
+    assert all(p.grad is None for p in clip.model.parameters())
+
+
+def test_maple_changes_the_image_encoder(clip):
+    model = METHODS.get("maple")().build(clip, ["red circle"], "{}", {**METHODS.get("maple").defaults})
+    assert model.depth == 2  # tiny-clip has 2 layers: depth 9 is clamped
+    images = torch.randn(2, 3, 32, 32)
+    plain = clip.model.encode_image(images)
+    prompted = model.encode_images(images)
+    assert prompted.shape == plain.shape and not torch.allclose(prompted, plain)
+    prompted.sum().backward()
+    assert model.couplings[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("method", ["kgcoop", "cocoop", "maple"])
+def test_every_method_runs_a_trial_with_dor(method, words):
+    options = {"epochs": 1, "batch_size": 16 if method != "cocoop" else 4}
+    spec = {**QUICK, "shots": 1, "method": method, "method_options": options,
+            "dor": {"lam": 2.0, "vocabulary": words, "outliers_per_step": 4}}
+    result = run_trial(spec, {"progress": False})
+    assert result.history[-1]["train/dor"] > 0
+    assert 0 <= result.metrics["new/ece"] <= 100
+    # MaPLe changes the image encoder, so its test features never come from the cache
+    assert ("test-base" in result.info["feature_cache_hits"]) == (method != "maple")
