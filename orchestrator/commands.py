@@ -75,6 +75,15 @@ def data_check(args: argparse.Namespace) -> int:
     return 1 if has_problems(reports) else 0
 
 
+def micro_clip_pretrain(args: argparse.Namespace) -> int:
+    from workers.models.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(arch=args.arch, steps=args.steps, seed=args.seed, threads=args.threads)
+    record = pretrain(config, Path(args.out), command=" ".join(["dor-bench", *sys.argv[1:]]))
+    print(json.dumps(record["zero_shot"], indent=2, default=str))
+    return 0
+
+
 def ls(args: argparse.Namespace) -> int:
     if args.what == "methods":
         from workers.methods import METHODS as registry

@@ -16,6 +16,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator that registers ``obj`` under ``name``."""
@@ -29,12 +30,18 @@ class Registry(Generic[T]):
 
         return add
 
+    def alias(self, alias: str, name: str) -> None:
+        """Let ``alias`` stand for the registered ``name``."""
+        self._aliases[alias.lower()] = name.lower()
+
     def get(self, name: str) -> T:
+        key = self._aliases.get(name.lower(), name.lower())
         try:
-            return self._entries[name.lower()]
+            return self._entries[key]
         except KeyError:
+            known = [*self._entries, *self._aliases]
             raise NotFoundError(
-                f"Unknown {self.kind} '{name}'.{did_you_mean(name, self._entries)}",
+                f"Unknown {self.kind} '{name}'.{did_you_mean(name, known)}",
                 f"choose one of: {', '.join(sorted(self._entries))}"
                 " (`dor-bench ls` lists them).",
             ) from None
@@ -43,7 +50,7 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
-        return name.lower() in self._entries
+        return self._aliases.get(name.lower(), name.lower()) in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

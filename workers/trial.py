@@ -113,13 +113,15 @@ class FeatureSource:
         self.clip, self.dataset, self.options = clip, dataset, options
         self.hits: dict[str, bool] = {}
 
-    def get(self, items: list[Datum], split: str, train_view: int | None = None) -> torch.Tensor:
+    def get(self, items: list[Datum], split: str, train_view: int | None = None,
+            min_crop_scale: float = 0.08) -> torch.Tensor:
         """Test-transform features, or (``train_view`` = v) the v-th seeded augmented view."""
         size = self.clip.image_size
         if train_view is None:
             transform, tid = test_transform(size), describe_transform("test", size)
         else:
-            transform, tid = train_transform(size), f"{describe_transform('train', size)}|view={train_view}"
+            transform = train_transform(size, min_crop_scale)
+            tid = f"{describe_transform('train', size, min_crop_scale)}|view={train_view}"
         with torch.random.fork_rng(devices=[]):  # a view's augmentations never touch the trial's RNG
             torch.manual_seed(train_view or 0)
             feats, hit = cached_image_features(
@@ -255,7 +257,7 @@ def training_batches(model, method, config, data: TrialData, clip: ClipBundle,
     views = int(config["augment_views"])
     batch = int(config["batch_size"])
     if views and method.frozen_image_encoder:
-        bank = torch.stack([features.get(data.train, "train", train_view=seed * 1000 + v)
+        bank = torch.stack([features.get(data.train, "train", seed * 1000 + v, config["min_crop_scale"])
                             for v in range(views)])  # [V, N, D]
 
         def cached() -> DataLoader:
@@ -263,7 +265,7 @@ def training_batches(model, method, config, data: TrialData, clip: ClipBundle,
             chosen = bank[pick, torch.arange(len(labels))]
             return DataLoader(TensorDataset(chosen, labels), batch_size=batch, shuffle=True)
         return cached
-    dataset = ImageDataset(data.train, train_transform(clip.image_size))
+    dataset = ImageDataset(data.train, train_transform(clip.image_size, config["min_crop_scale"]))
 
     def online() -> DataLoader:
         return DataLoader(_PairDataset(dataset), batch_size=batch, shuffle=True)

@@ -244,3 +244,4 @@ class ShapesDataset:
 
 
 SHAPES = DATASETS.register("shapes")(ShapesDataset())
+DATASETS.alias("demo", "shapes")

@@ -20,18 +20,15 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TRANSFORMS_VERSION = 1
 
 
-def train_transform(image_size: int) -> T.Compose:
-    """Random-resized crop (scale 0.08-1, bicubic), horizontal flip, CLIP normalisation."""
-    return T.Compose(
-        [
-            T.RandomResizedCrop(
-                image_size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC
-            ),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(CLIP_MEAN, CLIP_STD),
-        ]
-    )
+def train_transform(image_size: int, min_crop_scale: float = 0.08) -> T.Compose:
+    """Random-resized crop (area scale ``min_crop_scale``-1, bicubic), horizontal flip, CLIP
+    normalisation. ``min_crop_scale`` >= 1 keeps the whole image (test resize, then flip only)."""
+    if min_crop_scale >= 1:
+        crop = [T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size)]
+    else:
+        crop = [T.RandomResizedCrop(image_size, scale=(min_crop_scale, 1.0),
+                                    interpolation=T.InterpolationMode.BICUBIC)]
+    return T.Compose([*crop, T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
 
 
 def test_transform(image_size: int) -> T.Compose:
@@ -49,10 +46,12 @@ def test_transform(image_size: int) -> T.Compose:
 test_transform.__test__ = False  # not a pytest test, even when a test module imports it
 
 
-def describe_transform(kind: Literal["train", "test"], image_size: int) -> str:
+def describe_transform(kind: Literal["train", "test"], image_size: int, min_crop_scale: float = 0.08) -> str:
     """A stable text identity of ``train_transform``/``test_transform`` (for cache keys)."""
+    crop = (f"resize{image_size}(bicubic)+centercrop{image_size}" if min_crop_scale >= 1
+            else f"rrc{image_size}({min_crop_scale:g}-1,bicubic)")
     steps = {
-        "train": f"rrc{image_size}(0.08-1,bicubic)+hflip",
+        "train": f"{crop}+hflip",
         "test": f"resize{image_size}(bicubic)+centercrop{image_size}",
     }
     if kind not in steps:

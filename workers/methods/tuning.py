@@ -11,4 +11,6 @@ TUNING_DEFAULTS: dict[str, Any] = {
     # 0: encode freshly augmented images every step; N > 0: N cached augmented views per image
     # (frozen image encoders only), drawn at random each epoch.
     "augment_views": 0,
+    # smallest crop area of the training random-resized crop (CoOp: 0.08); >= 1: no crop, flip only
+    "min_crop_scale": 0.08,
 }

@@ -19,7 +19,13 @@ from torch import nn
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 open_clip.add_model_config(CONFIG_DIR)
+
+#: Weights shipped inside the package: architecture -> {tag: file}. The first tag is the default.
+SHIPPED_WEIGHTS: dict[str, dict[str, Path]] = {
+    "micro-clip": {"shapes": WEIGHTS_DIR / "micro-clip-shapes.pt"},
+}
 
 #: Seed for random-init weights (``pretrained=None``): the same architecture always gets the
 #: same weights, so results and feature caches stay reproducible.
@@ -47,6 +53,14 @@ class ClipBundle:
 def list_models() -> list[str]:
     """Every architecture name ``load_clip`` accepts."""
     return open_clip.list_models()
+
+
+def default_pretrained(arch: str) -> str | None:
+    """The pretrained tag used when none is given: shipped weights, else ``openai`` where
+    open_clip has it, else None (random init)."""
+    if arch in SHIPPED_WEIGHTS:
+        return next(iter(SHIPPED_WEIGHTS[arch]))
+    return "openai" if "openai" in open_clip.list_pretrained_tags_by_model(arch) else None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -93,7 +107,11 @@ def load_clip(
         pretrained = None
     dev = resolve_device(device)
     precision = "fp16" if dev.type == "cuda" else "fp32"
-    if pretrained is not None and not os.path.isfile(pretrained):
+    tag = pretrained
+    shipped = SHIPPED_WEIGHTS.get(arch, {})
+    if pretrained in shipped:
+        pretrained = str(shipped[pretrained])
+    elif pretrained is not None and not os.path.isfile(pretrained):
         _check_tag(arch, pretrained)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
@@ -111,7 +129,7 @@ def load_clip(
         model=model,
         tokenizer=open_clip.get_tokenizer(arch),
         arch=arch,
-        pretrained=pretrained,
+        pretrained=tag,
         image_size=image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size),
         device=dev,
         visual_fingerprint=fingerprint(model.visual),
@@ -130,7 +148,7 @@ def _text_side(model: open_clip.CLIP) -> nn.Module:
 
 
 def _check_tag(arch: str, tag: str) -> None:
-    tags = open_clip.list_pretrained_tags_by_model(arch)
+    tags = open_clip.list_pretrained_tags_by_model(arch) + list(SHIPPED_WEIGHTS.get(arch, {}))
     if tag not in tags:
         known = ", ".join(tags) if tags else "none (use --pretrained none, or a checkpoint file)"
         raise NotFoundError(
