@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.dor-bench-installed
 .PHONY: demo test test-slow setup clean
 
 demo: setup  ## the main job on the embedded default
-	$(BIN)/dor-bench demo
+	$(BIN)/dor-bench run examples/demo.yaml
 
 test: setup  ## the test suite (CI runs this)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"

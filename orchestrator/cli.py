@@ -1,4 +1,4 @@
-"""The ``dor-bench`` command line: trial | data check | ls | demo."""
+"""The ``dor-bench`` command line: run | validate | trial | data check | micro-clip | ls."""
 
 from __future__ import annotations
 
@@ -37,14 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    run = sub.add_parser("run", help="run (or resume) a benchmark file on Ray, recording in MLflow")
+    run.add_argument("file", help="benchmark YAML, e.g. benchmarks.yaml or examples/demo.yaml")
+    run.add_argument("--tracking-uri", help="MLflow store (default: the file's tracking_uri)")
+    run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
+    run.add_argument("--rerun", action="store_true", help="run trials again even if finished")
+    run.add_argument("--checkpoint-dir", default=".dor-bench/checkpoints",
+                     help="per-epoch trial checkpoints (shared storage on a cluster)")
+    run.set_defaults(handler=commands.run)
+
+    validate = sub.add_parser("validate", help="check a benchmark file and print its plan")
+    validate.add_argument("file")
+    validate.set_defaults(handler=commands.validate)
+
     trial = sub.add_parser("trial", help="run one trial (no Ray) and print its metrics")
     add_trial_arguments(trial)
     trial.add_argument("--json", action="store_true", help="print the full result as JSON")
     trial.set_defaults(handler=commands.trial)
-
-    demo = sub.add_parser("demo", help="the embedded default: a trial on the built-in shapes data")
-    demo.add_argument("--json", action="store_true")
-    demo.set_defaults(handler=commands.demo)
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -11,7 +11,19 @@ from orchestrator.tables import format_metrics
 from workers.errors import DorBenchError
 from workers.spec import DorSpec, RunOptions, TrialSpec
 
-DEMO_SPEC = {"method": "zeroshot", "dataset": "shapes", "model": "tiny-clip", "pretrained": None}
+def run(args: argparse.Namespace) -> int:
+    from orchestrator.runner import run_benchmark
+
+    return run_benchmark(args.file, tracking_uri=args.tracking_uri, address=args.address,
+                         rerun=args.rerun, checkpoint_dir=args.checkpoint_dir)
+
+
+def validate(args: argparse.Namespace) -> int:
+    from orchestrator.config import validate_file
+
+    _, _, plan = validate_file(args.file)
+    print(plan)
+    return 0
 
 
 def trial(args: argparse.Namespace) -> int:
@@ -46,14 +58,6 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
             raise DorBenchError(f"--option '{pair}' is not KEY=VALUE.", "write e.g. --option n_ctx=4.")
         options[key.strip()] = yaml.safe_load(value)
     return options
-
-
-def demo(args: argparse.Namespace) -> int:
-    from workers.trial import run_trial
-
-    print("dor-bench demo: zero-shot CLIP on the built-in coloured-shapes data "
-          "(tiny-clip, random init until the micro-CLIP ships)", file=sys.stderr)
-    return _print_result(run_trial(TrialSpec(**DEMO_SPEC)), args.json)
 
 
 def _print_result(result, as_json: bool) -> int:

@@ -18,17 +18,6 @@ def session_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pretrained_tiny_clip(tmp_path_factory) -> str:
-    """A tiny CLIP briefly pretrained on the shapes world (about 30% zero-shot 30-way): weak
-    enough that tuning has room to improve, real enough that zero-shot transfer exists."""
-    from workers.models.pretrain import PretrainConfig, pretrain
-
-    path = tmp_path_factory.mktemp("tiny-clip") / "tiny-clip-shapes.pt"
-    pretrain(PretrainConfig(arch="tiny-clip", steps=150, batch_size=128), path, progress=False)
-    return str(path)
-
-
-@pytest.fixture(scope="session")
 def dor_words(tmp_path_factory) -> str:
     """A file of ~600 real WordNet nouns (every 200th), so trials never encode all 118k."""
     from workers.dor import noun_vocabulary

@@ -1,0 +1,124 @@
+"""``dor-bench run FILE``: validate, preflight, skip what is done, run the rest on Ray, record
+every trial in MLflow, print the results table."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import ray
+
+from orchestrator.config import Benchmark, PlannedTrial, validate_file
+from orchestrator.scheduler import Job, Outcome, run_jobs
+from orchestrator.summary import summary_table
+from orchestrator.tracking import Tracker
+from workers.errors import DorBenchError
+from workers.spec import RunOptions, TrialResult
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def preflight(bench: Benchmark, trials: list[PlannedTrial]) -> None:
+    """Everything that would make trials fail for the same reason, checked before scheduling."""
+    from workers.datasets import DATASETS
+    from workers.models.clip import load_clip
+
+    problems = []
+    for name in bench.datasets:
+        reader = DATASETS.get(name)
+        try:
+            reader.read(Path(bench.data_root).expanduser() if bench.data_root and not reader.builtin else None)
+        except DorBenchError as err:
+            problems.append(f"dataset '{name}': {err.message}")
+    try:
+        load_clip(bench.model.arch, bench.model.pretrained, device="cpu")
+    except DorBenchError as err:
+        problems.append(f"model: {err.message}")
+    if any(t.spec.dor is not None and t.spec.dor.vocabulary == "wordnet" for t in trials):
+        from workers.dor import noun_vocabulary
+
+        try:
+            noun_vocabulary()
+        except DorBenchError as err:
+            problems.append(f"DOR vocabulary: {err.message}")
+    if problems:
+        raise DorBenchError("Preflight found problems; nothing was scheduled:\n  - " + "\n  - ".join(problems))
+
+
+def start_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False, configure_logging=True)
+
+
+def run_benchmark(path: str, *, tracking_uri: str | None = None, address: str | None = None,
+                  rerun: bool = False, checkpoint_dir: str = ".dor-bench/checkpoints") -> int:
+    """Run (or resume) a benchmark file; returns the exit code (1 when any trial failed)."""
+    bench, trials, plan = validate_file(path)
+    log(plan)
+    preflight(bench, trials)
+    tracker = Tracker(tracking_uri or bench.tracking_uri, bench.name)
+    keys = {t.run_key for t in trials}
+    stale = tracker.close_stale(keys)
+    done = set() if rerun else tracker.finished_keys(keys)
+    todo = [t for t in trials if t.run_key not in done]
+    checkpoints = Path(checkpoint_dir)
+    resumable = sum((checkpoints / f"{t.run_key}.pt").is_file() for t in todo)
+    log(f"[dor-bench] {len(done)} of {len(trials)} trials already finished (skipped"
+        f"{'; --rerun to force' if done else ''}), {len(todo)} to run"
+        f"{f', {resumable} resuming from checkpoints' if resumable else ''}"
+        f"{f'; {stale} interrupted runs marked KILLED' if stale else ''}.")
+    by_name = {t.name: t for t in todo}
+    if todo:
+        start_ray(address)
+        parent = tracker.start_parent(f"run {Path(path).name}", {"dor_bench.benchmark_file": str(path)})
+        jobs = [make_job(t, bench) for t in todo]
+
+        def record(outcome: Outcome) -> None:
+            trial = by_name[outcome.job.name]
+            result = TrialResult.model_validate(outcome.result) if outcome.result else None
+            tracker.record(parent, trial.name, trial.spec, result, outcome.error, outcome.job.attempt + 1)
+            if result is not None:
+                (checkpoints / f"{trial.run_key}.pt").unlink(missing_ok=True)
+            else:
+                log(f"[dor-bench] trial '{trial.name}' FAILED: {outcome.error.splitlines()[0]}")
+
+        status = "FINISHED"
+        try:
+            progress = run_jobs(
+                jobs, RunOptions(checkpoint_dir=str(checkpoints.absolute()), progress=False),
+                cpus=bench.resources.cpus, gpus=bench.resources.gpus,
+                max_concurrency=bench.max_concurrency, retries=bench.retries,
+                on_outcome=record, on_progress=log)
+            log(progress.line())
+            status = "FAILED" if progress.failed else "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            log("[dor-bench] interrupted: finished trials are recorded; run the same command "
+                "again to resume the rest from their checkpoints.")
+            raise
+        finally:
+            tracker.end_parent(parent, status)
+    runs = tracker.runs_by_key(keys)
+    rows = []
+    for t in trials:  # the newest finished run of each trial (--rerun can make several)
+        finished = [r for r in runs.get(t.run_key, []) if r.info.status == "FINISHED"]
+        if finished:
+            rows.append((t.spec, max(finished, key=lambda r: r.info.start_time).data.metrics))
+    print(summary_table(rows))
+    return 0 if len(rows) == len(trials) else 1
+
+
+def make_job(trial: PlannedTrial, bench: Benchmark) -> Job:
+    testing = bench.testing
+    kill = testing.kill_worker if testing and testing.kill_worker else None
+    hit = lambda ref: ref in (trial.name, trial.run_key)  # noqa: E731
+    return Job(name=trial.name, spec=trial.spec.model_dump(mode="json"),
+               kill_at_epoch=kill.epoch if kill and hit(kill.trial) else None,
+               fail=bool(testing and any(hit(r) for r in testing.fail_trials)))

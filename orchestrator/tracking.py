@@ -1,0 +1,140 @@
+"""MLflow as the system of record: one experiment per benchmark, a parent run per
+``dor-bench run``, one child run per trial. Only the driver writes (never the workers), so a
+local sqlite store is never written by two processes at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from orchestrator.plots import reliability_figure
+from workers.errors import DorBenchError
+from workers.spec import TrialResult, TrialSpec
+
+RUN_KEY = "dor_bench.run_key"
+TRIAL_NAME = "dor_bench.trial"
+PARENT = "mlflow.parentRunId"
+
+
+def dor_bench_version() -> str:
+    try:
+        return version("dor-bench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def git_commit() -> str | None:
+    """The commit of the dor-bench checkout, when it is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def flat_params(spec: TrialSpec) -> dict[str, str]:
+    """The resolved spec as MLflow params: nested fields joined with dots."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = json.dumps(value) if not isinstance(value, str) else value
+
+    walk("", spec.model_dump(mode="json"))
+    return out
+
+
+class Tracker:
+    """Writes trial records into one MLflow experiment."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (found.experiment_id if found is not None
+                                  else self.client.create_experiment(experiment))
+        except Exception as err:  # the store itself is unusable: say which and how to fix
+            raise DorBenchError(
+                f"Cannot open the MLflow tracking store '{tracking_uri}': {err}",
+                "check that the path is writable (a sqlite file like sqlite:///mlflow.db is "
+                "created in the current folder) or that the server at --tracking-uri is up.",
+            ) from None
+
+    def start_parent(self, name: str, tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={
+            "dor_bench.version": dor_bench_version(), **({"dor_bench.git_commit": c}
+                                                         if (c := git_commit()) else {}), **tags})
+        return run.info.run_id
+
+    def end_parent(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def runs_by_key(self, keys: set[str] | None = None) -> dict[str, list]:
+        """Child runs of this experiment with a run key, grouped by key (all statuses)."""
+        out: dict[str, list] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.`{RUN_KEY}` != ''",
+                                           max_results=1000, page_token=token)
+            for run in page:
+                key = run.data.tags.get(RUN_KEY)
+                if keys is None or key in keys:
+                    out.setdefault(key, []).append(run)
+            token = page.token
+            if not token:
+                return out
+
+    def finished_keys(self, keys: set[str]) -> set[str]:
+        return {k for k, runs in self.runs_by_key(keys).items()
+                if any(r.info.status == "FINISHED" for r in runs)}
+
+    def close_stale(self, keys: set[str]) -> int:
+        """Mark runs left RUNNING by an interrupted driver as KILLED; returns how many."""
+        stale = [r for runs in self.runs_by_key(keys).values() for r in runs if r.info.status == "RUNNING"]
+        for run in stale:
+            self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        return len(stale)
+
+    def record(self, parent_id: str, name: str, spec: TrialSpec, result: TrialResult | None,
+               error: str | None = None, attempts: int = 1) -> str:
+        """Write one trial as a child run, FINISHED with its metrics or FAILED with its error."""
+        tags = {PARENT: parent_id, RUN_KEY: spec.key(), TRIAL_NAME: name,
+                "dor_bench.version": dor_bench_version(), "dor_bench.attempts": str(attempts)}
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        now = int(time.time() * 1000)
+        params = [Param(k, v[:6000]) for k, v in flat_params(spec).items()]
+        self.client.log_batch(run_id, params=params)
+        self.client.log_dict(run_id, spec.model_dump(mode="json"), "trial_spec.json")
+        if result is None:
+            self.client.set_tag(run_id, "dor_bench.error", (error or "unknown error")[:5000])
+            self.client.log_text(run_id, error or "", "error.txt")
+            self.client.set_terminated(run_id, "FAILED")
+            return run_id
+        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
+        for row in result.history:
+            step = int(row["epoch"])
+            metrics += [Metric(f"epoch/{k}", float(v), now, step) for k, v in row.items() if k != "epoch"]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        self.client.log_dict(run_id, {"per_class": [c.model_dump() for c in result.per_class],
+                                      "info": result.info}, "per_class.json")
+        self.client.log_dict(run_id, result.model_dump(mode="json"), "result.json")
+        if result.reliability:
+            fig = reliability_figure(result.reliability, name)
+            self.client.log_figure(run_id, fig, "reliability.png")
+            plt.close(fig)
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id

@@ -1,0 +1,72 @@
+"""Orchestrator overhead, measured in one run (compare ratios, not seconds).
+
+Runs the same grid (examples/tiny.yaml: 6 quick trials) three ways:
+  1. a plain Python loop over ``run_trial`` (no Ray, no MLflow);
+  2. ``dor-bench run`` with 1 worker actor;
+  3. ``dor-bench run`` with 2 worker actors;
+and reports trials per minute and the driver's overhead per trial against the plain loop.
+
+Usage: python perf/bench_run.py [--file examples/tiny.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import yaml
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--file", default=str(Path(__file__).parents[1] / "examples" / "tiny.yaml"))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["DOR_BENCH_CACHE"] = tempfile.mkdtemp(prefix="dor-bench-perf-")
+
+    from orchestrator.cli import main as cli
+    from orchestrator.config import load_benchmark, plan
+    from workers.trial import run_trial
+
+    trials = plan(load_benchmark(args.file))
+    for t in trials:  # warm every cache (data, features, pools) so all three runs do equal work
+        run_trial(t.spec, {"progress": False})
+    start = time.perf_counter()
+    for t in trials:
+        run_trial(t.spec, {"progress": False})
+    loop = time.perf_counter() - start
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    timings = {}
+    for actors in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = yaml.safe_load(Path(args.file).read_text())
+            config["max_concurrency"] = actors
+            if isinstance(config.get("dor", {}).get("vocabulary"), str) and config["dor"]["vocabulary"] != "wordnet":
+                config["dor"]["vocabulary"] = str(Path(args.file).parent / config["dor"]["vocabulary"])
+            path = Path(tmp) / "bench.yaml"
+            path.write_text(yaml.safe_dump(config))
+            start = time.perf_counter()
+            cli(["run", str(path), "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
+                 "--checkpoint-dir", f"{tmp}/ckpt"])
+            timings[actors] = time.perf_counter() - start
+    ray.shutdown()
+
+    n = len(trials)
+    print(f"\n{n} trials from {args.file}")
+    print(f"{'how':28} {'seconds':>8} {'trials/min':>11} {'overhead/trial s':>17}")
+    print(f"{'plain loop (no Ray/MLflow)':28} {loop:8.1f} {60 * n / loop:11.1f} {'-':>17}")
+    for actors, secs in timings.items():
+        print(f"{f'dor-bench run, {actors} actor(s)':28} {secs:8.1f} {60 * n / secs:11.1f} "
+              f"{(secs - loop / min(actors, n)) / n:17.2f}")
+    print(f"speed-up 2 actors vs 1: {timings[1] / timings[2]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

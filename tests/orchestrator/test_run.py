@@ -1,0 +1,87 @@
+"""`dor-bench run` end to end on a real local Ray and a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.tracking import RUN_KEY, TRIAL_NAME
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write_benchmark(folder: Path, **changes) -> Path:
+    """examples/tiny.yaml with ``changes``, the word list copied beside it."""
+    config = yaml.safe_load((EXAMPLES / "tiny.yaml").read_text())
+    config.update(changes)
+    (folder / "words.txt").write_text((EXAMPLES / "words.txt").read_text())
+    config["dor"]["vocabulary"] = "words.txt"
+    path = folder / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def child_runs(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id]) if RUN_KEY in r.data.tags]
+
+
+def run(path: Path, uri: str, folder: Path, *extra: str) -> int:
+    return main(["run", str(path), "--tracking-uri", uri,
+                 "--checkpoint-dir", str(folder / "ckpt"), *extra])
+
+
+def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
+    path = write_benchmark(tmp_path, name="e2e")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert run(path, uri, tmp_path) == 0
+    out = capsys.readouterr()
+    runs = child_runs(uri, "e2e")
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags[RUN_KEY] for r in runs}) == 6
+    for r in runs:
+        assert {"base/acc", "new/ece", "hm", "avg/ece"} <= set(r.data.metrics)
+        assert r.data.params["dataset"] == "shapes"
+    dor_runs = [r for r in runs if "dor" in r.data.tags[TRIAL_NAME]]
+    assert len(dor_runs) == 2 and all("epoch/train/dor" in r.data.metrics for r in dor_runs)
+    assert "| shapes | coop+DOR(lam=8) | 2 |" in out.out
+
+    assert run(path, uri, tmp_path) == 0
+    assert "6 of 6 trials already finished" in capsys.readouterr().err
+    assert len(child_runs(uri, "e2e")) == 6
+
+
+def test_killed_worker_is_retried_without_duplicates(tmp_path, capsys):
+    path = write_benchmark(tmp_path, name="kill",
+                           testing={"kill_worker": {"trial": "coop/shapes/seed1", "epoch": 1}})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert run(path, uri, tmp_path) == 0
+    assert "worker died during 'coop/shapes/seed1'" in capsys.readouterr().err
+    runs = child_runs(uri, "kill")
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    killed = [r for r in runs if r.data.tags[TRIAL_NAME] == "coop/shapes/seed1"]
+    assert len(killed) == 1 and killed[0].data.tags["dor_bench.attempts"] == "2"
+
+
+def test_failing_trial_is_recorded_failed_and_the_rest_finish(tmp_path, capsys):
+    path = write_benchmark(tmp_path, name="fail", testing={"fail_trials": ["coop/shapes/seed2"]})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert run(path, uri, tmp_path) == 1
+    runs = child_runs(uri, "fail")
+    status = {r.data.tags[TRIAL_NAME]: r.info.status for r in runs}
+    assert status.pop("coop/shapes/seed2") == "FAILED"
+    assert len(status) == 5 and set(status.values()) == {"FINISHED"}
+    assert "injected failure" in capsys.readouterr().err
