@@ -85,3 +85,16 @@ def test_failing_trial_is_recorded_failed_and_the_rest_finish(tmp_path, capsys):
     assert status.pop("coop/shapes/seed2") == "FAILED"
     assert len(status) == 5 and set(status.values()) == {"FINISHED"}
     assert "injected failure" in capsys.readouterr().err
+
+
+def test_preflight_failure_schedules_nothing(tmp_path, capsys):
+    config = {"name": "pre", "data_root": str(tmp_path / "no-such-data"), "datasets": ["oxford_pets"],
+              "model": {"arch": "tiny-clip", "pretrained": "none"}, "seeds": [1],
+              "methods": ["zeroshot"]}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert run(path, uri, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "Preflight" in err and "no-such-data" in err
+    assert not (tmp_path / "mlflow.db").exists()
