@@ -83,7 +83,8 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="shapes", help="dataset name (dor-bench ls datasets)")
     p.add_argument("--root", help="data root in CoOp layout (not needed for built-in data)")
     p.add_argument("--model", default="ViT-B-16", help="open_clip architecture")
-    p.add_argument("--pretrained", default="openai", help="pretrained tag, checkpoint path, or none")
+    p.add_argument("--pretrained", help="pretrained tag, checkpoint path, or none (default: the "
+                   "model's own: shipped weights for micro-clip, else openai)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--test-per-class", type=int,

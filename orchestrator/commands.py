@@ -36,9 +36,14 @@ def trial(args: argparse.Namespace) -> int:
     if args.dor_lambda is not None:
         dor = DorSpec(lam=args.dor_lambda, pool_size=args.pool_size,
                       outliers_per_step=args.outliers_per_step, pool_strategy=args.pool_strategy)
+    from workers.models.clip import default_pretrained, list_models
+
+    pretrained = args.pretrained
+    if pretrained is None and args.model in list_models():
+        pretrained = default_pretrained(args.model)
     spec = TrialSpec(
         method=args.method, dataset=args.dataset, root=args.root, model=args.model,
-        pretrained=args.pretrained, seed=args.seed, shots=args.shots,
+        pretrained=pretrained, seed=args.seed, shots=args.shots,
         subsample=args.subsample, ece_bins=args.ece_bins, method_options=overrides, dor=dor,
         test_per_class=args.test_per_class,
     )

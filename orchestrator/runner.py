@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import ray
@@ -20,6 +21,30 @@ from workers.spec import RunOptions, TrialResult
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+class ProgressLog:
+    """Progress lines: rewritten in place on a terminal; in a log, only on change or every 30 s."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last, self.at = "", 0.0
+
+    def __call__(self, line: str) -> None:
+        if not line.startswith("[dor-bench] ") or " done, " not in line:
+            self.end_line()
+            log(line)
+        elif self.tty:
+            print(f"\r{line}   ", end="", file=sys.stderr, flush=True)
+            self.last = line
+        elif line != self.last or time.monotonic() - self.at > 30:
+            log(line)
+            self.last, self.at = line, time.monotonic()
+
+    def end_line(self) -> None:
+        if self.tty and self.last:
+            print(file=sys.stderr, flush=True)
+            self.last = ""
 
 
 def preflight(bench: Benchmark, trials: list[PlannedTrial]) -> None:
@@ -87,15 +112,17 @@ def run_benchmark(path: str, *, tracking_uri: str | None = None, address: str | 
             if result is not None:
                 (checkpoints / f"{trial.run_key}.pt").unlink(missing_ok=True)
             else:
-                log(f"[dor-bench] trial '{trial.name}' FAILED: {outcome.error.splitlines()[0]}")
+                show(f"[dor-bench] trial '{trial.name}' FAILED: {outcome.error.splitlines()[0]}")
 
         status = "FINISHED"
+        show = ProgressLog()
         try:
             progress = run_jobs(
                 jobs, RunOptions(checkpoint_dir=str(checkpoints.absolute()), progress=False),
                 cpus=bench.resources.cpus, gpus=bench.resources.gpus,
                 max_concurrency=bench.max_concurrency, retries=bench.retries,
-                on_outcome=record, on_progress=log)
+                on_outcome=record, on_progress=show)
+            show.end_line()
             log(progress.line())
             status = "FAILED" if progress.failed else "FINISHED"
         except KeyboardInterrupt:

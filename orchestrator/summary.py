@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from workers.spec import TrialSpec
 
 COLUMNS = (("base/acc", "base acc"), ("new/acc", "new acc"), ("hm", "HM"),
-           ("base/ece", "base ECE"), ("new/ece", "new ECE"), ("avg/ece", "avg ECE"))
+           ("base/ece", "base ECE"), ("new/ece", "new ECE"), ("avg/ece", "avg ECE"),
+           ("new/confidence", "new conf"))
 
 
 def variant(spec: TrialSpec) -> str:
@@ -28,13 +29,14 @@ def cell(values: list[float]) -> str:
 
 
 def summary_table(rows: Iterable[tuple[TrialSpec, dict[str, float]]]) -> str:
-    """A Markdown table of finished trials (spec, final metrics)."""
+    """A Markdown table of finished trials (spec, final metrics); "new conf" above "new acc"
+    means overconfidence on new classes."""
     groups: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
     for spec, metrics in rows:
         groups[(spec.dataset, variant(spec))].append(metrics)
     header = "| dataset | method | seeds | " + " | ".join(label for _, label in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (3 + len(COLUMNS))]
-    for (dataset, name), runs in sorted(groups.items()):
+    for (dataset, name), runs in groups.items():  # in plan order
         cells = [cell([m[key] for m in runs if key in m]) for key, _ in COLUMNS]
         lines.append(f"| {dataset} | {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -278,7 +278,9 @@ def test_demo_yaml_plans_nine_trials():
     assert len(trials) == 9
     assert bench.model.arch == "micro-clip" and bench.model.pretrained == "shapes"
     coop = [t for t in trials if t.spec.method == "coop"]
-    assert all(t.spec.method_options == {"epochs": 100, "augment_views": 8, "min_crop_scale": 1.0}
+    assert all(t.spec.method_options == {"epochs": 200, "lr": 0.05, "n_ctx": 4,
+                                         "ctx_init": "a photo of a", "augment_views": 8,
+                                         "min_crop_scale": 1.0} and t.spec.shots == 4
                for t in coop)
     assert sorted(t.spec.dor.lam for t in coop if t.spec.dor) == [8, 8, 8]
     assert "9 trials = 1 dataset x 3 seeds x (zeroshot 1 + coop 2 (DOR off/on))" in text

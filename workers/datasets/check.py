@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from PIL import Image
 from workers.datasets.registry import DATASETS
 from workers.datasets.sampling import base_new_labels
 from workers.errors import DorBenchError, NotFoundError
+from workers.progress import Progress
 
 CHUNK = 64  # images per task handed to the checking threads
 
@@ -60,35 +60,6 @@ def image_problem(path: str) -> str | None:
     return None
 
 
-class Progress:
-    """Counts and ETA on ``stream``: in place each second on a terminal, else a line per 10 s."""
-
-    def __init__(
-        self, label: str, total: int, stream: TextIO | None, interval: float | None = None
-    ):
-        self.label, self.total, self.stream = label, total, stream
-        self.tty = stream is not None and stream.isatty()
-        self.interval = interval if interval is not None else (1.0 if self.tty else 10.0)
-        self.start = self.last = time.monotonic()
-        self.shown = False
-
-    def update(self, done: int, bad: int) -> None:
-        """Show ``done`` of ``total`` and an ETA once ``interval`` has passed since the last."""
-        now = time.monotonic()
-        if self.stream is None or now - self.last < self.interval:
-            return
-        self.last, self.shown = now, True
-        eta = (self.total - done) * (now - self.start) / max(done, 1)
-        line = f"{self.label}: {done}/{self.total} images, {bad} bad, about {eta:.0f}s left"
-        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=self.stream)
-        self.stream.flush()
-
-    def finish(self) -> None:
-        """End the in-place line on a terminal."""
-        if self.stream is not None and self.tty and self.shown:
-            print(file=self.stream)
-
-
 def _check_chunk(paths: list[str]) -> list[tuple[str, str]]:
     return [(path, reason) for path in paths if (reason := image_problem(path)) is not None]
 
@@ -97,7 +68,7 @@ def check_images(
     paths: list[str], label: str, stream: TextIO | None = sys.stderr
 ) -> list[tuple[str, str]]:
     """(path, reason) for every missing or unreadable image, checked on a few threads."""
-    progress = Progress(label, len(paths), stream)
+    progress = Progress(len(paths), label, enabled=stream is not None, stream=stream, unit="images")
     bad: list[tuple[str, str]] = []
     done = 0
     chunks = [paths[start : start + CHUNK] for start in range(0, len(paths), CHUNK)]
@@ -105,8 +76,8 @@ def check_images(
         for chunk, found in zip(chunks, pool.map(_check_chunk, chunks)):
             done += len(chunk)
             bad += found
-            progress.update(done, len(bad))
-    progress.finish()
+            progress.set(done, f"{len(bad)} bad")
+    progress.close()
     return bad
 
 

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +34,7 @@ from workers.datasets.base import DEFAULT_TEMPLATE, DatasetSplits, read_split_js
 from workers.datasets.registry import DATASETS
 from workers.errors import DorBenchError
 from workers.paths import cache_dir
+from workers.progress import Progress
 
 #: Bump when this layout or class choice changes; a new folder name makes every cache regenerate.
 #: A changed generator (``shapes_world.WORLD_VERSION``) changes the folder name by itself.
@@ -107,37 +107,11 @@ def _lock(path: Path):
         handle.close()
 
 
-class _Progress:
-    """Counts and ETA on stderr, only once the work has taken more than a second."""
-
-    def __init__(self, total: int, label: str):
-        self.total, self.label = total, label
-        self.start = self.last = time.monotonic()
-        self.shown = False
-        self.tty = sys.stderr.isatty()
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self.start < 1.0 or now - self.last < (0.5 if self.tty else 5.0):
-            return
-        self.last, self.shown = now, True
-        rate = done / (now - self.start)
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        line = f"{self.label}: {done}/{self.total} images ({100 * done // self.total}%), about {eta:.0f}s left"
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-    def finish(self, where: Path) -> None:
-        elapsed = time.monotonic() - self.start
-        if self.shown or elapsed > 1.0:
-            end = "\n" if self.tty and self.shown else ""
-            print(f"{end}{self.label}: {self.total} images in {elapsed:.1f}s -> {where}", file=sys.stderr, flush=True)
-
-
 def _generate(tmp: Path, final: Path) -> None:
     """Write the whole dataset into ``tmp`` (images, then the split file last)."""
     classes = demo_classes()
     total = len(classes) * sum(PER_CLASS.values())
-    progress = _Progress(total, "shapes: generating the built-in demo dataset")
+    progress = Progress(total, "shapes: generating the built-in demo dataset", unit="images", delay=1.0)
     splits: dict[str, list[list]] = {split: [] for split in PER_CLASS}
     done = 0
     for label, classname in enumerate(classes):
@@ -152,9 +126,9 @@ def _generate(tmp: Path, final: Path) -> None:
                 image.save(tmp / "images" / relpath, format="PNG", compress_level=1)
                 splits[split].append([relpath, label, classname])
             done += count
-            progress.update(done)
+            progress.set(done)
     (tmp / SPLIT_FILE).write_text(json.dumps(splits))
-    progress.finish(final)
+    progress.close(f"shapes: generated {total} images in {progress.elapsed:.1f}s -> {final}")
 
 
 def _tmp_name() -> str:
