@@ -643,7 +643,7 @@ def _find_model(annotation: Any) -> type[BaseModel] | None:
 class PlannedTrial:
     """One trial of the grid: its spec, a readable unique name and its run_key (``spec.key()``).
 
-    ``targets`` carries the benchmark's domain-shift targets as-is (not yet used by trials).
+    ``targets`` repeats the benchmark's domain-shift targets (also in ``spec.targets``).
     """
 
     spec: TrialSpec
@@ -704,6 +704,7 @@ def _grid(b: Benchmark) -> list[_Point]:
                             pretrained=b.model.pretrained, seed=seed, shots=shots,
                             subsample=b.subsample, method_options=_overrides(options, method.defaults),
                             dor=dor, ece_bins=b.ece_bins, test_per_class=b.test_per_class,
+                            targets=list(b.targets),
                         )
                         points.append(_Point(spec, index))
     return points
@@ -909,7 +910,7 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
                    f"({', '.join(b.dor.pool_strategy)}) words from {b.dor.vocabulary}; "
                    f"B = {per_step} per step")
     if b.targets:
-        row("targets", ", ".join(b.targets) + " (domain-shift evaluation; not run by trials yet)")
+        row("targets", ", ".join(b.targets) + " (domain shift: each trial also scores their test splits)")
     row("tracking", f"experiment '{b.name}' at {b.tracking_uri}")
     gpus = _fmt(float(b.resources.gpus))
     row("resources", f"{_fmt(float(b.resources.cpus))} CPU, {gpus} GPU per trial; "

@@ -47,6 +47,10 @@ class TrialSpec(BaseModel):
     method_options: dict[str, Any] = Field(default_factory=dict)
     dor: DorSpec | None = None
     ece_bins: int = Field(10, gt=0)
+    targets: list[str] = Field(
+        default_factory=list,
+        description="domain shift: datasets whose test split is also scored (their own classes)",
+    )
     test_per_class: int | None = Field(
         None, gt=0, description="at most this many test images per class (quick runs); None = all"
     )
@@ -80,7 +84,7 @@ class RunOptions(BaseModel):
 class ClassStat(BaseModel):
     """Per-class test statistics of one split."""
 
-    split: Literal["base", "new", "all"]
+    split: str  # "base", "new", or "target/<dataset>"
     label: int
     classname: str
     n: int

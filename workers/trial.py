@@ -87,7 +87,9 @@ def run_trial(
 
     model.eval()
     scores = score_tests(model, method, data, clip, features)
+    scores += score_targets(spec, model, method, clip, options)
     ev = evaluate(scores, n_bins=spec.ece_bins)
+    add_target_average(ev.metrics, spec.targets)
     info["seconds"] = round(time.monotonic() - started, 3)
     info["feature_cache_hits"] = features.hits
     return TrialResult(spec=spec, metrics=ev.metrics, per_class=ev.per_class,
@@ -314,6 +316,38 @@ def score_tests(model: nn.Module, method: Any, data: TrialData, clip: ClipBundle
         out.append(SplitScores(split, logits.cpu(), labels, names,
                                proximity=proximity_scores(normed, reference, k=min(5, len(reference)))))
     return out
+
+
+@torch.no_grad()
+def score_targets(spec: TrialSpec, model: nn.Module, method: Any, clip: ClipBundle,
+                  options: RunOptions) -> list[SplitScores]:
+    """Domain shift: the tuned model on each target dataset's test split, with its own classes."""
+    out = []
+    for target in spec.targets:
+        data = load_trial_data(target, spec.root, 1, spec.seed, "all", spec.test_per_class)
+        source = FeatureSource(clip, data.name, options)
+        if method.frozen_image_encoder:
+            image = source.get(data.test_base, "test").to(clip.device)
+        else:
+            loader = DataLoader(ImageDataset(data.test_base, test_transform(clip.image_size)), batch_size=128)
+            image = torch.cat([model.encode_images(x.to(clip.device)) for x, _, _ in loader])
+        names = data.base_classnames
+        if _image_conditioned(model):
+            logits = torch.cat([class_logits(clip.logit_scale, c, model.encode_names(names, c))
+                                for c in image.split(64)])
+        else:
+            logits = class_logits(clip.logit_scale, image, model.encode_names(names))
+        labels = torch.tensor([d.label for d in data.test_base])
+        out.append(SplitScores(f"target/{target}", logits.cpu(), labels, names))
+    return out
+
+
+def add_target_average(metrics: dict[str, float], targets: list[str]) -> None:
+    """``target/avg/<m>``: the mean over the domain-shift targets (the paper's target average)."""
+    for name in ("acc", "ece", "ace", "mce"):
+        values = [metrics[f"target/{t}/{name}"] for t in targets if f"target/{t}/{name}" in metrics]
+        if values:
+            metrics[f"target/avg/{name}"] = sum(values) / len(values)
 
 
 def _image_conditioned(model: nn.Module) -> bool:

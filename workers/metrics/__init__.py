@@ -1,31 +1,6 @@
 """Calibration metrics (ECE, ACE, MCE, PIECE, NLL, reliability bins, per-class stats)."""
 
-from workers.metrics.calibration import (
-    ace,
-    calibration_report,
-    ece,
-    equal_mass_bin_index,
-    equal_width_bin_index,
-    harmonic_mean,
-    mce,
-    per_class_stats,
-    piece,
-    proximity_scores,
-    reliability_bins,
-    top1,
-)
+from workers.metrics import calibration
+from workers.metrics.calibration import *  # noqa: F403
 
-__all__ = [
-    "ace",
-    "calibration_report",
-    "ece",
-    "equal_mass_bin_index",
-    "equal_width_bin_index",
-    "harmonic_mean",
-    "mce",
-    "per_class_stats",
-    "piece",
-    "proximity_scores",
-    "reliability_bins",
-    "top1",
-]
+__all__ = calibration.__all__
