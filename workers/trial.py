@@ -288,32 +288,38 @@ class _PairDataset(torch.utils.data.Dataset):
         return image, label
 
 
+def scoring_features(model: nn.Module, method: Any, clip: ClipBundle, features: FeatureSource,
+                        items: list[Datum], split: str) -> torch.Tensor:
+    """Test-transform image features: from the cache when the image encoder is frozen."""
+    if method.frozen_image_encoder:
+        return features.get(items, split).to(clip.device)
+    loader = DataLoader(ImageDataset(items, test_transform(clip.image_size)), batch_size=128)
+    return torch.cat([model.encode_images(x.to(clip.device)) for x, _, _ in loader])
+
+
+def scoring_logits(model: nn.Module, clip: ClipBundle, image: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """Logits of ``image`` against ``names``; image-conditioned prompts are encoded per chunk."""
+    if _image_conditioned(model):
+        return torch.cat([class_logits(clip.logit_scale, chunk, model.encode_names(names, chunk))
+                          for chunk in image.split(64)])
+    return class_logits(clip.logit_scale, image, model.encode_names(names))
+
+
 @torch.no_grad()
 def score_tests(model: nn.Module, method: Any, data: TrialData, clip: ClipBundle,
                 features: FeatureSource) -> list[SplitScores]:
     """Logits on the base and new test splits (PIECE proximity against base validation images)."""
-    def image_features(items: list[Datum], split: str) -> torch.Tensor:
-        if method.frozen_image_encoder:
-            return features.get(items, split).to(clip.device)
-        loader = DataLoader(ImageDataset(items, test_transform(clip.image_size)), batch_size=128)
-        return torch.cat([model.encode_images(x.to(clip.device)) for x, _, _ in loader])
-
-    reference = F.normalize(image_features(data.val, "val").float().cpu(), dim=-1)
+    val = scoring_features(model, method, clip, features, data.val, "val")
+    reference = F.normalize(val.float().cpu(), dim=-1)
     out = []
     for split, items, names in (("base", data.test_base, data.base_classnames),
                                 ("new", data.test_new, data.new_classnames)):
         if not items:
             continue
-        image = image_features(items, f"test-{split}")
-        if method.frozen_image_encoder and not _image_conditioned(model):
-            text = model.encode_names(names)
-            logits = class_logits(clip.logit_scale, image, text)
-        else:
-            logits = torch.cat([class_logits(clip.logit_scale, chunk, model.encode_names(names, chunk))
-                                for chunk in image.split(64)])
+        image = scoring_features(model, method, clip, features, items, f"test-{split}")
         labels = torch.tensor([d.label for d in items])
         normed = F.normalize(image.float().cpu(), dim=-1)
-        out.append(SplitScores(split, logits.cpu(), labels, names,
+        out.append(SplitScores(split, scoring_logits(model, clip, image, names).cpu(), labels, names,
                                proximity=proximity_scores(normed, reference, k=min(5, len(reference)))))
     return out
 
@@ -326,19 +332,10 @@ def score_targets(spec: TrialSpec, model: nn.Module, method: Any, clip: ClipBund
     for target in spec.targets:
         data = load_trial_data(target, spec.root, 1, spec.seed, "all", spec.test_per_class)
         source = FeatureSource(clip, data.name, options)
-        if method.frozen_image_encoder:
-            image = source.get(data.test_base, "test").to(clip.device)
-        else:
-            loader = DataLoader(ImageDataset(data.test_base, test_transform(clip.image_size)), batch_size=128)
-            image = torch.cat([model.encode_images(x.to(clip.device)) for x, _, _ in loader])
-        names = data.base_classnames
-        if _image_conditioned(model):
-            logits = torch.cat([class_logits(clip.logit_scale, c, model.encode_names(names, c))
-                                for c in image.split(64)])
-        else:
-            logits = class_logits(clip.logit_scale, image, model.encode_names(names))
+        image = scoring_features(model, method, clip, source, data.test_base, "test")
         labels = torch.tensor([d.label for d in data.test_base])
-        out.append(SplitScores(f"target/{target}", logits.cpu(), labels, names))
+        logits = scoring_logits(model, clip, image, data.base_classnames)
+        out.append(SplitScores(f"target/{target}", logits.cpu(), labels, data.base_classnames))
     return out
 
 

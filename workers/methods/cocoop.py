@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.methods.prompting import encode_with_context, init_context, placeholder_tokens, prompt_prefix
+from workers.methods.prompting import (
+    encode_with_context,
+    frozen_image_features,
+    init_context,
+    placeholder_tokens,
+    prompt_prefix,
+)
 from workers.methods.registry import METHODS
 from workers.methods.tuning import TUNING_DEFAULTS
 from workers.models.clip import ClipBundle
@@ -41,8 +47,7 @@ class ConditionalPromptModel(nn.Module):
         return feats.view(n, p, -1)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.clip.model.encode_image(images).float()
+        return frozen_image_features(self.clip, images)
 
     def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
         return None

@@ -7,7 +7,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.methods.prompting import encode_with_context, init_context, placeholder_tokens, prompt_prefix
+from workers.methods.prompting import (
+    encode_with_context,
+    frozen_image_features,
+    init_context,
+    placeholder_tokens,
+    prompt_prefix,
+)
 from workers.methods.registry import METHODS
 from workers.methods.tuning import TUNING_DEFAULTS
 from workers.models.clip import ClipBundle
@@ -36,8 +42,7 @@ class ContextPromptModel(nn.Module):
         return encode_with_context(self.clip, placeholder_tokens(self.clip, names, self.prefix), self.ctx)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.clip.model.encode_image(images).float()
+        return frozen_image_features(self.clip, images)
 
     def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
         if self.anchor is None or self.anchor_weight == 0:

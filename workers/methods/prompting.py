@@ -15,6 +15,12 @@ from torch import nn
 from workers.models.clip import ClipBundle
 
 
+@torch.no_grad()
+def frozen_image_features(clip: ClipBundle, images: torch.Tensor) -> torch.Tensor:
+    """CLIP's own image features (float32, not normalised): methods whose image side is frozen."""
+    return clip.model.encode_image(images).float()
+
+
 def prompt_prefix(n_ctx: int, init: str | None) -> str:
     """The words before the class name: ``init`` (its first n_ctx words get learned), else n_ctx X's."""
     return init if init else " ".join(["X"] * n_ctx)

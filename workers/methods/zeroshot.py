@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workers.methods.prompting import frozen_image_features
 from workers.methods.registry import METHODS
 from workers.models.clip import ClipBundle
 
@@ -24,9 +25,8 @@ class ZeroShotModel(nn.Module):
         tokens = self.clip.tokenizer([self.template.format(n) for n in names]).to(self.clip.device)
         return F.normalize(self.clip.model.encode_text(tokens).float(), dim=-1)
 
-    @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return self.clip.model.encode_image(images).float()
+        return frozen_image_features(self.clip, images)
 
 
 @METHODS.register("zeroshot")
