@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from orchestrator.cli import main
-from workers.spec import DorSpec, TrialSpec
 from workers.trial import run_trial, warmup_cosine
 
 TINY = {"dataset": "shapes", "model": "tiny-clip", "pretrained": None, "shots": 4}

@@ -46,37 +46,10 @@ PER_CLASS = {"train": 24, "val": 8, "test": 50}
 _STALE_AFTER_S = 1800  # temporary folders older than this are left-overs of killed generations
 
 
-def _balanced_subset(classes: list[str], per_item: int, seed: int) -> list[str]:
-    """A deterministic subset of ``classes`` with exactly ``per_item`` classes per colour and per shape.
-
-    Built from ``per_item`` disjoint perfect colour-shape matchings (Kuhn's augmenting paths,
-    visiting shapes in a seeded random order); the seen graph is 7-regular bipartite, so they exist.
-    """
-    order = np.random.default_rng(seed).permutation(len(world.SHAPES)).tolist()
-    allowed = {(world.COLOURS.index(c.split()[0]), world.SHAPES.index(c.split()[1])) for c in classes}
-    chosen: set[tuple[int, int]] = set()
-    for _ in range(per_item):
-        match: dict[int, int] = {}  # shape -> colour
-
-        def augment(ci: int, visited: set[int]) -> bool:
-            for si in order:
-                if (ci, si) in allowed and (ci, si) not in chosen and si not in visited:
-                    visited.add(si)
-                    if si not in match or augment(match[si], visited):
-                        match[si] = ci
-                        return True
-            return False
-
-        for ci in range(len(world.COLOURS)):
-            if not augment(ci, set()):
-                raise RuntimeError("no balanced subset of the seen classes")  # cannot happen for 7-regular
-        chosen |= {(ci, si) for si, ci in match.items()}
-    return [f"{world.COLOURS[ci]} {world.SHAPES[si]}" for ci, si in sorted(chosen)]
-
-
 def demo_classes() -> list[str]:
     """The 60 class names in label order: 30 seen combinations, then the 30 held-out ones."""
-    return _balanced_subset(world.seen_classes(), 3, SEED) + world.held_out_classes()
+    order = np.random.default_rng(SEED).permutation(len(world.SHAPES)).tolist()
+    return world.balanced_subset(world.seen_classes(), 3, order) + world.held_out_classes()
 
 
 def dataset_path() -> Path:

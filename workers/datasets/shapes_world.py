@@ -180,6 +180,36 @@ def seen_classes() -> list[str]:
     return [c for c in class_names() if not is_held_out(c)]
 
 
+def balanced_subset(classes: list[str], per_item: int, shape_order: list[int] | None = None) -> list[str]:
+    """A deterministic subset of ``classes`` with exactly ``per_item`` classes per colour and per
+    shape, in ``class_names()`` order.
+
+    Built from ``per_item`` disjoint perfect colour-shape matchings (augmenting paths, trying
+    shapes in ``shape_order``, default 0..9); the seen classes form a 7-regular bipartite graph,
+    so the matchings exist for ``per_item`` <= 7.
+    """
+    order = list(range(len(SHAPES))) if shape_order is None else shape_order
+    allowed = {_parse(c) for c in classes}
+    chosen: set[tuple[int, int]] = set()
+    for _ in range(per_item):
+        match: dict[int, int] = {}  # shape -> colour
+
+        def augment(ci: int, visited: set[int]) -> bool:
+            for si in order:
+                if (ci, si) in allowed and (ci, si) not in chosen and si not in visited:
+                    visited.add(si)
+                    if si not in match or augment(match[si], visited):
+                        match[si] = ci
+                        return True
+            return False
+
+        for ci in range(len(COLOURS)):
+            if not augment(ci, set()):
+                raise ValueError(f"no subset with {per_item} classes per colour and per shape")
+        chosen |= {(ci, si) for si, ci in match.items()}
+    return [f"{COLOURS[ci]} {SHAPES[si]}" for ci, si in sorted(chosen)]
+
+
 def _parse(classname: str) -> tuple[int, int]:
     """(colour index, shape index) of ``classname``; NotFoundError for an unknown one."""
     parts = classname.strip().lower().replace("_", " ").split()

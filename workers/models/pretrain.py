@@ -470,28 +470,7 @@ def seen_eval_classes(n_per_colour: int = 3) -> list[str]:
     matchings one after another (each found by augmenting paths, trying shapes in order) leaves a
     ``n``-regular selection.
     """
-    seen = set(shapes_world.seen_classes())
-    colours, shapes = shapes_world.COLOURS, shapes_world.SHAPES
-    chosen: set[str] = set()
-    for _ in range(n_per_colour):
-        match_of_shape: dict[str, str] = {}
-
-        def augment(colour: str, visited: set[str]) -> bool:
-            for shape in shapes:
-                name = f"{colour} {shape}"
-                if name not in seen or name in chosen or shape in visited:
-                    continue
-                visited.add(shape)
-                if shape not in match_of_shape or augment(match_of_shape[shape], visited):
-                    match_of_shape[shape] = colour
-                    return True
-            return False
-
-        for colour in colours:
-            if not augment(colour, set()):
-                raise RuntimeError("no balanced set of seen classes")  # cannot happen for a regular graph
-        chosen |= {f"{c} {s}" for s, c in match_of_shape.items()}
-    return [c for c in shapes_world.class_names() if c in chosen]
+    return shapes_world.balanced_subset(shapes_world.seen_classes(), n_per_colour)
 
 
 def _eval_images(classes: Sequence[str], n_per_class: int, seed: int, size: int) -> tuple[torch.Tensor, list[str]]:
