@@ -299,7 +299,7 @@ def scoring_features(model: nn.Module, method: Any, clip: ClipBundle, features: 
 
 def scoring_logits(model: nn.Module, clip: ClipBundle, image: torch.Tensor, names: list[str]) -> torch.Tensor:
     """Logits of ``image`` against ``names``; image-conditioned prompts are encoded per chunk."""
-    if _image_conditioned(model):
+    if model.image_conditioned:
         return torch.cat([class_logits(clip.logit_scale, chunk, model.encode_names(names, chunk))
                           for chunk in image.split(64)])
     return class_logits(clip.logit_scale, image, model.encode_names(names))
@@ -345,10 +345,6 @@ def add_target_average(metrics: dict[str, float], targets: list[str]) -> None:
         values = [metrics[f"target/{t}/{name}"] for t in targets if f"target/{t}/{name}" in metrics]
         if values:
             metrics[f"target/avg/{name}"] = sum(values) / len(values)
-
-
-def _image_conditioned(model: nn.Module) -> bool:
-    return hasattr(model, "meta_net")
 
 
 def save_checkpoint(path: Path, epoch: int, history, model, optimizer, scheduler, regularizer) -> None:

@@ -18,6 +18,8 @@ class PromptModel(Protocol):
     ``[len(names), D]``, or ``[N, len(names), D]`` for image-conditioned prompts.
     """
 
+    image_conditioned: bool  # True when encode_names needs the image features (one prompt per image)
+
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor: ...
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...

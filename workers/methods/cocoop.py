@@ -24,6 +24,8 @@ class ConditionalPromptModel(nn.Module):
     """``ctx + meta_net(image feature)`` before each name: every prompt is image-conditioned,
     so ``encode_names`` returns ``[N images, len(names), D]``."""
 
+    image_conditioned = True
+
     def __init__(self, clip: ClipBundle, n_ctx: int, ctx_init: str | None):
         super().__init__()
         self.clip = clip

@@ -22,6 +22,8 @@ from workers.models.clip import ClipBundle
 class ContextPromptModel(nn.Module):
     """Learned context vectors before each name; the CLIP weights stay frozen (and unregistered)."""
 
+    image_conditioned = False
+
     def __init__(
         self,
         clip: ClipBundle,

@@ -20,6 +20,10 @@ from workers.models.clip import ClipBundle
 
 
 class MultiModalPromptModel(nn.Module):
+    """Learned text prompts in the first ``depth`` text layers, coupled into vision prompts."""
+
+    image_conditioned = False
+
     def __init__(self, clip: ClipBundle, n_ctx: int, ctx_init: str | None, depth: int):
         super().__init__()
         self.clip = clip

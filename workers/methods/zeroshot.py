@@ -16,6 +16,8 @@ from workers.models.clip import ClipBundle
 class ZeroShotModel(nn.Module):
     """Encodes ``template.format(name)`` with the frozen text encoder."""
 
+    image_conditioned = False
+
     def __init__(self, clip: ClipBundle, template: str):
         super().__init__()
         self.clip, self.template = clip, template
