@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--steps", type=int, default=400)
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--arch", default="micro-clip")
+    pre.add_argument("--init-logit-scale", type=float, default=50.0,
+                     help="start of the learnable logit scale (CLIP's usual is 1/0.07 = 14.3)")
     pre.add_argument("--threads", type=int, help="torch CPU threads (speed only)")
     pre.set_defaults(handler=commands.micro_clip_pretrain)
 

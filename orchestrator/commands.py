@@ -87,7 +87,8 @@ def data_check(args: argparse.Namespace) -> int:
 def micro_clip_pretrain(args: argparse.Namespace) -> int:
     from workers.models.pretrain import PretrainConfig, pretrain
 
-    config = PretrainConfig(arch=args.arch, steps=args.steps, seed=args.seed, threads=args.threads)
+    config = PretrainConfig(arch=args.arch, steps=args.steps, seed=args.seed, threads=args.threads,
+                            init_logit_scale=args.init_logit_scale)
     record = pretrain(config, Path(args.out), command=" ".join(["dor-bench", *sys.argv[1:]]))
     print(json.dumps(record["zero_shot"], indent=2, default=str))
     return 0

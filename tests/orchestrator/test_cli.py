@@ -67,3 +67,10 @@ def test_ls_lists_registries(capsys):
     datasets = run(capsys, "ls", "datasets")[1].split()
     assert len(datasets) == 16 and "shapes" in datasets and "imagenet_r" in datasets
     assert "micro-clip" in run(capsys, "ls", "models")[1].split()
+
+
+def test_pretrain_logit_scale_start_is_checked(capsys, tmp_path):
+    code, _, err = run(capsys, "micro-clip", "pretrain", "--arch", "tiny-clip", "--out", str(tmp_path / "w.pt"),
+                       "--init-logit-scale", "250")
+    assert code == 2 and "init_logit_scale must lie in [1, 100] (got 250.0)" in err
+    assert not (tmp_path / "w.pt").exists()

@@ -212,3 +212,20 @@ def test_generation_is_deterministic_and_recovers(demo, tmp_path, monkeypatch):
     (tmp / "images").mkdir(parents=True)
     shapes._publish(tmp, data / shapes.FOLDER)
     assert shapes.SHAPES.read(None).train == small.train
+
+
+def test_other_splits_change_only_the_base_classes():
+    """shapes-split1/2: other balanced base classes, the same held-out new classes, own folders."""
+    bases = []
+    for split in (0, 1, 2):
+        classes = shapes.demo_classes(split)
+        base, new = classes[:30], classes[30:]
+        assert new == world.held_out_classes()
+        assert set(base) <= set(world.seen_classes())
+        colours, shape_counts = _counts(base)
+        assert set(colours.values()) == {3} and set(shape_counts.values()) == {3}
+        bases.append(set(base))
+    assert len(bases[0] & bases[1]) < 20 and len(bases[0] & bases[2]) < 20 and len(bases[1] & bases[2]) < 20
+    reader = DATASETS.get("shapes-split2")
+    assert (reader.name, reader.split, reader.builtin) == ("shapes-split2", 2, True)
+    assert shapes.dataset_path(2).name == f"{shapes.FOLDER}-split2" != shapes.dataset_path(0).name

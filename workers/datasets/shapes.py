@@ -4,6 +4,10 @@ Labels 0..29 are 30 combinations seen in pretraining (3 per colour, 3 per shape)
 are the 30 held-out combinations, so the standard base/new split (first half of the sorted
 labels is base) gives base = seen and new = held out. Per class: 24 train, 8 val, 50 test images.
 
+``shapes-split1`` and ``shapes-split2`` are the same world with other base classes (another
+balanced choice of 30 seen combinations; the new classes are always the 30 held-out ones), for
+checking that a result does not hinge on one choice of base classes.
+
 On first use the images are generated deterministically into
 ``cache_dir("data", "shapes-v<VERSION>")`` in CoOp's layout::
 
@@ -46,15 +50,20 @@ PER_CLASS = {"train": 24, "val": 8, "test": 50}
 _STALE_AFTER_S = 1800  # temporary folders older than this are left-overs of killed generations
 
 
-def demo_classes() -> list[str]:
-    """The 60 class names in label order: 30 seen combinations, then the 30 held-out ones."""
-    order = np.random.default_rng(SEED).permutation(len(world.SHAPES)).tolist()
+def demo_classes(split: int = 0) -> list[str]:
+    """The 60 class names in label order: 30 seen combinations (the base classes, chosen by
+    ``split``), then the 30 held-out ones."""
+    order = np.random.default_rng(SEED + split).permutation(len(world.SHAPES)).tolist()
     return world.balanced_subset(world.seen_classes(), 3, order) + world.held_out_classes()
 
 
-def dataset_path() -> Path:
+def folder_name(split: int = 0) -> str:
+    return FOLDER if split == 0 else f"{FOLDER}-split{split}"
+
+
+def dataset_path(split: int = 0) -> Path:
     """Where the generated dataset lives (it may not exist yet)."""
-    return cache_dir("data") / FOLDER
+    return cache_dir("data") / folder_name(split)
 
 
 def _ready(path: Path) -> bool:
@@ -80,11 +89,12 @@ def _lock(path: Path):
         handle.close()
 
 
-def _generate(tmp: Path, final: Path) -> None:
+def _generate(tmp: Path, final: Path, split: int = 0) -> None:
     """Write the whole dataset into ``tmp`` (images, then the split file last)."""
-    classes = demo_classes()
+    classes = demo_classes(split)
     total = len(classes) * sum(PER_CLASS.values())
-    progress = Progress(total, "shapes: generating the built-in demo dataset", unit="images", delay=1.0)
+    progress = Progress(total, f"shapes: generating the built-in dataset {final.name}", unit="images",
+                        delay=1.0)
     splits: dict[str, list[list]] = {split: [] for split in PER_CLASS}
     done = 0
     for label, classname in enumerate(classes):
@@ -104,8 +114,8 @@ def _generate(tmp: Path, final: Path) -> None:
     progress.close(f"shapes: generated {total} images in {progress.elapsed:.1f}s -> {final}")
 
 
-def _tmp_name() -> str:
-    return f".{FOLDER}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def _tmp_name(folder: str = FOLDER) -> str:
+    return f".{folder}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -118,14 +128,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale(parent: Path) -> None:
+def _remove_stale(parent: Path, folder: str = FOLDER) -> None:
     """Delete temporary folders that killed generations left behind.
 
     One is stale when its process (named in it) is gone from this host, or, for other hosts
     sharing the cache, when it is older than ``_STALE_AFTER_S``.
     """
     now, host = time.time(), socket.gethostname()
-    for entry in parent.glob(f".{FOLDER}.*"):
+    for entry in parent.glob(f".{folder}.*"):
         with contextlib.suppress(OSError, ValueError):
             if not entry.is_dir():
                 continue
@@ -141,7 +151,7 @@ def _publish(tmp: Path, final: Path) -> None:
         try:
             final.rmdir()  # an empty folder
         except OSError:  # something incomplete that is not ours: move it aside, then drop it
-            aside = final.with_name(f".{FOLDER}.broken-{uuid.uuid4().hex[:8]}")
+            aside = final.with_name(f".{final.name}.broken-{uuid.uuid4().hex[:8]}")
             os.rename(final, aside)
             shutil.rmtree(aside, ignore_errors=True)
     try:
@@ -151,23 +161,23 @@ def _publish(tmp: Path, final: Path) -> None:
             raise
 
 
-def ensure_generated() -> Path:
+def ensure_generated(split: int = 0) -> Path:
     """The dataset folder, generating it first if it is not there yet."""
-    final = dataset_path()
+    final = dataset_path(split)
     if _ready(final):
         return final
-    parent = final.parent
-    tmp = parent / _tmp_name()
+    parent, folder = final.parent, final.name
+    tmp = parent / _tmp_name(folder)
     try:
-        with _lock(parent / f".{FOLDER}.lock"):
+        with _lock(parent / f".{folder}.lock"):
             if _ready(final):  # another process generated it while we waited
                 return final
-            _remove_stale(parent)
-            _generate(tmp, final)
+            _remove_stale(parent, folder)
+            _generate(tmp, final, split)
             _publish(tmp, final)
     except OSError as err:
         raise DorBenchError(
-            f"Could not generate the built-in 'shapes' dataset in '{final}' ({type(err).__name__}: {err}).",
+            f"Could not generate the built-in dataset '{folder}' in '{final}' ({type(err).__name__}: {err}).",
             "free some disk space, or set DOR_BENCH_CACHE to a writable folder.",
         ) from None
     finally:
@@ -177,18 +187,23 @@ def ensure_generated() -> Path:
 
 
 class ShapesDataset:
-    """The built-in demo dataset; ``read`` ignores ``root`` and generates the data on first use."""
+    """The built-in demo dataset; ``read`` ignores ``root`` and generates the data on first use.
+    ``split`` chooses the base classes (0 = the demo's)."""
 
-    name = "shapes"
-    folder = "shapes"
     template = DEFAULT_TEMPLATE  # "a photo of a {}."
     builtin = True
 
+    def __init__(self, split: int = 0):
+        self.split = split
+        self.name = self.folder = "shapes" if split == 0 else f"shapes-split{split}"
+
     def read(self, root: Path | None = None) -> DatasetSplits:
-        path = ensure_generated()
+        path = ensure_generated(self.split)
         classnames, splits = read_split_json(path / SPLIT_FILE, path / "images", self.name)
         return DatasetSplits(self.name, classnames, splits["train"], splits["val"], splits["test"], self.template)
 
 
 SHAPES = DATASETS.register("shapes")(ShapesDataset())
 DATASETS.alias("demo", "shapes")
+for _split in (1, 2):
+    DATASETS.register(f"shapes-split{_split}")(ShapesDataset(_split))
