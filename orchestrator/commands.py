@@ -29,21 +29,28 @@ def validate(args: argparse.Namespace) -> int:
 def trial(args: argparse.Namespace) -> int:
     from workers.trial import run_trial
 
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                                   ("batch_size", args.batch_size)) if v is not None}
-    overrides.update(parse_options(args.option))
-    dor = None
-    if args.dor_lambda is not None:
-        dor = DorSpec(lam=args.dor_lambda, pool_size=args.pool_size,
-                      outliers_per_step=args.outliers_per_step, pool_strategy=args.pool_strategy)
-    from workers.models.clip import default_pretrained, list_models
+    from workers.methods import METHODS
+    from workers.models.clip import default_pretrained, list_models, tuning_recipe
 
     pretrained = args.pretrained
     if pretrained is None and args.model in list_models():
         pretrained = default_pretrained(args.model)
+    recipe = tuning_recipe(args.model, pretrained, args.method) if METHODS.get(args.method)().trains else {}
+    overrides = dict(recipe.get("options", {}))
+    overrides.update({k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                                        ("batch_size", args.batch_size)) if v is not None})
+    overrides.update(parse_options(args.option))
+    shots = args.shots if args.shots is not None else recipe.get("shots", 16)
+    if recipe:
+        print(f"[dor-bench] {args.model}/{pretrained} recipe for {args.method} (flags override it): "
+              f"shots {shots}, " + ", ".join(f"{k}={v}" for k, v in overrides.items()), file=sys.stderr)
+    dor = None
+    if args.dor_lambda is not None:
+        dor = DorSpec(lam=args.dor_lambda, pool_size=args.pool_size,
+                      outliers_per_step=args.outliers_per_step, pool_strategy=args.pool_strategy)
     spec = TrialSpec(
         method=args.method, dataset=args.dataset, root=args.root, model=args.model,
-        pretrained=pretrained, seed=args.seed, shots=args.shots,
+        pretrained=pretrained, seed=args.seed, shots=shots,
         subsample=args.subsample, ece_bins=args.ece_bins, method_options=overrides, dor=dor,
         test_per_class=args.test_per_class,
     )

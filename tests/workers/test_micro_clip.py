@@ -30,3 +30,38 @@ def test_shipped_weights_reproduce_recorded_zero_shot_numbers():
         assert report[key]["ece"] == pytest.approx(record[key]["ece"], abs=0.2)
     # real zero-shot transfer to combinations never seen in pretraining
     assert report["held_out_30way"]["accuracy"] > 80
+
+
+def test_recipe_matches_the_demo_and_applies_only_to_shipped_weights():
+    from pathlib import Path
+
+    from orchestrator.config import validate_file
+    from workers.methods import METHODS
+    from workers.models.clip import tuning_recipe
+
+    recipe = tuning_recipe("micro-clip", "shapes", "coop")
+    assert recipe["shots"] == 4
+    assert recipe["options"] == {"augment_views": 8, "min_crop_scale": 1.0, "epochs": 200, "lr": 0.05,
+                                 "n_ctx": 4, "ctx_init": "a photo of a"}
+    _, trials, _ = validate_file(Path(__file__).parents[2] / "examples" / "demo.yaml")
+    coop = next(t.spec for t in trials if t.spec.method == "coop")
+    defaults = METHODS.get("coop")().defaults
+    assert coop.shots == recipe["shots"]
+    assert {k: coop.method_options.get(k, defaults.get(k)) for k in recipe["options"]} == recipe["options"]
+    assert tuning_recipe("micro-clip", "shapes", "kgcoop")["options"] == {"augment_views": 8,
+                                                                          "min_crop_scale": 1.0}
+    assert tuning_recipe("micro-clip", "/some/other.pt", "coop") == {}
+    assert tuning_recipe("ViT-B-16", "openai", "coop") == {}
+
+
+def test_trial_command_uses_the_recipe_and_flags_override_it(capsys):
+    from orchestrator.cli import main
+
+    code = main(["trial", "--method", "coop", "--model", "micro-clip", "--dataset", "demo", "--epochs", "1",
+                 "--test-per-class", "2", "--quiet", "--json"])
+    out = capsys.readouterr()
+    spec = json.loads(out.out)["spec"]
+    assert code == 0 and spec["shots"] == 4
+    assert spec["method_options"]["epochs"] == 1 and spec["method_options"]["lr"] == 0.05
+    assert spec["method_options"]["ctx_init"] == "a photo of a"
+    assert "micro-clip/shapes recipe for coop" in out.err

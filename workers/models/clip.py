@@ -63,6 +63,20 @@ def default_pretrained(arch: str) -> str | None:
     return "openai" if "openai" in open_clip.list_pretrained_tags_by_model(arch) else None
 
 
+def tuning_recipe(arch: str, pretrained: str | None, method: str) -> dict:
+    """The recommended ``{"shots": ..., "options": {...}}`` for tuning ``method`` on shipped
+    weights (from the ``.recipe.json`` beside them); ``{}`` for any other weights."""
+    path = SHIPPED_WEIGHTS.get(arch, {}).get(pretrained or "")
+    recipe_file = path.with_suffix(".recipe.json") if path else None
+    if recipe_file is None or not recipe_file.is_file():
+        return {}
+    import json
+
+    recipe = json.loads(recipe_file.read_text())
+    return {"shots": recipe["shots"],
+            "options": {**recipe.get("options", {}), **recipe.get("methods", {}).get(method, {})}}
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU."""
     if device == "auto":
