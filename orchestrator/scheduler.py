@@ -55,7 +55,9 @@ class TrialWorker:
 
 
 @dataclass
-class Progress:
+class GridCounts:
+    """How many trials of a run are done, failed, running and queued, as one progress line."""
+
     total: int
     done: int = 0
     failed: int = 0
@@ -91,13 +93,13 @@ def run_jobs(
     retries: int,
     on_outcome: Callable[[Outcome], None],
     on_progress: Callable[[str], None],
-) -> Progress:
+) -> GridCounts:
     """Run every job on worker actors; each outcome is handed to ``on_outcome`` as it arrives.
 
     A worker process that dies is replaced and its trial re-queued (resuming from its checkpoint)
     up to ``retries`` times; then it is reported as failed.
     """
-    progress = Progress(total=len(jobs))
+    progress = GridCounts(total=len(jobs))
     if not jobs:
         return progress
     queue = deque(jobs)
