@@ -52,7 +52,7 @@ def flat_params(spec: TrialSpec) -> dict[str, str]:
         else:
             out[prefix] = json.dumps(value) if not isinstance(value, str) else value
 
-    walk("", spec.model_dump(mode="json"))
+    walk("", spec.canonical_dict())
     return out
 
 
@@ -117,7 +117,7 @@ class Tracker:
         now = int(time.time() * 1000)
         params = [Param(k, v[:6000]) for k, v in flat_params(spec).items()]
         self.client.log_batch(run_id, params=params)
-        self.client.log_dict(run_id, spec.model_dump(mode="json"), "trial_spec.json")
+        self.client.log_dict(run_id, spec.canonical_dict(), "trial_spec.json")
         if result is None:
             self.client.set_tag(run_id, "dor_bench.error", (error or "unknown error")[:5000])
             self.client.log_text(run_id, error or "", "error.txt")
