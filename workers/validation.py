@@ -19,7 +19,6 @@ from workers.datasets.sampling import relabel
 from workers.errors import DorBenchError
 from workers.evaluation import SplitScores, evaluate
 from workers.metrics import harmonic_mean
-from workers.models.clip import ClipBundle
 from workers.spec import ValidationSpec
 
 #: Metrics averaged over pseudo-base and pseudo-new into ``val/avg/<name>``.
