@@ -1,4 +1,4 @@
-"""The ``dor-bench`` command line: run | validate | trial | data check | micro-clip | ls."""
+"""The ``dor-bench`` command line: run | tune | validate | trial | data check | micro-clip | ls."""
 
 from __future__ import annotations
 
@@ -46,7 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="per-epoch trial checkpoints (shared storage on a cluster)")
     run.set_defaults(handler=commands.run)
 
-    validate = sub.add_parser("validate", help="check a benchmark file and print its plan")
+    tune = sub.add_parser("tune", help="run (or resume) a Ray Tune sweep file, recording in MLflow")
+    tune.add_argument("file", help="sweep YAML, e.g. examples/sweep-tiny.yaml")
+    tune.add_argument("--tracking-uri", help="MLflow store (default: the file's tracking_uri)")
+    tune.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
+    tune.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    tune.add_argument("--storage", default=".dor-bench/tune",
+                      help="Tune state and the sweep report go to STORAGE/<name> (shared on a cluster)")
+    tune.set_defaults(handler=commands.tune)
+
+    validate = sub.add_parser("validate", help="check a benchmark or sweep file and print its plan")
     validate.add_argument("file")
     validate.set_defaults(handler=commands.validate)
 
@@ -104,6 +113,8 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     dor.add_argument("--outliers-per-step", type=int, help="B (default: number of base classes)")
     dor.add_argument("--pool-size", type=int, default=5000, help="K outlier words in the pool")
     dor.add_argument("--pool-strategy", choices=["near", "far", "random"], default="near")
+    dor.add_argument("--dor-vocabulary", default="wordnet",
+                     help="'wordnet', or a word-list file (one outlier word per line)")
     p.add_argument("--checkpoint-dir", help="save a checkpoint per epoch here and resume from it")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     p.add_argument("--no-feature-cache", action="store_true", help="re-encode test images")

@@ -18,19 +18,32 @@ def run(args: argparse.Namespace) -> int:
                          rerun=args.rerun, checkpoint_dir=args.checkpoint_dir)
 
 
-def validate(args: argparse.Namespace) -> int:
-    from orchestrator.config import validate_file
+def tune(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import run_sweep
 
+    return run_sweep(args.file, tracking_uri=args.tracking_uri, address=args.address,
+                     fresh=args.fresh, storage=args.storage)
+
+
+def validate(args: argparse.Namespace) -> int:
+    """Print the plan of a benchmark file, or the description of a sweep file (one with a
+    ``space``)."""
+    from orchestrator.config import read_yaml, validate_file
+    from orchestrator.sweep_config import describe_sweep, is_sweep_data, load_sweep
+
+    data, _ = read_yaml(Path(args.file), "Benchmark", "examples/demo.yaml is a small working benchmark")
+    if is_sweep_data(data):
+        print(describe_sweep(load_sweep(args.file)))
+        return 0
     _, _, plan = validate_file(args.file)
     print(plan)
     return 0
 
 
 def trial(args: argparse.Namespace) -> int:
-    from workers.trial import run_trial
-
     from workers.methods import METHODS
     from workers.models.clip import default_pretrained, list_models, tuning_recipe
+    from workers.trial import run_trial
 
     pretrained = args.pretrained
     if pretrained is None and args.model in list_models():
@@ -47,7 +60,8 @@ def trial(args: argparse.Namespace) -> int:
     dor = None
     if args.dor_lambda is not None:
         dor = DorSpec(lam=args.dor_lambda, pool_size=args.pool_size,
-                      outliers_per_step=args.outliers_per_step, pool_strategy=args.pool_strategy)
+                      outliers_per_step=args.outliers_per_step, pool_strategy=args.pool_strategy,
+                      vocabulary=args.dor_vocabulary)
     spec = TrialSpec(
         method=args.method, dataset=args.dataset, root=args.root, model=args.model,
         pretrained=pretrained, seed=args.seed, shots=shots,

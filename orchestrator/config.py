@@ -61,7 +61,9 @@ __all__ = [
     "load_benchmark",
     "parse_benchmark",
     "plan",
+    "read_yaml",
     "validate_file",
+    "validate_settings",
 ]
 
 T = TypeVar("T")
@@ -75,11 +77,12 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 class BenchmarkError(DorBenchError):
     """Everything wrong with one benchmark file, each problem prefixed by its YAML path."""
 
-    def __init__(self, source: str | os.PathLike[str], problems: Sequence[str], fix: str | None = None):
+    def __init__(self, source: str | os.PathLike[str], problems: Sequence[str], fix: str | None = None,
+                 kind: str = "Benchmark"):
         self.source = str(source)
         self.problems = list(problems)
         count = len(self.problems)
-        head = f"Benchmark file '{self.source}' has {count} problem{'' if count == 1 else 's'}:"
+        head = f"{kind} file '{self.source}' has {count} problem{'' if count == 1 else 's'}:"
         super().__init__(
             "\n".join([head, *(f"  - {p}" for p in self.problems)]),
             fix or "correct the file and check it again with `dor-bench validate FILE`.",
@@ -366,26 +369,32 @@ class Benchmark(_Strict):
         every other problem rather than after the others are fixed."""
         if not isinstance(data, dict):
             return handler(data)
-        extra = _data_root_problems(data)
-        try:
-            result = handler(data)
-        except ValidationError as err:
-            if not extra:
-                raise
-            details = [
-                InitErrorDetails(
-                    type=PydanticCustomError(e["type"], "{message}", {**e.get("ctx", {}), "message": e["msg"]}),
-                    loc=e["loc"], input=e["input"],
-                )
-                for e in err.errors()
-            ]
-            raise ValidationError.from_exception_data(cls.__name__, details + _details(extra)) from None
-        _raise_at(cls.__name__, extra)
-        return result
+        return validate_with(cls.__name__, data, handler, _data_root_problems(data))
 
     def needs_data_root(self) -> list[str]:
         """The datasets (and targets) that are read from ``data_root``."""
         return [n for n in dict.fromkeys([*self.datasets, *self.targets]) if not DATASETS.get(n).builtin]
+
+
+def validate_with(title: str, data: Any, handler: Any,
+                  extra: list[tuple[tuple[str | int, ...], str, Any]]) -> Any:
+    """Run a wrap validator's ``handler`` and report ``extra`` (problems found on the raw data)
+    together with the schema's own problems, in one ValidationError."""
+    try:
+        result = handler(data)
+    except ValidationError as err:
+        if not extra:
+            raise
+        details = [
+            InitErrorDetails(
+                type=PydanticCustomError(e["type"], "{message}", {**e.get("ctx", {}), "message": e["msg"]}),
+                loc=e["loc"], input=e["input"],
+            )
+            for e in err.errors()
+        ]
+        raise ValidationError.from_exception_data(title, details + _details(extra)) from None
+    _raise_at(title, extra)
+    return result
 
 
 def _details(problems: list[tuple[tuple[str | int, ...], str, Any]]) -> list[InitErrorDetails]:
@@ -469,18 +478,28 @@ def load_benchmark(path: str | os.PathLike[str]) -> Benchmark:
         BenchmarkError: the file does not fit the schema; lists every problem at once.
     """
     path = Path(path)
+    data, node = read_yaml(path, "Benchmark", "examples/demo.yaml is a small working benchmark")
+    return parse_benchmark(data, source=str(path), base_dir=path.parent, node=node)
+
+
+def read_yaml(path: Path, kind: str, example: str) -> tuple[Any, yaml.Node | None]:
+    """The data of a YAML settings file and its composed node tree (for line numbers).
+
+    Raises:
+        NotFoundError: the file is not there. DorBenchError: it is not valid YAML.
+    """
     if not path.is_file():
         raise NotFoundError(
-            f"Benchmark file '{path}' does not exist{' (it is a folder)' if path.is_dir() else ''}.",
-            "check the path; examples/demo.yaml is a small working benchmark.",
+            f"{kind} file '{path}' does not exist{' (it is a folder)' if path.is_dir() else ''}.",
+            f"check the path; {example}.",
         )
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
-        raise _yaml_error(path, err) from None
-    return parse_benchmark(data, source=str(path), base_dir=path.parent, node=node)
+        raise _yaml_error(path, err, kind) from None
+    return data, node
 
 
 def parse_benchmark(
@@ -500,19 +519,30 @@ def parse_benchmark(
     if not isinstance(data, dict):
         raise BenchmarkError(source, [f"the top level must be a mapping of settings (name: ..., "
                                       f"datasets: ...), not a {type(data).__name__}"])
+    return validate_settings(Benchmark, data, source, base_dir, node)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_settings(schema: type[M], data: dict[str, Any], source: str,
+                      base_dir: str | os.PathLike[str] | None, node: yaml.Node | None,
+                      kind: str = "Benchmark") -> M:
+    """``data`` checked against ``schema`` (Benchmark, Sweep): every problem at once, each with
+    its YAML path and line, in one BenchmarkError; relative paths resolved against ``base_dir``."""
     if base_dir is not None:
         data = _resolve_paths(data, Path(base_dir))
     try:
-        benchmark = Benchmark.model_validate(data)
-        benchmark._source = source
-        return benchmark
+        settings = schema.model_validate(data)
+        settings._source = source
+        return settings
     except ValidationError as err:
         problems = []
         for order, error in enumerate(err.errors()):
             line = _line_of(error["loc"], node)
-            text = f"{_yaml_path(error['loc'], data)}: {_message(error)}"
+            text = f"{_yaml_path(error['loc'], data)}: {_message(error, schema)}"
             problems.append((line or 0, order, text + (f"  [line {line}]" if line else "")))
-        raise BenchmarkError(source, [text for _, _, text in sorted(problems)]) from None
+        raise BenchmarkError(source, [text for _, _, text in sorted(problems)], kind=kind) from None
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -529,7 +559,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def _yaml_error(path: Path, err: yaml.YAMLError) -> DorBenchError:
+def _yaml_error(path: Path, err: yaml.YAMLError, kind: str = "Benchmark") -> DorBenchError:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     problem = getattr(err, "problem", None) or str(err)
     context = getattr(err, "context", None)
@@ -545,7 +575,7 @@ def _yaml_error(path: Path, err: yaml.YAMLError) -> DorBenchError:
             snippet = f"\n    {mark.line + 1} | {lines[mark.line]}\n      {' ' * len(str(mark.line + 1))}" \
                       f"{' ' * (mark.column + 1)}^"
     return DorBenchError(
-        f"Benchmark file '{path}' is not valid YAML{where}: {detail}.{snippet}",
+        f"{kind} file '{path}' is not valid YAML{where}: {detail}.{snippet}",
         "fix the YAML there (indentation, a missing ':' or an unclosed quote or bracket are the usual "
         "causes).",
     )
@@ -590,7 +620,7 @@ def _line_of(loc: tuple[str | int, ...], node: yaml.Node | None) -> int | None:
     return node.start_mark.line + 1
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: dict[str, Any], root: type[BaseModel]) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "dor_bench":
         return error["msg"]
@@ -598,7 +628,7 @@ def _message(error: dict[str, Any]) -> str:
         return "required, but missing"
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
-        allowed = list(_model_at(error["loc"][:-1]).model_fields)
+        allowed = list(_model_at(error["loc"][:-1], root).model_fields)
         return f"unknown setting '{key}'.{did_you_mean(key, allowed)} Allowed here: {', '.join(allowed)}."
     if kind == "greater_than_equal":
         return f"must be >= {_fmt(ctx.get('ge'))}, not {value!r}"
@@ -614,9 +644,9 @@ def _message(error: dict[str, Any]) -> str:
     return message
 
 
-def _model_at(loc: Iterable[str | int]) -> type[BaseModel]:
-    """The schema model that holds the settings at ``loc``."""
-    model: type[BaseModel] = Benchmark
+def _model_at(loc: Iterable[str | int], root: type[BaseModel]) -> type[BaseModel]:
+    """The schema model (below ``root``) that holds the settings at ``loc``."""
+    model: type[BaseModel] = root
     for part in loc:
         if isinstance(part, str) and part in model.model_fields:
             found = _find_model(model.model_fields[part].annotation)

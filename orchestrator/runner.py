@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -16,7 +17,7 @@ from orchestrator.scheduler import Job, Outcome, run_jobs
 from orchestrator.summary import summary_table
 from orchestrator.tracking import Tracker
 from workers.errors import DorBenchError
-from workers.spec import RunOptions, TrialResult
+from workers.spec import RunOptions, TrialResult, TrialSpec
 
 
 def log(message: str) -> None:
@@ -72,6 +73,31 @@ def preflight(bench: Benchmark, trials: list[PlannedTrial]) -> None:
             problems.append(f"DOR vocabulary: {err.message}")
     if problems:
         raise DorBenchError("Preflight found problems; nothing was scheduled:\n  - " + "\n  - ".join(problems))
+
+
+def preflight_sweep(sweep: Any, spec: TrialSpec) -> None:
+    """A sweep's preflight: its dataset reads, its model loads, its vocabulary is there."""
+    from workers.datasets import DATASETS
+    from workers.dor import noun_vocabulary
+    from workers.models.clip import load_clip
+
+    problems = []
+    reader = DATASETS.get(sweep.dataset)
+    try:
+        reader.read(Path(sweep.data_root).expanduser() if sweep.data_root and not reader.builtin else None)
+    except DorBenchError as err:
+        problems.append(f"dataset '{sweep.dataset}': {err.message}")
+    try:
+        load_clip(sweep.model.arch, sweep.model.pretrained, device="cpu")
+    except DorBenchError as err:
+        problems.append(f"model: {err.message}")
+    if spec.dor is not None and spec.dor.vocabulary == "wordnet":
+        try:
+            noun_vocabulary()
+        except DorBenchError as err:
+            problems.append(f"DOR vocabulary: {err.message}")
+    if problems:
+        raise DorBenchError("Preflight found problems; the sweep did not start:\n  - " + "\n  - ".join(problems))
 
 
 def start_ray(address: str | None) -> None:

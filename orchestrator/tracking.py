@@ -52,7 +52,7 @@ def flat_params(spec: TrialSpec) -> dict[str, str]:
         else:
             out[prefix] = json.dumps(value) if not isinstance(value, str) else value
 
-    walk("", spec.model_dump(mode="json"))
+    walk("", spec.canonical_dict())
     return out
 
 
@@ -108,6 +108,47 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         return len(stale)
 
+    def find_parent(self, tag: str, value: str) -> str | None:
+        """The newest parent run (no parent of its own) with ``tag`` = ``value``, if any."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{tag}` = '{value}'",
+                                       order_by=["attributes.start_time DESC"], max_results=50)
+        parents = [r for r in runs if PARENT not in r.data.tags]
+        return parents[0].info.run_id if parents else None
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a parent run RUNNING again (a resumed sweep)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def children(self, parent_id: str) -> list:
+        """Every child run of ``parent_id`` (all statuses)."""
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.`{PARENT}` = '{parent_id}'",
+                                           max_results=1000, page_token=token)
+            out += list(page)
+            token = page.token
+            if not token:
+                return out
+
+    def record_run(self, parent_id: str, name: str, tags: dict[str, str], params: dict[str, str],
+                   metrics: dict[str, float], history: list[dict[str, float]], status: str,
+                   artifacts: dict[str, Any]) -> str:
+        """A child run from plain data: ``history`` rows become ``epoch/<key>`` metrics at step =
+        row number (1-based); ``artifacts`` maps file names to JSON data."""
+        run_id = self.client.create_run(self.experiment_id, run_name=name,
+                                        tags={PARENT: parent_id, **tags}).info.run_id
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        rows = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        for step, row in enumerate(history, start=1):
+            rows += [Metric(f"epoch/{k}", float(v), now, step) for k, v in row.items()]
+        for start in range(0, len(rows), 1000):
+            self.client.log_batch(run_id, metrics=rows[start:start + 1000])
+        for file, data in artifacts.items():
+            self.client.log_dict(run_id, data, file)
+        self.client.set_terminated(run_id, status)
+        return run_id
+
     def record(self, parent_id: str, name: str, spec: TrialSpec, result: TrialResult | None,
                error: str | None = None, attempts: int = 1) -> str:
         """Write one trial as a child run, FINISHED with its metrics or FAILED with its error."""
@@ -117,7 +158,7 @@ class Tracker:
         now = int(time.time() * 1000)
         params = [Param(k, v[:6000]) for k, v in flat_params(spec).items()]
         self.client.log_batch(run_id, params=params)
-        self.client.log_dict(run_id, spec.model_dump(mode="json"), "trial_spec.json")
+        self.client.log_dict(run_id, spec.canonical_dict(), "trial_spec.json")
         if result is None:
             self.client.set_tag(run_id, "dor_bench.error", (error or "unknown error")[:5000])
             self.client.log_text(run_id, error or "", "error.txt")

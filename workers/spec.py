@@ -31,6 +31,32 @@ class DorSpec(BaseModel):
     )
 
 
+class ValidationSpec(BaseModel):
+    """Tuning mode: new classes are unknown, so score on validation data of held-out base classes.
+
+    A seeded part of the base classes becomes *pseudo-new*: left out of training, scored with the
+    *pseudo-base* classes on the validation split after every epoch (``val/pseudo_base/*``,
+    ``val/pseudo_new/*``, ``val/avg/*``, ``val/hm``). The test split is never opened, unless
+    ``leaky`` asks for the real base/new test metrics too (then the result is not an honest
+    tuning signal).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pseudo_new: float = Field(
+        0.5, gt=0, description="below 1: the share of base classes held out; 1 or more: how many"
+    )
+    holdout_seed: int = Field(0, description="which base classes are held out")
+    leaky: bool = Field(False, description="also score the real test splits (base/*, new/*)")
+
+    @field_validator("pseudo_new")
+    @classmethod
+    def _fraction_or_count(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError("must be a fraction below 1 or a whole number of classes")
+        return value
+
+
 class TrialSpec(BaseModel):
     """Everything that decides one trial's result. Equal specs give equal results."""
 
@@ -54,15 +80,23 @@ class TrialSpec(BaseModel):
     test_per_class: int | None = Field(
         None, gt=0, description="at most this many test images per class (quick runs); None = all"
     )
+    validation: ValidationSpec | None = Field(
+        None, description="tuning mode (pseudo-new classes from the base classes); None = a normal trial"
+    )
 
     @field_validator("pretrained")
     @classmethod
     def _none_means_random_init(cls, value: str | None) -> str | None:
         return None if value is None or value.lower() == "none" else value
 
+    def canonical_dict(self) -> dict[str, Any]:
+        """The spec as JSON data; fields added later are left out while unset (None), so the key
+        of every spec written before they existed stays the same."""
+        return self.model_dump(mode="json", exclude={"validation"} if self.validation is None else None)
+
     def canonical_json(self) -> str:
         """Key-sorted JSON of the spec: the same trial always gives the same text."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self.canonical_dict(), sort_keys=True, separators=(",", ":"))
 
     def key(self) -> str:
         """A short stable hash of the canonical spec (the trial's identity)."""

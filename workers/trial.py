@@ -5,6 +5,10 @@
 DOR is on, its outlier regulariser; 5. train (with a checkpoint per epoch, so a killed trial
 resumes where it stopped); 6. score the test splits, from cached image features where the image
 encoder is frozen; 7. compute calibration metrics.
+
+In tuning mode (``spec.validation``, see ``workers/validation.py``) step 2 holds out pseudo-new
+classes from the base classes, step 5 scores the validation split after every epoch, and step 6
+is skipped unless the spec is ``leaky``: the test split is never opened.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from workers.datasets.base import Datum, TrialData
 from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
 from workers.dor import DynamicOutlierRegularizer, build_pool
 from workers.errors import DorBenchError
-from workers.evaluation import SplitScores, evaluate
+from workers.evaluation import Evaluation, SplitScores, evaluate
 from workers.features import cached_image_features
 from workers.methods import METHODS
 from workers.metrics import proximity_scores
@@ -38,6 +42,7 @@ from workers.models.clip import ClipBundle, load_clip
 from workers.paths import atomic_write_bytes
 from workers.progress import Progress
 from workers.spec import RunOptions, TrialResult, TrialSpec
+from workers.validation import Holdout, hold_out, validation_metrics
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -67,14 +72,19 @@ def run_trial(
         )
     data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample,
                            spec.test_per_class)
+    holdout = hold_out(data, spec.validation) if spec.validation else None
+    trained_on = holdout.training if holdout else data  # tuning mode: the pseudo-base classes
     clip = warm_clip(spec.model, spec.pretrained, options.device)
-    model = method.build(clip, data.base_classnames, data.template, config)
+    model = method.build(clip, trained_on.base_classnames, data.template, config)
     features = FeatureSource(clip, data.name, options)
+    score_epoch = epoch_scorer(spec, model, method, clip, features, data, holdout)
 
     info: dict[str, Any] = {"device": str(clip.device), "logit_scale": clip.logit_scale}
+    if holdout:
+        info["pseudo_new_classes"] = holdout.pseudo_new_classnames
     history: list[dict[str, float]] = []
     if method.trains:
-        regularizer = make_regularizer(spec, clip, data, config)
+        regularizer = make_regularizer(spec, clip, trained_on, config)
         info["dor"] = None if regularizer is None else {
             "lambda": regularizer.lam, "outliers_per_step": regularizer.sampler.per_step,
             "pool_size": len(regularizer.pool.words), "pool_strategy": regularizer.pool.strategy}
@@ -82,14 +92,19 @@ def run_trial(
                                 or not method.frozen_image_encoder
                                 else f"{config['augment_views']} cached augmented views per image")
         checkpoint = Path(options.checkpoint_dir) / f"{spec.key()}.pt" if options.checkpoint_dir else None
-        history = train(model, method, config, data, clip, features, regularizer, spec.seed,
-                        checkpoint, on_epoch, options.progress)
+        history = train(model, method, config, trained_on, clip, features, regularizer, spec.seed,
+                        checkpoint, on_epoch, options.progress, score_epoch)
 
     model.eval()
-    scores = score_tests(model, method, data, clip, features)
-    scores += score_targets(spec, model, method, clip, options)
-    ev = evaluate(scores, n_bins=spec.ece_bins)
-    add_target_average(ev.metrics, spec.targets)
+    ev = Evaluation()
+    if holdout is None or holdout.leaky:
+        scores = score_tests(model, method, data, clip, features)
+        scores += score_targets(spec, model, method, clip, options)
+        ev = evaluate(scores, n_bins=spec.ece_bins)
+        add_target_average(ev.metrics, spec.targets)
+    if score_epoch is not None:  # tuning mode: the validation metrics of the final model
+        last = history[-1] if history else score_epoch()
+        ev.metrics.update({k: v for k, v in last.items() if k.startswith("val/")})
     info["seconds"] = round(time.monotonic() - started, 3)
     info["feature_cache_hits"] = features.hits
     return TrialResult(spec=spec, metrics=ev.metrics, per_class=ev.per_class,
@@ -174,8 +189,10 @@ def train(
     checkpoint: Path | None,
     on_epoch: EpochCallback | None,
     progress: bool,
+    score_epoch: Callable[[], dict[str, float]] | None = None,
 ) -> list[dict[str, float]]:
-    """Fine-tune ``model``'s learnable prompt on the base classes; returns per-epoch metrics."""
+    """Fine-tune ``model``'s learnable prompt on the base classes; returns per-epoch metrics
+    (with ``score_epoch()``'s metrics of the model after each epoch, in tuning mode)."""
     epochs, names = int(config["epochs"]), data.base_classnames
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"],
@@ -225,6 +242,9 @@ def train(
                "lr": optimizer.param_groups[0]["lr"]}
         if regularizer:
             row["train/dor"] = totals["dor"] / totals["n"]
+        if score_epoch is not None:
+            model.eval()
+            row.update(score_epoch())
         history.append(row)
         if checkpoint is not None:
             save_checkpoint(checkpoint, epoch + 1, history, model, optimizer, scheduler, regularizer)
@@ -232,6 +252,26 @@ def train(
             on_epoch(epoch + 1, row)
         bar.update()
     return history
+
+
+def epoch_scorer(spec: TrialSpec, model: nn.Module, method: Any, clip: ClipBundle,
+                 features: FeatureSource, data: TrialData,
+                 holdout: Holdout | None) -> Callable[[], dict[str, float]] | None:
+    """Tuning mode: what is scored after each epoch (validation metrics of the pseudo-base and
+    pseudo-new classes; with ``leaky``, the real test splits' metrics too); None otherwise."""
+    if holdout is None:
+        return None
+
+    def logits(model: nn.Module, items: list[Datum], split: str, names: list[str]) -> torch.Tensor:
+        return scoring_logits(model, clip, scoring_features(model, method, clip, features, items, split),
+                              names).cpu()
+
+    def score() -> dict[str, float]:
+        metrics = validation_metrics(model, holdout, logits, spec.ece_bins)
+        if holdout.leaky:
+            metrics.update(evaluate(score_tests(model, method, data, clip, features), spec.ece_bins).metrics)
+        return metrics
+    return score
 
 
 def warmup_cosine(epochs: int, warmup: int, warmup_factor: float) -> Callable[[int], float]:

@@ -1,0 +1,305 @@
+"""``dor-bench tune FILE``: a resumable Ray Tune sweep whose trials are ordinary dor-bench
+trials in tuning mode, each recorded as an MLflow child run under one sweep parent run.
+
+Flow: the sweep file (``sweep_config.py``) -> a Tune search space, search algorithm and optional
+ASHA scheduler -> ``sweep_trainable.sweep_trial`` per configuration (per-epoch reports and
+checkpoints through Tune) -> ``_Recorder`` (a driver-side Tune callback) writes each ended trial
+to MLflow -> ``sweep_report`` ranks the recorded trials and prints the best configuration.
+Tune's state lives under ``<storage>/<name>``; rerunning the same command restores it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from orchestrator.config import _coerce_option
+from orchestrator.sweep_config import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
+from orchestrator.sweep_trainable import STATE, sweep_trial
+from orchestrator.tracking import PARENT, Tracker, flat_params
+from workers.methods import METHODS
+from workers.spec import DorSpec, TrialSpec
+
+SWEEP = "dor_bench.sweep"
+SWEEP_STORAGE = "dor_bench.sweep_storage"
+TUNE_TRIAL = "dor_bench.tune_trial"
+TRIAL_STATUS = "dor_bench.sweep_status"  # completed | early-stopped | errored
+OBJECTIVE = "dor_bench.objective"
+LEAKY = "dor_bench.leaky"
+
+#: The live recorder of each running sweep, by Tune experiment path. Tune pickles its callbacks
+#: into the experiment state and brings the old copies back on restore, so the callback it holds
+#: is a small proxy that looks the recorder of the current driver session up here.
+_RECORDERS: dict[str, _Recorder] = {}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def log_stdout(message: str) -> None:
+    print(message, flush=True)
+
+
+# --------------------------------------------------------------------------- search space
+
+
+def base_spec(sweep: Sweep) -> TrialSpec:
+    """The spec every trial starts from (first seed, fixed DOR, tuning mode); the Tune config
+    fills in the searched knobs (``sweep_trainable.trial_spec``)."""
+    method = METHODS.get(sweep.method.name)
+    lam = sweep.dor.lam
+    if lam is None:  # record the weight actually used, as benchmark plans do
+        lam = float(sweep.method.options.get("dor_lambda", method.defaults.get("dor_lambda", 0.0)))
+    options = {k: v for k, v in sweep.method.options.items() if k != "dor_lambda"}
+    return TrialSpec(
+        method=sweep.method.name, dataset=sweep.dataset,
+        root=None if sweep.data_root is None else sweep.data_root, model=sweep.model.arch,
+        pretrained=sweep.model.pretrained, seed=sweep.seeds[0], shots=sweep.shots,
+        subsample=sweep.subsample, method_options=options,
+        dor=DorSpec(lam=lam, pool_size=sweep.dor.pool_size, outliers_per_step=sweep.dor.outliers_per_step,
+                    pool_strategy=sweep.dor.pool_strategy, vocabulary=sweep.dor.vocabulary),
+        ece_bins=sweep.ece_bins, test_per_class=sweep.test_per_class,
+        validation=sweep.validation.model_copy(update={"leaky": sweep.leaky}),
+    )
+
+
+def _is_int(sweep: Sweep, key: str) -> bool:
+    if key in INT_KNOBS:
+        return True
+    default = METHODS.get(sweep.method.name).defaults.get(key.removeprefix("options."))
+    return isinstance(default, int) and not isinstance(default, bool)
+
+
+def param_space(sweep: Sweep) -> dict[str, Any]:
+    """Tune's search space: lists become ``grid_search`` (grid) or ``choice`` (random/optuna);
+    ranges become ``loguniform``/``uniform`` (``lograndint``/``randint`` for integer knobs)."""
+    space: dict[str, Any] = {}
+    grid = sweep.search.algorithm == "grid"
+    defaults = METHODS.get(sweep.method.name).defaults
+    for key, dim in sweep.space.dimensions().items():
+        if isinstance(dim, Range):
+            lo, hi = dim.bounds
+            if _is_int(sweep, key):
+                space[key] = (tune.lograndint if dim.kind == "log_uniform" else tune.randint)(int(lo), int(hi) + 1)
+            else:
+                space[key] = (tune.loguniform if dim.kind == "log_uniform" else tune.uniform)(lo, hi)
+            continue
+        if key.startswith("options."):
+            name = key.removeprefix("options.")
+            dim = [_coerce_option(name, v, defaults[name]) for v in dim]
+        space[key] = tune.grid_search(list(dim)) if grid else tune.choice(list(dim))
+    return space
+
+
+def search_algorithm(sweep: Sweep) -> Any:
+    """BasicVariantGenerator (grid, or seeded random sampling) or a seeded OptunaSearch behind a
+    ConcurrencyLimiter; both hold at most ``search.concurrency`` trials running."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if sweep.search.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=sweep.search.seed), max_concurrent=sweep.search.concurrency)
+    return BasicVariantGenerator(max_concurrent=sweep.search.concurrency,
+                                 random_state=sweep.search.seed if sweep.search.algorithm == "random" else None)
+
+
+def scheduler(sweep: Sweep) -> Any:
+    """ASHA on the per-epoch objective (time = reports so far), or None (run every trial out)."""
+    if not sweep.scheduler.asha:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_t,
+                         grace_period=sweep.scheduler.grace_period,
+                         reduction_factor=sweep.scheduler.reduction_factor)
+
+
+def trainable(sweep: Sweep) -> Any:
+    """``sweep_trial`` bound to this sweep, with the sweep's per-trial resources (call it with
+    Ray started: the bound values go to Ray's object store)."""
+    bound = tune.with_parameters(sweep_trial, base=base_spec(sweep).model_dump(mode="json"),
+                                 seeds=list(sweep.seeds), objective=sweep.objective.model_dump(mode="json"))
+    return tune.with_resources(bound, {"cpu": sweep.resources.cpus, "gpu": sweep.resources.gpus})
+
+
+def config_label(config: dict[str, Any]) -> str:
+    """``lam=8 B=4 lr=0.01``: a trial's searched values, short."""
+    short = {"lam": "lam", "outliers_per_step": "B", "pool_size": "K", "pool_strategy": "pool"}
+    parts = []
+    for key, value in config.items():
+        value = value.item() if hasattr(value, "item") else value
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        parts.append(f"{short.get(key, key.removeprefix('options.'))}={text}")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- MLflow records
+
+
+class _Recorder:
+    """Writes each ended Tune trial as one MLflow child run under the sweep parent (driver only)."""
+
+    def __init__(self, sweep: Sweep, tracker: Tracker, parent: str):
+        self.sweep, self.tracker, self.parent = sweep, tracker, parent
+        self.recorded = {r.data.tags[TUNE_TRIAL] for r in tracker.children(parent) if TUNE_TRIAL in r.data.tags}
+        self.ended = 0
+
+    def record(self, trial_id: str, config: dict[str, Any], checkpoint: Any, error: str | None) -> None:
+        """One child run: params (the resolved spec and the searched values), final metrics
+        (``objective``, ``floor_met``, the seed-mean ``val/*``), per-epoch history, status."""
+        self.ended += 1
+        if trial_id in self.recorded:
+            return
+        state = _read_state(checkpoint)
+        reports = state.get("reports", [])
+        spec = _spec_of(self.sweep, config)
+        epochs = int((spec.method_options.get("epochs")
+                      or METHODS.get(spec.method).defaults["epochs"])) * len(self.sweep.seeds)
+        status = ("errored" if error and len(reports) < epochs else
+                  "completed" if len(reports) >= epochs else "early-stopped")
+        tags = {PARENT: self.parent, SWEEP: self.sweep.name, TUNE_TRIAL: trial_id, TRIAL_STATUS: status,
+                OBJECTIVE: self.sweep.objective.describe(), **({LEAKY: "true"} if self.sweep.leaky else {})}
+        params = {**flat_params(spec), "seed": ",".join(map(str, self.sweep.seeds)),
+                  **{f"tune.{k}": str(v.item() if hasattr(v, "item") else v) for k, v in config.items()}}
+        metrics = {**state.get("summary", {}), "reports": float(len(reports))}
+        history = [{k: v for k, v in r.items()} for r in reports]
+        self.tracker.record_run(self.parent, f"{trial_id} {config_label(config)}", tags, params, metrics,
+                                history, "FAILED" if status == "errored" else "FINISHED",
+                                {"sweep_trial.json": {"config": _jsonable(config), "state": state,
+                                                      "error": error}})
+        self.recorded.add(trial_id)
+        log(f"[dor-bench] trial {trial_id} ({config_label(config)}): {status} after {len(reports)} "
+            f"reports" + (f", objective {metrics['objective']:.4g}" if "objective" in metrics else "")
+            + (f"; error: {error.splitlines()[0]}" if error else ""))
+
+
+class SweepCallback(tune.Callback):
+    """The Tune callback: a picklable proxy (it holds only the experiment path; see
+    ``_RECORDERS``) that hands ended trials to this driver session's recorder."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        _RECORDERS[self.key].record(trial.trial_id, trial.config, trial.checkpoint, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        _RECORDERS[self.key].record(trial.trial_id, trial.config, trial.checkpoint, _error(trial))
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        limit = _RECORDERS[self.key].sweep.testing.exit_driver_after_trials
+        if limit and _RECORDERS[self.key].ended >= limit:
+            log("[dor-bench] testing.exit_driver_after_trials: the driver exits now")
+            os._exit(75)  # fault injection: the driver dies without any clean-up
+
+
+def _error(trial: Any) -> str:
+    error = trial.get_error()
+    return str(error) if error is not None else "the trial failed (Tune kept no error)"
+
+
+def _read_state(checkpoint: Any) -> dict[str, Any]:
+    import json
+
+    if checkpoint is None:
+        return {}
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / STATE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _spec_of(sweep: Sweep, config: dict[str, Any]) -> TrialSpec:
+    from orchestrator.sweep_trainable import trial_spec
+
+    return trial_spec(base_spec(sweep).model_dump(mode="json"), config, sweep.seeds[0])
+
+
+def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def experiment_folder(sweep: Sweep, storage: str | os.PathLike[str]) -> Path:
+    """Where Tune keeps this sweep's state: ``<storage>/<name>`` (name made path-safe)."""
+    return Path(storage).expanduser().absolute() / re.sub(r"[^\w.-]+", "_", sweep.name)
+
+
+def run_sweep(path: str, *, tracking_uri: str | None = None, address: str | None = None,
+              fresh: bool = False, storage: str = ".dor-bench/tune") -> int:
+    """Run a sweep file, or resume it where it stopped; prints the ranked trials and the best
+    configuration. Returns 0 when the sweep ran out and has a best trial, else 1."""
+    from orchestrator.runner import preflight_sweep, start_ray
+    from orchestrator.sweep_report import report
+
+    sweep = load_sweep(path)
+    log(describe_sweep(sweep))
+    preflight_sweep(sweep, base_spec(sweep))
+    folder = experiment_folder(sweep, storage)
+    if fresh and folder.exists():
+        shutil.rmtree(folder)
+    restoring = tune.Tuner.can_restore(str(folder))
+    tracker = Tracker(tracking_uri or sweep.tracking_uri, sweep.name)
+    parent = tracker.find_parent(SWEEP_STORAGE, str(folder)) if restoring else None
+    if parent is None:
+        parent = tracker.start_parent(f"sweep {Path(path).name}", {
+            SWEEP: sweep.name, SWEEP_STORAGE: str(folder), OBJECTIVE: sweep.objective.describe(),
+            "dor_bench.sweep_file": str(path), **({LEAKY: "true"} if sweep.leaky else {})})
+    else:
+        tracker.reopen(parent)
+    _RECORDERS[str(folder)] = _Recorder(sweep, tracker, parent)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if sweep.testing.exit_driver_after_trials:
+        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # state saved every step: the kill point is exact
+    start_ray(address)
+    if restoring:
+        log(f"[dor-bench] resuming the sweep saved in {folder} (finished trials are kept; "
+            "unfinished ones continue from their last epoch; --fresh starts over)")
+        tuner = tune.Tuner.restore(str(folder), trainable=trainable(sweep), resume_unfinished=True,
+                                   resume_errored=True, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable(sweep), param_space=param_space(sweep),
+            tune_config=tune.TuneConfig(
+                metric="objective", mode=sweep.objective.mode, search_alg=search_algorithm(sweep),
+                scheduler=scheduler(sweep), num_samples=sweep.search.samples,
+                reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=folder.name, storage_path=str(folder.parent), verbose=0,
+                callbacks=[SweepCallback(str(folder))],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=1)))
+    recorder = _RECORDERS[str(folder)]
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        tracker.end_parent(parent, "KILLED")
+        log("[dor-bench] interrupted: Tune saved the sweep; run the same command again to resume it.")
+        raise
+    finally:
+        _RECORDERS.pop(str(folder), None)
+    unfinished = 0
+    for trial in tune.ExperimentAnalysis(str(folder)).trials:
+        if trial.status == "TERMINATED":  # ended trials the callback did not see (the driver died)
+            recorder.record(trial.trial_id, trial.config, trial.checkpoint, None)
+        elif trial.status == "ERROR":
+            recorder.record(trial.trial_id, trial.config, trial.checkpoint, _error(trial))
+        else:
+            unfinished += 1
+    tracker.end_parent(parent, "KILLED" if unfinished else "FINISHED")
+    if unfinished:  # Ctrl-C: Tune stopped and saved the sweep
+        log(f"[dor-bench] interrupted with {unfinished} trials unfinished: run the same command "
+            "again to resume them.")
+    code = report(sweep, tracker, parent, folder / "report", path)
+    return 1 if unfinished else code

@@ -1,0 +1,149 @@
+"""`dor-bench tune` on a real local Ray Tune and a real MLflow sqlite store (tiny-clip, shapes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.config import parse_benchmark
+from orchestrator.sweep import SWEEP_STORAGE, TRIAL_STATUS, TUNE_TRIAL
+from orchestrator.sweep_config import parse_sweep
+from orchestrator.tracking import PARENT
+
+ROOT = Path(__file__).parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture()
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write_sweep(folder: Path, **changes) -> Path:
+    """examples/sweep-tiny.yaml with ``changes`` (top-level sections replaced), words beside it."""
+    config = yaml.safe_load((EXAMPLES / "sweep-tiny.yaml").read_text())
+    config.update(changes)
+    (folder / "words.txt").write_text((EXAMPLES / "words.txt").read_text())
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def sweep_runs(uri: str, name: str) -> tuple[list, list]:
+    """(parent runs, child runs) of the sweep's experiment."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    return ([r for r in runs if PARENT not in r.data.tags], [r for r in runs if PARENT in r.data.tags])
+
+
+def tune_args(path: Path, tmp: Path) -> list[str]:
+    return ["tune", str(path), "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--storage", str(tmp / "tune")]
+
+
+def test_sweep_end_to_end_with_asha(tmp_path, capsys, local_ray):
+    path = write_sweep(tmp_path)  # 3 lambdas x 2 B, 3 epochs, ASHA grace 1, reduction 2
+    assert main(tune_args(path, tmp_path)) == 0
+    out = capsys.readouterr().out
+    parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "sweep-tiny")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 6 and len({c.data.tags[TUNE_TRIAL] for c in children}) == 6
+    assert {c.data.tags[PARENT] for c in children} == {parents[0].info.run_id}
+    assert {(float(c.data.params["tune.lam"]), int(c.data.params["tune.outliers_per_step"]))
+            for c in children} == {(lam, b) for lam in (0, 2, 8) for b in (4, 16)}
+    assert all("dor_bench.leaky" not in c.data.tags for c in [*parents, *children])
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    reports = {}
+    for c in children:
+        history = client.get_metric_history(c.info.run_id, "epoch/val/pseudo_new/ece")
+        reports[c.data.tags[TUNE_TRIAL]] = len(history)
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+        assert c.data.metrics["reports"] == len(history)
+        assert c.data.metrics["objective"] == pytest.approx(history[-1].value)  # no floor miss here
+        status = c.data.tags[TRIAL_STATUS]
+        assert status == ("completed" if len(history) == 3 else "early-stopped")
+    # ASHA: some trials stopped before max_t = 3 epochs, at least one ran to the end
+    assert min(reports.values()) < 3 and max(reports.values()) == 3
+    assert sum(n < 3 for n in reports.values()) >= 2
+
+    completed = [c for c in children if c.data.tags[TRIAL_STATUS] == "completed"]
+    best = min(completed, key=lambda c: (c.data.metrics["floor_met"] != 1.0, c.data.metrics["objective"],
+                                         c.data.tags[TUNE_TRIAL]))  # ties: the first trial
+    assert parents[0].data.tags["dor_bench.best_trial"] == best.data.tags[TUNE_TRIAL]
+    assert parents[0].data.metrics["best_objective"] == best.data.metrics["objective"]
+    assert f"Best configuration (trial {best.data.tags[TUNE_TRIAL]})" in out
+    assert f"| 1 | {best.data.tags[TUNE_TRIAL]} | completed |" in out
+    lam = float(best.data.params["tune.lam"])
+    assert f"--dor-lambda {lam:.4g}" in out
+
+    report = tmp_path / "tune" / "sweep-tiny" / "report"
+    assert {p.name for p in report.iterdir()} >= {"report.md", "objective_vs_lambda.png",
+                                                   "objective_vs_B.png", "best-benchmark.yaml"}
+    fragment = yaml.safe_load((report / "best-benchmark.yaml").read_text())
+    bench = parse_benchmark(fragment)
+    assert bench.methods[0].name == "coop" and bench.seeds == [1, 2, 3]
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"objective_vs_lambda.png", "objective_vs_B.png", "report.md"} <= artifacts
+
+
+def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(tmp_path, capsys):
+    common = {"space": {"lam": [0, 1, 4, 8]}, "scheduler": {"asha": False},
+              "search": {"algorithm": "grid", "concurrency": 1},
+              "method": {"name": "coop", "options": {"epochs": 2, "batch_size": 16, "n_ctx": 4}}}
+    path = write_sweep(tmp_path, testing={"exit_driver_after_trials": 2}, **common)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.run([sys.executable, "-m", "orchestrator.cli", *tune_args(path, tmp_path)],
+                           env=env, capture_output=True, text=True, timeout=300,
+                           start_new_session=True)  # its Ray reaper must not take pytest with it
+    assert first.returncode == 75, first.stderr[-3000:]  # the driver died (os._exit) mid-sweep
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, before = sweep_runs(uri, "sweep-tiny")
+    assert len(before) == 2
+    done = {c.data.tags[TUNE_TRIAL]: c.info.run_id for c in before}
+    trial_dirs = {d.name.split("_")[2] + "_" + d.name.split("_")[3]: d
+                  for d in (tmp_path / "tune" / "sweep-tiny").glob("sweep_trial_*")}
+    lines_before = {t: (trial_dirs[t] / "result.json").read_text() for t in done}
+
+    path = write_sweep(tmp_path, **common)  # the same sweep without the fault injection
+    restarted = time.time() * 1000
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(tune_args(path, tmp_path)) == 0
+    finally:
+        ray.shutdown()
+    assert "resuming the sweep saved in" in capsys.readouterr().err
+    parents, after = sweep_runs(uri, "sweep-tiny")
+    assert len(parents) == 1  # the same parent run, reopened
+    assert parents[0].data.tags[SWEEP_STORAGE] == str(tmp_path / "tune" / "sweep-tiny")
+    ids = [c.data.tags[TUNE_TRIAL] for c in after]
+    assert len(after) == 4 and len(set(ids)) == 4
+    assert all(c.data.tags[TRIAL_STATUS] == "completed" and c.data.metrics["reports"] == 2 for c in after)
+    for trial, run_id in done.items():  # finished trials: one record, from before, not re-run
+        assert [c.info.run_id for c in after if c.data.tags[TUNE_TRIAL] == trial] == [run_id]
+        assert (trial_dirs[trial] / "result.json").read_text() == lines_before[trial]
+        assert len(lines_before[trial].splitlines()) == 2
+    new = [c for c in after if c.data.tags[TUNE_TRIAL] not in done]
+    assert len(new) == 2 and all(c.info.start_time >= restarted for c in new)
+    assert {float(c.data.params["tune.lam"]) for c in after} == {0, 1, 4, 8}
+
+
+def test_test_split_objective_needs_the_leaky_flag(tmp_path):
+    config = yaml.safe_load((EXAMPLES / "sweep-tiny.yaml").read_text())
+    config["objective"] = {"metric": "new/ece", "mode": "min"}
+    with pytest.raises(Exception, match="never reads") as err:
+        parse_sweep(config)
+    assert "leaky: true" in str(err.value)
+    config["leaky"] = True
+    assert parse_sweep(config).leaky is True
