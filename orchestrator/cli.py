@@ -99,6 +99,8 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--shots", type=int,
                    help="shots per base class (default: the shipped weights' recipe, else 16)")
+    p.add_argument("--no-recipe", action="store_true",
+                   help="ignore the shipped weights' tuning recipe (use the method's defaults)")
     p.add_argument("--test-per-class", type=int,
                    help="score at most N test images per class (quick runs; default: all)")
     p.add_argument("--subsample", choices=["base2new", "all"], default="base2new")

@@ -13,6 +13,7 @@ import yaml
 from orchestrator.plots import plt
 from orchestrator.sweep_config import Sweep
 from orchestrator.tracking import Tracker
+from workers.models.clip import tuning_recipe
 
 SHOWN_METRICS = (("val/pseudo_base/acc", "pb acc"), ("val/pseudo_new/acc", "pn acc"),
                  ("val/pseudo_new/ece", "pn ECE"), ("val/hm", "val HM"))
@@ -126,6 +127,8 @@ def best_command(sweep: Sweep, row: Row) -> str:
         parts += ["--root", sweep.data_root]
     parts += ["--model", sweep.model.arch, "--pretrained", sweep.model.pretrained or "none",
               "--shots", str(sweep.shots), "--seed", str(sweep.seeds[0])]
+    if tuning_recipe(sweep.model.arch, sweep.model.pretrained, sweep.method.name):
+        parts.append("--no-recipe")  # the sweep tuned from the method's defaults, not the recipe
     for k, v in options.items():
         parts += ["--option", f"{k}={v}"]
     lam = knob(sweep, row, "lam")

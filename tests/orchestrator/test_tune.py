@@ -147,3 +147,24 @@ def test_test_split_objective_needs_the_leaky_flag(tmp_path):
     assert "leaky: true" in str(err.value)
     config["leaky"] = True
     assert parse_sweep(config).leaky is True
+
+
+def test_best_command_reproduces_the_swept_settings():
+    """The printed command parses back to the sweep's settings, and opts out of the micro-clip recipe
+    (the sweep tuned from the method's defaults)."""
+    import shlex
+    from pathlib import Path
+
+    from orchestrator.cli import build_parser
+    from orchestrator.sweep_config import load_sweep
+    from orchestrator.sweep_report import Row, best_command
+
+    sweep = load_sweep(Path(__file__).parents[2] / "examples" / "sweep-tiny.yaml")
+    row = Row("t1", {"lam": 2.0, "outliers_per_step": 16}, "completed", {"objective": 1.0})
+    args = build_parser().parse_args(shlex.split(best_command(sweep, row))[1:])
+    assert (args.model, args.pretrained, args.shots, args.dor_lambda, args.outliers_per_step) == (
+        "tiny-clip", "none", 4, 2.0, 16)
+    assert sorted(args.option) == ["batch_size=16", "epochs=3", "n_ctx=4"] and not args.no_recipe
+    micro = sweep.model_copy(update={"model": sweep.model.model_copy(update={"arch": "micro-clip",
+                                                                             "pretrained": "shapes"})})
+    assert build_parser().parse_args(shlex.split(best_command(micro, row))[1:]).no_recipe

@@ -65,3 +65,8 @@ def test_trial_command_uses_the_recipe_and_flags_override_it(capsys):
     assert spec["method_options"]["epochs"] == 1 and spec["method_options"]["lr"] == 0.05
     assert spec["method_options"]["ctx_init"] == "a photo of a"
     assert "micro-clip/shapes recipe for coop" in out.err
+    code = main(["trial", "--method", "coop", "--model", "micro-clip", "--dataset", "demo", "--epochs", "1",
+                 "--shots", "1", "--test-per-class", "2", "--quiet", "--json", "--no-recipe"])
+    out = capsys.readouterr()
+    assert code == 0 and json.loads(out.out)["spec"]["method_options"] == {"epochs": 1}
+    assert "recipe" not in out.err
