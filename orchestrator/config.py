@@ -72,6 +72,10 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 # --------------------------------------------------------------------------- errors
 
 
+#: Where ``run`` records trials unless the benchmark file says otherwise (``report``/``ui`` read it).
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
 class BenchmarkError(DorBenchError):
     """Everything wrong with one benchmark file, each problem prefixed by its YAML path."""
 
@@ -323,7 +327,7 @@ class Benchmark(_Strict):
     """One benchmark file: what to run (the grid), where to record it, how to schedule it."""
 
     name: Annotated[str, Field(min_length=1)] = Field(description="the MLflow experiment name")
-    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
+    tracking_uri: str = Field(DEFAULT_TRACKING_URI, description="MLflow tracking URI")
     model: ModelSection = Field(default_factory=ModelSection)
     data_root: str | None = Field(
         None, description="folder holding the CoOp-style dataset folders (unused by built-in data)"
