@@ -208,7 +208,8 @@ def dataset_name(name: str) -> str:
     return p["datasets"].get(name) or p["targets"].get(name) or name
 
 
-def _dataset_order(names: Iterable[str]) -> list[str]:
+def dataset_order(names: Iterable[str]) -> list[str]:
+    """Paper order first (SPEC section 4), then the rest alphabetically."""
     order = {n: i for i, n in enumerate([*paper()["datasets"], *paper()["targets"]])}
     return sorted(set(names), key=lambda n: (order.get(n, len(order)), n))
 
@@ -365,7 +366,7 @@ def _bins_note(variants: list[Variant]) -> str:
 
 
 def _b2n_tables(rows: _Rows, variants: dict[tuple, Variant]) -> tuple[list[Table], dict]:
-    datasets = _dataset_order(rows.datasets["base2new"])
+    datasets = dataset_order(rows.datasets["base2new"])
     cols = sorted((variants[c] for c in rows.configs["base2new"]), key=_variant_order)
     configs = {v.label: v.settings for v in cols}
     seeds = sorted(rows.seeds["base2new"])
@@ -405,10 +406,10 @@ def _b2n_tables(rows: _Rows, variants: dict[tuple, Variant]) -> tuple[list[Table
 def _shift_tables(rows: _Rows, variants: dict[tuple, Variant]) -> list[Table]:
     seeds = sorted(rows.seeds["shift"])
     tables = []
-    for source in _dataset_order(rows.datasets["shift"]):
+    for source in dataset_order(rows.datasets["shift"]):
         configs = [c for c in rows.configs["shift"] if (source, c) in rows.shift_sources]
         cols = sorted((variants[c] for c in configs), key=_variant_order)
-        targets = _dataset_order({t for v in cols for t in dict(v.settings).get("targets", ())})
+        targets = dataset_order({t for v in cols for t in dict(v.settings).get("targets", ())})
         groups = [("source", f"{dataset_name(source)} (source)", "base"),
                   *[(t, dataset_name(t), f"target/{t}") for t in targets]]
         if targets:

@@ -224,7 +224,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:32px}h3{font-size:15px}
 table{border-collapse:collapse;margin:8px 0 4px;font-variant-numeric:tabular-nums}
 th,td{padding:3px 8px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
-thead tr:first-child th{border-bottom:1px solid #999}thead{border-top:2px solid #333;border-bottom:1px solid #333}
+thead tr:first-child th{border-bottom:1px solid #999;text-align:center}thead{border-top:2px solid #333;border-bottom:1px solid #333}
 tbody{border-bottom:2px solid #333}tr.avg td{border-top:1px solid #333;font-weight:500}
 td.incomplete{background:#fff4e0}td.best{background:#e8f5e9}
 .n{color:#777;font-size:11px}.note,.legend{color:#555;max-width:1100px}

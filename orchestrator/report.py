@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import pyarrow as pa
 from mlflow.artifacts import download_artifacts
 
-from orchestrator.aggregate import Report, build_tables, dataset_name, pool_reliability
+from orchestrator.aggregate import Report, build_tables, dataset_name, dataset_order, pool_reliability
 from orchestrator.collect import collect, write_parquet
 from orchestrator.plots import reliability_figure
 from orchestrator.render import csv_text, html_report, latex, markdown
@@ -89,8 +89,10 @@ def reliability_figures(report: Report, table: pa.Table, tracking_uri: str) -> d
     with ThreadPoolExecutor(8) as pool:
         bins = dict(pool.map(load, wanted))
     order = {v.label: i for i, v in enumerate(report.variants)}
+    rows = {d: i for i, d in enumerate(dataset_order({d for _, d, _ in report.cells}))}
     out: dict[str, list[tuple[str, bytes, str]]] = {}
-    for (kind, dataset, label), ids in sorted(report.cells.items(), key=lambda kv: order.get(kv[0][2], 0)):
+    for (kind, dataset, label), ids in sorted(report.cells.items(),
+                                              key=lambda kv: (kv[0][0], rows[kv[0][1]], order.get(kv[0][2], 0))):
         seeds = [bins[r] for r in ids.values() if bins.get(r)]
         splits = sorted({s for b in seeds for s in b}, key=lambda s: (s not in ("base", "new"), s))
         pooled = {s: pool_reliability([b[s] for b in seeds if s in b]) for s in splits}
