@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import yaml
@@ -50,9 +50,9 @@ def paper() -> dict[str, Any]:
 # --------------------------------------------------------------------------- the table model
 
 
-@dataclass(frozen=True)
-class Stat:
-    """One table cell: mean +- sample std over ``n`` of ``expected`` seeds."""
+class Stat(NamedTuple):
+    """One table cell: mean +- sample std over ``n`` of ``expected`` seeds (a tuple: tens of
+    thousands are made per report)."""
 
     mean: float | None
     std: float | None
@@ -141,10 +141,10 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (n - 1; None below two values)."""
     if not values:
         return None, None
-    m = math.fsum(values) / len(values)
+    m = sum(values) / len(values)
     if len(values) < 2:
         return m, None
-    return m, math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return m, math.sqrt(sum([(v - m) ** 2 for v in values]) / (len(values) - 1))
 
 
 Combine = Callable[..., float]
@@ -167,14 +167,20 @@ class Measure:
 
     def cell(self, seeds: dict[int, dict[str, float]], expected: int) -> tuple[Stat, dict[int, list[float]]]:
         """The cell's Stat, and the per-seed component values behind it."""
-        per_seed = {s: [m[c] for c in self.components] for s, m in seeds.items()
-                    if all(m.get(c) is not None for c in self.components)}
+        per_seed = {}
+        for seed, metrics in seeds.items():
+            values = [metrics.get(c) for c in self.components]
+            if None not in values:
+                per_seed[seed] = values
         if not per_seed:
             return Stat(None, None, 0, expected), {}
-        means = [math.fsum(v[i] for v in per_seed.values()) / len(per_seed)
-                 for i in range(len(self.components))]
-        _, std = mean_std([self.combine(*v) for v in per_seed.values()])
-        return Stat(self.combine(*means), std, len(per_seed), expected), per_seed
+        rows = list(per_seed.values())
+        if self.combine is _ident:
+            mean, std = mean_std([v[0] for v in rows])
+            return Stat(mean, std, len(rows), expected), per_seed
+        means = [sum(column) / len(rows) for column in zip(*rows)]
+        _, std = mean_std([self.combine(*v) for v in rows])
+        return Stat(self.combine(*means), std, len(rows), expected), per_seed
 
     def average(self, cells: list[tuple[Stat, dict[int, list[float]]]], seeds: list[int],
                 rows: int) -> Stat:
@@ -182,12 +188,10 @@ class Measure:
         used = [values for stat, values in cells if stat.complete]
         if not used:
             return Stat(None, None, 0, len(seeds), (0, rows))
-        k = len(self.components)
-        means = [math.fsum(math.fsum(v[i] for v in values.values()) / len(values) for values in used) / len(used)
-                 for i in range(k)]
-        per_seed = [self.combine(*(math.fsum(values[s][i] for values in used) / len(used) for i in range(k)))
-                    for s in seeds]
-        _, std = mean_std(per_seed)
+        # per seed, each component averaged over the datasets; the mean over seeds of those
+        seed_means = [[sum(c) / len(used) for c in zip(*(values[s] for values in used))] for s in seeds]
+        means = [sum(c) / len(seeds) for c in zip(*seed_means)]
+        _, std = mean_std([self.combine(*m) for m in seed_means])
         return Stat(self.combine(*means), std, len(seeds), len(seeds), (len(used), rows))
 
 
@@ -284,9 +288,17 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
             for c in [*specs, "seed", "dataset", "status", "start_time", "run_id", "trial", "error", *metrics]}
     n = table.num_rows
 
-    def config(i: int) -> tuple:
-        return tuple((c, tuple(v) if isinstance(v := cols[c][i], list) else v)
-                     for c in specs if cols[c][i] is not None)
+    for c in specs:  # lists (targets) as tuples, so that a configuration is hashable
+        if pa.types.is_list(table.schema.field(c).type):
+            cols[c] = [None if v is None else tuple(v) for v in cols[c]]
+    named: dict[tuple, tuple] = {}
+
+    def pairs(values: tuple) -> tuple:
+        if values not in named:
+            named[values] = tuple((c, v) for c, v in zip(specs, values) if v is not None)
+        return named[values]
+
+    configs = [pairs(v) for v in zip(*(cols[c] for c in specs))]
 
     newest: dict[tuple, int] = {}
     unfinished: dict[tuple, int] = {}
@@ -294,7 +306,7 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
                  {"runs": n, "finished": 0, "older_finished": 0, "failed": 0, "failed_superseded": 0})
     for i in range(n):
         kind = _kind(cols["subsample"][i])
-        key = (kind, cols["dataset"][i], config(i), cols["seed"][i])
+        key = (kind, cols["dataset"][i], configs[i], cols["seed"][i])
         _expect(rows, key)
         best = newest if cols["status"][i] == FINISHED else unfinished
         j = best.get(key)
@@ -356,8 +368,7 @@ def _mark_best(table: Table, across_rows: bool) -> None:
         best = max(v for v, _, _ in values) if higher else min(v for v, _, _ in values)
         for v, r, c in values:
             if v == best:
-                old = table.cells[r][c]
-                table.cells[r][c] = Stat(old.mean, old.std, old.n, old.expected, old.datasets, True)
+                table.cells[r][c] = table.cells[r][c]._replace(best=True)
 
 
 def _bins_note(variants: list[Variant]) -> str:
@@ -382,11 +393,12 @@ def _b2n_tables(rows: _Rows, variants: dict[tuple, Variant]) -> tuple[list[Table
         columns = [Column(v.label, sub, f"{family}/{sub}", family == "acc") for v in cols for sub, _ in measures]
         cells: list[list[Stat]] = []
         per_col: list[list[tuple[Stat, dict]]] = [[] for _ in columns]
+        by_sub = dict(measures)
         for d in datasets:
             row = []
             for c, col in enumerate(columns):
-                measure = dict(measures)[col.sub]
-                stat, values = measure.cell(rows.cells.get(("base2new", d, configs[col.group]), {}), len(seeds))
+                stat, values = by_sub[col.sub].cell(rows.cells.get(("base2new", d, configs[col.group]), {}),
+                                                    len(seeds))
                 row.append(stat)
                 per_col[c].append((stat, values))
             cells.append(row)
@@ -394,7 +406,7 @@ def _b2n_tables(rows: _Rows, variants: dict[tuple, Variant]) -> tuple[list[Table
             continue  # e.g. no run logged PIECE
         average = []
         for c, col in enumerate(columns):
-            average.append(dict(measures)[col.sub].average(per_col[c], seeds, len(datasets)))
+            average.append(by_sub[col.sub].average(per_col[c], seeds, len(datasets)))
             used[(family, col.group, col.sub)] = {d for d, (s, _) in zip(datasets, per_col[c]) if s.complete}
         table = Table(family, f"{TITLES[family]}, base-to-new", [*map(dataset_name, datasets), AVERAGE],
                       columns, [*cells, average], [notes[family]])
