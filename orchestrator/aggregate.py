@@ -31,7 +31,6 @@ import pyarrow as pa
 import yaml
 
 from orchestrator.collect import DOR, metric_columns, spec_columns
-from workers.metrics.calibration import harmonic_mean
 
 FINISHED = "FINISHED"
 AVERAGE = "Average"
@@ -148,6 +147,11 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 Combine = Callable[..., float]
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """``2ab / (a + b)``, as workers.metrics.harmonic_mean (which would import torch here)."""
+    return 0.0 if a + b == 0 else 2.0 * a * b / (a + b)
 
 
 def _ident(x: float) -> float:

@@ -32,8 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from orchestrator import commands
-    from orchestrator.config import DEFAULT_TRACKING_URI
+    from orchestrator import DEFAULT_TRACKING_URI, commands
 
     parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -41,6 +41,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from orchestrator import DEFAULT_TRACKING_URI
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.methods import METHODS
@@ -70,10 +71,6 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
 # --------------------------------------------------------------------------- errors
-
-
-#: Where ``run`` records trials unless the benchmark file says otherwise (``report``/``ui`` read it).
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 class BenchmarkError(DorBenchError):

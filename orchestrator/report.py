@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tempfile
 import time
@@ -13,10 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import matplotlib.pyplot as plt
 import pyarrow as pa
 from mlflow.artifacts import download_artifacts
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from orchestrator.aggregate import Report, build_tables, dataset_name, dataset_order, pool_reliability
 from orchestrator.collect import collect, write_parquet
@@ -69,6 +73,11 @@ def _ready(out_dir: Path) -> Path:
 
 
 def _result_reliability(artifact_uri: str, tracking_uri: str) -> dict[str, Any]:
+    """A trial's reliability bins from its result.json (read in place when the store is local)."""
+    local = urlparse(artifact_uri)
+    if local.scheme in ("", "file"):
+        return json.loads((Path(url2pathname(local.path)) / "result.json").read_text()).get("reliability", {})
+    os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")  # no bars mid-report
     with tempfile.TemporaryDirectory() as tmp:
         path = download_artifacts(artifact_uri=f"{artifact_uri}/result.json", dst_path=tmp,
                                   tracking_uri=tracking_uri)

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
 from workers.metrics.calibration import harmonic_mean
 from workers.spec import DorSpec, ReliabilityBins, TrialResult, TrialSpec
 
 from orchestrator.tracking import Tracker
+
+
+def store(folder: Path, experiment: str) -> tuple[str, Tracker]:
+    """A sqlite store in ``folder`` whose experiment keeps its artifacts there too."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment, artifact_location=(folder / "artifacts").as_uri())
+    return uri, Tracker(uri, experiment)
 
 
 def spec(method: str, dataset: str, seed: int, lam: float | None = None, **fields) -> TrialSpec:

@@ -15,8 +15,8 @@ from orchestrator.aggregate import build_tables
 from orchestrator.cli import main
 from orchestrator.collect import collect, spec_values
 from orchestrator.report import build_report
-from orchestrator.tracking import Tracker
 from report_helpers import b2n_metrics, log_trial, spec
+from report_helpers import store as new_store
 
 # (dataset, lambda or None for plain CoOp) -> per seed: base acc, new acc, base ECE, new ECE
 VALUES = {
@@ -43,8 +43,7 @@ def cell(values: list[float], n: int = 3) -> str:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report-store")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    tracker = Tracker(uri, "calib")
+    uri, tracker = new_store(folder, "calib")
     parent = tracker.start_parent("run test", {})
     log_trial(tracker, parent, spec("coop", "imagenet", 1), b2n_metrics(10, 10, 50, 50))  # superseded
     time.sleep(0.01)
@@ -165,7 +164,7 @@ def test_user_mistakes_are_one_paragraph(store, tmp_path, capsys):
     assert "Cannot write the report to" in capsys.readouterr().err
     assert main(["report", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
     assert "No MLflow store at" in capsys.readouterr().err
-    Tracker(uri, "empty")
+    new_store(store[1], "empty")
     assert main(["report", "--tracking-uri", uri, "--experiment", "empty"]) == 2
     err = capsys.readouterr().err
     assert "Experiment 'empty'" in err and "has no trial runs" in err
@@ -177,8 +176,7 @@ TARGETS = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
 
 
 def test_published_comparison_and_domain_shift(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = Tracker(uri, "paper")
+    uri, tracker = new_store(tmp_path, "paper")
     parent = tracker.start_parent("run", {})
     for d in PAPER:
         log_trial(tracker, parent, spec("coop", d, 1, shots=16), b2n_metrics(80, 70, 3.0, 14.0))

@@ -14,8 +14,7 @@ import pytest
 
 from orchestrator.aggregate import pool_reliability
 from orchestrator.report import build_report
-from orchestrator.tracking import Tracker
-from report_helpers import b2n_metrics, bins, log_trial, spec
+from report_helpers import b2n_metrics, bins, log_trial, spec, store
 
 ROOT = Path(__file__).parents[2]
 
@@ -44,8 +43,7 @@ def chromium() -> str:
 
 
 def test_html_report_renders_in_headless_chromium(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = Tracker(uri, "html")
+    uri, tracker = store(tmp_path, "html")
     parent = tracker.start_parent("run", {})
     for dataset in ("imagenet", "eurosat"):
         for lam in (None, 8.0):

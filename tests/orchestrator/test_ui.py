@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from orchestrator.tracking import Tracker
+from report_helpers import store
 
 ROOT = Path(__file__).parents[2]
 
@@ -22,8 +22,7 @@ def free_port() -> int:
 
 
 def test_ui_starts_answers_http_and_stops(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    Tracker(uri, "ui-check")
+    uri, _ = store(tmp_path, "ui-check")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", uri,
