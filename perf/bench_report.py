@@ -74,7 +74,7 @@ def timed(label: str, fn, timings: dict[str, float]):
     return out
 
 
-def from_rows(rng: random.Random) -> dict[str, float]:
+def from_rows(rng: random.Random) -> tuple[str, dict[str, float]]:
     trials = specs(74)  # 33 + 4 x 75 x 33 = 9,933 finished; 67 failed duplicates -> 10,000
     failed = trials[:67]
     table = synthetic_table(failed + trials, 67, rng)
@@ -87,11 +87,10 @@ def from_rows(rng: random.Random) -> dict[str, float]:
     timings["build all tables"] = sorted(runs)[1]
     for name, fn in (("markdown", markdown), ("latex", latex), ("csv", csv_text), ("html (no figures)", html_report)):
         timed(name, lambda fn=fn: fn(report), timings)
-    print(f"10,000 rows, {len(report.variants)} columns, {len(report.tables)} tables:")
-    return timings
+    return f"10,000 rows, {len(report.variants)} columns, {len(report.tables)} tables:", timings
 
 
-def from_mlflow(n_runs: int, rng: random.Random) -> dict[str, float]:
+def from_mlflow(n_runs: int, rng: random.Random) -> tuple[str, dict[str, float]]:
     per_config = len(DATASETS) * 3
     trials = specs(max(0, n_runs // per_config // len(METHODS) - 1))[: n_runs - 20]
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,11 +115,10 @@ def from_mlflow(n_runs: int, rng: random.Random) -> dict[str, float]:
         report = timed("build all tables", lambda: build_tables(table), timings)
         for name, fn in (("markdown", markdown), ("latex", latex), ("csv", csv_text)):
             timed(name, lambda fn=fn: fn(report), timings)
-        print(f"{n} MLflow runs ({len(runs)} found), {len(report.variants)} columns:")
-        return timings
+        return f"{n} MLflow runs ({len(runs)} found), {len(report.variants)} columns:", timings
 
 
-def html_diagrams(rng: random.Random) -> dict[str, float]:
+def html_diagrams(rng: random.Random) -> tuple[str, dict[str, float]]:
     from orchestrator.report import build_report
     from orchestrator.tracking import Tracker
     from workers.spec import ReliabilityBins, TrialResult
@@ -141,8 +139,7 @@ def html_diagrams(rng: random.Random) -> dict[str, float]:
                     tracker.record(parent, f"t{dataset}{seed}{dor}", spec, TrialResult(
                         spec=spec, metrics=metrics(rng), reliability={"base": bins, "new": bins}))
         timings = build_report(uri, "html", out_dir=Path(tmp) / "out").timings
-        print("36 trials (4 datasets x 2 columns x 3 seeds), 8 pooled diagrams, every format:")
-        return timings
+        return "36 trials (4 datasets x 2 columns x 3 seeds), 8 pooled diagrams, every format:", timings
 
 
 def main() -> None:
@@ -150,7 +147,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     args = parser.parse_args()
     rng = random.Random(0)
-    for timings in (from_rows(rng), from_mlflow(args.runs, rng), html_diagrams(rng)):
+    for run in (from_rows, lambda r: from_mlflow(args.runs, r), html_diagrams):
+        title, timings = run(rng)
+        print(title)
         for label, seconds in timings.items():
             print(f"  {label:38s} {seconds:7.3f} s")
 
