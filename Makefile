@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	scripts/ensure-wordnet $(BIN)/python
+	scripts/ensure-chromium || true  # the HTML report test skips, saying why, without it
 	touch $(STAMP)
 
 clean:

@@ -1,4 +1,5 @@
-"""The ``dor-bench`` command line: run | tune | validate | trial | data check | micro-clip | ls."""
+"""The ``dor-bench`` command line: run | tune | report | ui | validate | trial | data check |
+micro-clip | ls."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from orchestrator import commands
+    from orchestrator import DEFAULT_TRACKING_URI, commands
 
     parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rerun", action="store_true", help="run trials again even if finished")
     run.add_argument("--checkpoint-dir", default=".dor-bench/checkpoints",
                      help="per-epoch trial checkpoints (shared storage on a cluster)")
+    run.add_argument("--report-dir", help="where the end-of-run report goes (default: reports/<name>)")
     run.set_defaults(handler=commands.run)
 
     tune = sub.add_parser("tune", help="run (or resume) a Ray Tune sweep file, recording in MLflow")
@@ -54,6 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", default=".dor-bench/tune",
                       help="Tune state and the sweep report go to STORAGE/<name> (shared on a cluster)")
     tune.set_defaults(handler=commands.tune)
+
+    report = sub.add_parser("report", help="the paper's tables from the runs in MLflow (md, LaTeX, CSV, "
+                            "HTML, Parquet)")
+    report.add_argument("--experiment", help="MLflow experiment = the benchmark's name (default: the "
+                        "store's only one)")
+    report.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
+                        help=f"MLflow store (default: {DEFAULT_TRACKING_URI}, as `run` writes)")
+    report.add_argument("--parent", metavar="RUN_ID", help="only the trials of this `dor-bench run` parent run")
+    report.add_argument("--out", help="output folder (default: reports/<experiment>)")
+    report.add_argument("--format", default="md,latex,csv,html",
+                        help="comma-separated: md,latex,csv,html (results.parquet is always written)")
+    report.set_defaults(handler=commands.report)
+
+    ui = sub.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the store `run` writes to")
+    ui.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
+                    help=f"MLflow store (default: {DEFAULT_TRACKING_URI})")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=commands.ui)
 
     validate = sub.add_parser("validate", help="check a benchmark or sweep file and print its plan")
     validate.add_argument("file")

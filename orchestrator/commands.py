@@ -15,7 +15,23 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.runner import run_benchmark
 
     return run_benchmark(args.file, tracking_uri=args.tracking_uri, address=args.address,
-                         rerun=args.rerun, checkpoint_dir=args.checkpoint_dir)
+                         rerun=args.rerun, checkpoint_dir=args.checkpoint_dir, report_dir=args.report_dir)
+
+
+def report(args: argparse.Namespace) -> int:
+    from orchestrator.report import build_report, parse_formats
+
+    out = build_report(args.tracking_uri, args.experiment, parent=args.parent, out_dir=args.out,
+                       formats=parse_formats(args.format))
+    print(out.markdown)
+    print(f"[dor-bench] wrote {', '.join(str(p) for p in out.files.values())}", file=sys.stderr)
+    return 0
+
+
+def ui(args: argparse.Namespace) -> int:
+    from orchestrator.ui import serve
+
+    return serve(args.tracking_uri, args.port)
 
 
 def tune(args: argparse.Namespace) -> int:

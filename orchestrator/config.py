@@ -41,6 +41,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from orchestrator import DEFAULT_TRACKING_URI
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.methods import METHODS
@@ -326,7 +327,7 @@ class Benchmark(_Strict):
     """One benchmark file: what to run (the grid), where to record it, how to schedule it."""
 
     name: Annotated[str, Field(min_length=1)] = Field(description="the MLflow experiment name")
-    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
+    tracking_uri: str = Field(DEFAULT_TRACKING_URI, description="MLflow tracking URI")
     model: ModelSection = Field(default_factory=ModelSection)
     data_root: str | None = Field(
         None, description="folder holding the CoOp-style dataset folders (unused by built-in data)"

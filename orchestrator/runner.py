@@ -1,5 +1,5 @@
 """``dor-bench run FILE``: validate, preflight, skip what is done, run the rest on Ray, record
-every trial in MLflow, print the results table."""
+every trial in MLflow, print the tables and write the report (orchestrator/report.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import ray
 
 from orchestrator.config import Benchmark, PlannedTrial, validate_file
 from orchestrator.scheduler import Job, Outcome, run_jobs
-from orchestrator.summary import summary_table
+from orchestrator.collect import spec_values
+from orchestrator.report import build_report
 from orchestrator.tracking import Tracker
 from workers.errors import DorBenchError
 from workers.spec import RunOptions, TrialResult, TrialSpec
@@ -109,8 +110,10 @@ def start_ray(address: str | None) -> None:
 
 
 def run_benchmark(path: str, *, tracking_uri: str | None = None, address: str | None = None,
-                  rerun: bool = False, checkpoint_dir: str = ".dor-bench/checkpoints") -> int:
-    """Run (or resume) a benchmark file; returns the exit code (1 when any trial failed)."""
+                  rerun: bool = False, checkpoint_dir: str = ".dor-bench/checkpoints",
+                  report_dir: str | None = None) -> int:
+    """Run (or resume) a benchmark file, then print its tables and write the report into
+    ``report_dir`` (default reports/<name>); returns the exit code (1 when any trial failed)."""
     bench, trials, plan = validate_file(path)
     log(plan)
     preflight(bench, trials)
@@ -158,14 +161,14 @@ def run_benchmark(path: str, *, tracking_uri: str | None = None, address: str | 
             raise
         finally:
             tracker.end_parent(parent, status)
-    runs = tracker.runs_by_key(keys)
-    rows = []
-    for t in trials:  # the newest finished run of each trial (--rerun can make several)
-        finished = [r for r in runs.get(t.run_key, []) if r.info.status == "FINISHED"]
-        if finished:
-            rows.append((t.spec, max(finished, key=lambda r: r.info.start_time).data.metrics))
-    print(summary_table(rows))
-    return 0 if len(rows) == len(trials) else 1
+    finished = tracker.finished_keys(keys)
+    try:
+        report = build_report(tracker.uri, bench.name, out_dir=report_dir,
+                              planned=[spec_values(t.spec) for t in trials])
+        print(report.terminal)
+    except DorBenchError as err:  # the trials are recorded; only the report is missing
+        log(f"[dor-bench] no report: {err.message}")
+    return 0 if len(finished) == len(keys) else 1
 
 
 def make_job(trial: PlannedTrial, bench: Benchmark) -> Job:

@@ -40,8 +40,8 @@ def child_runs(uri: str, experiment: str) -> list:
 
 
 def run(path: Path, uri: str, folder: Path, *extra: str) -> int:
-    return main(["run", str(path), "--tracking-uri", uri,
-                 "--checkpoint-dir", str(folder / "ckpt"), *extra])
+    return main(["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(folder / "ckpt"),
+                 "--report-dir", str(folder / "report"), *extra])
 
 
 def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
@@ -57,7 +57,11 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
         assert r.data.params["dataset"] == "shapes"
     dor_runs = [r for r in runs if "dor" in r.data.tags[TRIAL_NAME]]
     assert len(dor_runs) == 2 and all("epoch/train/dor" in r.data.metrics for r in dor_runs)
-    assert "| shapes | coop+DOR(lam=8) | 2 |" in out.out
+    assert "| Dataset | Zero-shot CLIP base |" in out.out and "| CoOp+DOR HM |" in out.out
+    shapes = next(line for line in out.out.splitlines() if line.startswith("| shapes |"))
+    assert shapes.count("(2)") == 9 and "†" not in shapes  # 3 columns x base/new/HM, 2 seeds each
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {
+        "results.parquet", "report.md", "report.tex", "tables.csv", "report.html"}
 
     assert run(path, uri, tmp_path) == 0
     assert "6 of 6 trials already finished" in capsys.readouterr().err
@@ -84,7 +88,10 @@ def test_failing_trial_is_recorded_failed_and_the_rest_finish(tmp_path, capsys):
     status = {r.data.tags[TRIAL_NAME]: r.info.status for r in runs}
     assert status.pop("coop/shapes/seed2") == "FAILED"
     assert len(status) == 5 and set(status.values()) == {"FINISHED"}
-    assert "injected failure" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "injected failure" in out.err
+    assert "Failed and unfinished trials (1, not in the tables)" in out.out
+    assert "| coop/shapes/seed2 |" in out.out and "(1/2)†" in out.out
 
 
 def test_preflight_failure_schedules_nothing(tmp_path, capsys):

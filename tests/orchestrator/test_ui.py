@@ -1,0 +1,46 @@
+"""`dor-bench ui` serves the MLflow UI on 127.0.0.1 for the given store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from report_helpers import store
+
+ROOT = Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_starts_answers_http_and_stops(tmp_path):
+    uri, _ = store(tmp_path, "ui-check")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", uri,
+                             "--port", str(port)], stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        assert f"http://127.0.0.1:{port}" in proc.stderr.readline()
+        deadline, body = time.monotonic() + 90, ""
+        while time.monotonic() < deadline and not body:
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=10",
+                        timeout=5) as response:
+                    body = response.read().decode()
+            except OSError:
+                assert proc.poll() is None, "the UI exited early"
+                time.sleep(0.5)
+        assert "ui-check" in body  # it serves the store `run` wrote
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
