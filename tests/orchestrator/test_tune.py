@@ -168,3 +168,19 @@ def test_best_command_reproduces_the_swept_settings():
     micro = sweep.model_copy(update={"model": sweep.model.model_copy(update={"arch": "micro-clip",
                                                                              "pretrained": "shapes"})})
     assert build_parser().parse_args(shlex.split(best_command(micro, row))[1:]).no_recipe
+
+
+def test_demo_sweep_tunes_from_the_demo_recipe():
+    """examples/sweep-demo.yaml validates, and its fixed CoOp options are the demo benchmark's."""
+    from pathlib import Path
+
+    from orchestrator.config import validate_file
+    from orchestrator.sweep_config import load_sweep
+
+    examples = Path(__file__).parents[2] / "examples"
+    sweep = load_sweep(examples / "sweep-demo.yaml")
+    _, trials, _ = validate_file(examples / "demo.yaml")
+    coop = next(t.spec for t in trials if t.spec.method == "coop")
+    assert sweep.shots == coop.shots and sweep.model.arch == "micro-clip"
+    assert {k: v for k, v in sweep.method.options.items() if k != "epochs"} == coop.method_options
+    assert sweep.method.options["epochs"] == 200 and not sweep.leaky
