@@ -11,6 +11,7 @@ from orchestrator.tables import format_metrics
 from workers.errors import DorBenchError
 from workers.spec import DorSpec, RunOptions, TrialSpec
 
+
 def run(args: argparse.Namespace) -> int:
     from orchestrator.runner import run_benchmark
 

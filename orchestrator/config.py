@@ -33,10 +33,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
-    PrivateAttr,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -119,6 +119,14 @@ def _known_dataset(name: str) -> str:
             f"Known datasets: {', '.join(DATASETS.names())}."
         )
     return DATASETS.get(name).name
+
+
+def known_method(name: str) -> str:
+    """The registered name of method ``name``; a "did you mean" error otherwise."""
+    if name not in METHODS:
+        raise _custom(f"unknown method '{name}'.{did_you_mean(name, METHODS.names())} "
+                      f"Known methods: {', '.join(METHODS.names())}.")
+    return METHODS.get(name).name
 
 
 def _known_strategy(name: str) -> str:
@@ -211,10 +219,7 @@ class MethodEntry(_Strict):
     @field_validator("name")
     @classmethod
     def _known_method(cls, name: str) -> str:
-        if name not in METHODS:
-            raise _custom(f"unknown method '{name}'.{did_you_mean(name, METHODS.names())} "
-                          f"Known methods: {', '.join(METHODS.names())}.")
-        return METHODS.get(name).name
+        return known_method(name)
 
     @field_validator("options")
     @classmethod

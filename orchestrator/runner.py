@@ -12,10 +12,10 @@ from typing import Any
 
 import ray
 
-from orchestrator.config import Benchmark, PlannedTrial, validate_file
-from orchestrator.scheduler import Job, Outcome, run_jobs
 from orchestrator.collect import spec_values
+from orchestrator.config import Benchmark, PlannedTrial, validate_file
 from orchestrator.report import build_report
+from orchestrator.scheduler import Job, Outcome, run_jobs
 from orchestrator.tracking import Tracker
 from workers.errors import DorBenchError
 from workers.spec import RunOptions, TrialResult, TrialSpec
@@ -50,22 +50,38 @@ class ProgressLog:
 
 
 def preflight(bench: Benchmark, trials: list[PlannedTrial]) -> None:
-    """Everything that would make trials fail for the same reason, checked before scheduling."""
+    """Everything that would make a benchmark's trials fail for the same reason, checked before
+    scheduling."""
+    wordnet = any(t.spec.dor is not None and t.spec.dor.vocabulary == "wordnet" for t in trials)
+    check_inputs(bench.datasets, bench.data_root, bench.model.arch, bench.model.pretrained, wordnet,
+                 "nothing was scheduled")
+
+
+def preflight_sweep(sweep: Any, spec: TrialSpec) -> None:
+    """A sweep's preflight: its dataset reads, its model loads, its vocabulary is there."""
+    wordnet = spec.dor is not None and spec.dor.vocabulary == "wordnet"
+    check_inputs([sweep.dataset], sweep.data_root, sweep.model.arch, sweep.model.pretrained, wordnet,
+                 "the sweep did not start")
+
+
+def check_inputs(datasets: list[str], data_root: str | None, arch: str, pretrained: str | None,
+                 wordnet: bool, consequence: str) -> None:
+    """Read every dataset, load the model and (when needed) WordNet; one error lists every problem."""
     from workers.datasets import DATASETS
     from workers.models.clip import load_clip
 
     problems = []
-    for name in bench.datasets:
+    for name in datasets:
         reader = DATASETS.get(name)
         try:
-            reader.read(Path(bench.data_root).expanduser() if bench.data_root and not reader.builtin else None)
+            reader.read(Path(data_root).expanduser() if data_root and not reader.builtin else None)
         except DorBenchError as err:
             problems.append(f"dataset '{name}': {err.message}")
     try:
-        load_clip(bench.model.arch, bench.model.pretrained, device="cpu")
+        load_clip(arch, pretrained, device="cpu")
     except DorBenchError as err:
         problems.append(f"model: {err.message}")
-    if any(t.spec.dor is not None and t.spec.dor.vocabulary == "wordnet" for t in trials):
+    if wordnet:
         from workers.dor import noun_vocabulary
 
         try:
@@ -73,32 +89,7 @@ def preflight(bench: Benchmark, trials: list[PlannedTrial]) -> None:
         except DorBenchError as err:
             problems.append(f"DOR vocabulary: {err.message}")
     if problems:
-        raise DorBenchError("Preflight found problems; nothing was scheduled:\n  - " + "\n  - ".join(problems))
-
-
-def preflight_sweep(sweep: Any, spec: TrialSpec) -> None:
-    """A sweep's preflight: its dataset reads, its model loads, its vocabulary is there."""
-    from workers.datasets import DATASETS
-    from workers.dor import noun_vocabulary
-    from workers.models.clip import load_clip
-
-    problems = []
-    reader = DATASETS.get(sweep.dataset)
-    try:
-        reader.read(Path(sweep.data_root).expanduser() if sweep.data_root and not reader.builtin else None)
-    except DorBenchError as err:
-        problems.append(f"dataset '{sweep.dataset}': {err.message}")
-    try:
-        load_clip(sweep.model.arch, sweep.model.pretrained, device="cpu")
-    except DorBenchError as err:
-        problems.append(f"model: {err.message}")
-    if spec.dor is not None and spec.dor.vocabulary == "wordnet":
-        try:
-            noun_vocabulary()
-        except DorBenchError as err:
-            problems.append(f"DOR vocabulary: {err.message}")
-    if problems:
-        raise DorBenchError("Preflight found problems; the sweep did not start:\n  - " + "\n  - ".join(problems))
+        raise DorBenchError(f"Preflight found problems; {consequence}:\n  - " + "\n  - ".join(problems))
 
 
 def start_ray(address: str | None) -> None:

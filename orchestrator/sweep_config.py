@@ -13,7 +13,14 @@ import os
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.config import (
     Axis,
@@ -21,13 +28,14 @@ from orchestrator.config import (
     NonNegFloat,
     PosInt,
     Resources,
+    _coerce_option,
     _custom,
     _fmt,
     _known_dataset,
     _known_strategy,
-    _coerce_option,
     _raise_at,
     _Strict,
+    known_method,
     read_yaml,
     validate_settings,
     validate_with,
@@ -159,13 +167,11 @@ class MethodSection(_Strict):
     @field_validator("name")
     @classmethod
     def _training_method(cls, name: str) -> str:
-        if name not in METHODS:
-            raise _custom(f"unknown method '{name}'.{did_you_mean(name, METHODS.names())} "
-                          f"Known methods: {', '.join(METHODS.names())}.")
+        name = known_method(name)
         if not METHODS.get(name).trains:
             raise _custom(f"{name} does not train, so there is nothing to tune; choose a prompt-"
                           "tuning method (coop, cocoop, kgcoop, maple)")
-        return METHODS.get(name).name
+        return name
 
     @field_validator("options")
     @classmethod

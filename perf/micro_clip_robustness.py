@@ -78,35 +78,42 @@ def demo_specs() -> dict[str, TrialSpec]:
     return specs
 
 
+def cell_order() -> list[tuple[int, str, str]]:
+    """Every (pretrain seed, logit start, split), most informative first: all pretrainings on the
+    demo split, then the other splits under the shipped start (50), then the rest."""
+    cells = [(seed, scale, split) for split in SPLITS for scale in SCALES for seed in SEEDS]
+    return sorted(cells, key=lambda c: (c[2] != "shapes", c[1] != "50"))
+
+
 def run_cells(out: Path, pretrain_missing: bool = True) -> list[dict]:
-    """Run every missing trial; returns all rows of ``results.jsonl``."""
+    """Run every missing trial; returns all rows of ``results.jsonl``. Without
+    ``pretrain_missing``, cells wait for another process to write their weights."""
     results = out / "results.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     done = {(r["seed"], r["scale"], r["split"], r["variant"]) for r in rows}
     specs = demo_specs()
+    todo = [(*cell, v) for cell in cell_order() for v in VARIANTS if (*cell, v) not in done]
     total = len(SEEDS) * len(SCALES) * len(SPLITS) * len(VARIANTS)
-    for scale in SCALES:  # the shipped start first: the most informative cells come in early
-        for seed in SEEDS:
-            for split in SPLITS:
-                for variant in VARIANTS:
-                    if (seed, scale, split, variant) in done:
-                        continue
-                    weights = weights_for(out, seed, scale, pretrain_missing)
-                    if weights is None:
-                        continue
-                    spec = specs[variant].model_copy(update={"pretrained": weights, "dataset": split})
-                    started = time.monotonic()
-                    result = run_trial(spec, RunOptions(device="cpu", progress=False))
-                    row = {"seed": seed, "scale": scale, "split": split, "variant": variant,
-                           "seconds": round(time.monotonic() - started, 1),
-                           **{k: result.metrics[k] for k in ("new/ece", "new/acc", "new/confidence",
-                                                            "base/acc", "base/ece", "hm")}}
-                    rows.append(row)
-                    with results.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(f"[{len(rows)}/{total}] seed {seed} start {scale} {split} {variant}: "
-                          f"new ECE {row['new/ece']:.2f}, new acc {row['new/acc']:.1f} "
-                          f"({row['seconds']:.0f}s)", flush=True)
+    while todo:
+        ready = todo if pretrain_missing else [t for t in todo if weights_for(out, t[0], t[1], False)]
+        if not ready:
+            time.sleep(30)
+            continue
+        seed, scale, split, variant = ready[0]
+        todo.remove(ready[0])
+        spec = specs[variant].model_copy(update={"pretrained": weights_for(out, seed, scale), "dataset": split})
+        started = time.monotonic()
+        result = run_trial(spec, RunOptions(device="cpu", progress=False))
+        row = {"seed": seed, "scale": scale, "split": split, "variant": variant,
+               "seconds": round(time.monotonic() - started, 1),
+               **{k: result.metrics[k] for k in ("new/ece", "new/acc", "new/confidence",
+                                                "base/acc", "base/ece", "hm")}}
+        rows.append(row)
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"[{len(rows)}/{total}] seed {seed} start {scale} {split} {variant}: "
+              f"new ECE {row['new/ece']:.2f}, new acc {row['new/acc']:.1f} "
+              f"({row['seconds']:.0f}s)", flush=True)
     return rows
 
 
@@ -147,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("robustness-study"))
     p.add_argument("--report-only", action="store_true", help="only print the report of what is done")
-    p.add_argument("--skip-missing-weights", action="store_true",
-                   help="run only the cells whose weights exist (another process pretrains)")
+    p.add_argument("--wait-for-weights", action="store_true",
+                   help="another process pretrains: run cells as their weights appear")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     else:
-        rows = run_cells(args.out, pretrain_missing=not args.skip_missing_weights)
+        rows = run_cells(args.out, pretrain_missing=not args.wait_for_weights)
     text = report(rows)
     (args.out / "robustness.md").write_text(text + "\n")
     print(text)
