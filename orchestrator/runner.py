@@ -39,7 +39,7 @@ class ProgressLog:
         elif self.tty:
             print(f"\r{line}   ", end="", file=sys.stderr, flush=True)
             self.last = line
-        elif line != self.last or time.monotonic() - self.at > 30:
+        elif _counts(line) != _counts(self.last) or time.monotonic() - self.at > 30:
             log(line)
             self.last, self.at = line, time.monotonic()
 
@@ -47,6 +47,11 @@ class ProgressLog:
         if self.tty and self.last:
             print(file=sys.stderr, flush=True)
             self.last = ""
+
+
+def _counts(line: str) -> str:
+    """A progress line without its ETA, which changes every second."""
+    return line.partition(", ETA")[0]
 
 
 def preflight(bench: Benchmark, trials: list[PlannedTrial]) -> None:

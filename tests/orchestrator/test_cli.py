@@ -74,3 +74,17 @@ def test_pretrain_logit_scale_start_is_checked(capsys, tmp_path):
                        "--init-logit-scale", "250")
     assert code == 2 and "init_logit_scale must lie in [1, 100] (got 250.0)" in err
     assert not (tmp_path / "w.pt").exists()
+
+
+def test_progress_log_writes_a_line_only_when_the_counts_change(capsys):
+    from orchestrator.runner import ProgressLog
+
+    show = ProgressLog()  # stderr is captured, so not a terminal: log lines
+    show("[dor-bench] 1/9 done, 2 running, 0 failed, 6 queued, ETA 80s")
+    show("[dor-bench] 1/9 done, 2 running, 0 failed, 6 queued, ETA 82s")
+    show("[dor-bench] 2/9 done, 2 running, 0 failed, 5 queued, ETA 70s")
+    show("[dor-bench] trial 'x' FAILED: boom")
+    assert capsys.readouterr().err.splitlines() == [
+        "[dor-bench] 1/9 done, 2 running, 0 failed, 6 queued, ETA 80s",
+        "[dor-bench] 2/9 done, 2 running, 0 failed, 5 queued, ETA 70s",
+        "[dor-bench] trial 'x' FAILED: boom"]
