@@ -56,6 +56,15 @@ def flat_params(spec: TrialSpec) -> dict[str, str]:
     return out
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """For a local sqlite store, its artifacts go in ``mlruns/`` beside the database file (MLflow
+    would put them under the current folder, so a run from another folder would scatter them)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a server or other store chooses its own
+    database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().absolute()
+    return (database.parent / "mlruns").as_uri()
+
+
 class Tracker:
     """Writes trial records into one MLflow experiment."""
 
@@ -64,8 +73,8 @@ class Tracker:
         self.client = MlflowClient(tracking_uri)
         try:
             found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (found.experiment_id if found is not None
-                                  else self.client.create_experiment(experiment))
+            self.experiment_id = (found.experiment_id if found is not None else self.client.create_experiment(
+                experiment, artifact_location=artifact_location(tracking_uri)))
         except Exception as err:  # the store itself is unusable: say which and how to fix
             raise DorBenchError(
                 f"Cannot open the MLflow tracking store '{tracking_uri}': {err}",

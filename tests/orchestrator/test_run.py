@@ -62,6 +62,9 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
     assert shapes.count("(2)") == 9 and "†" not in shapes  # 3 columns x base/new/HM, 2 seeds each
     assert {p.name for p in (tmp_path / "report").iterdir()} == {
         "results.parquet", "report.md", "report.tex", "tables.csv", "report.html"}
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
+    assert {"trial_spec.json", "result.json", "per_class.json"} <= artifacts
+    assert runs[0].info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside mlflow.db
 
     assert run(path, uri, tmp_path) == 0
     assert "6 of 6 trials already finished" in capsys.readouterr().err
