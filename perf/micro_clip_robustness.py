@@ -85,14 +85,15 @@ def cell_order() -> list[tuple[int, str, str]]:
     return sorted(cells, key=lambda c: (c[2] != "shapes", c[1] != "50"))
 
 
-def run_cells(out: Path, pretrain_missing: bool = True) -> list[dict]:
+def run_cells(out: Path, pretrain_missing: bool = True, reverse: bool = False) -> list[dict]:
     """Run every missing trial; returns all rows of ``results.jsonl``. Without
     ``pretrain_missing``, cells wait for another process to write their weights."""
     results = out / "results.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     done = {(r["seed"], r["scale"], r["split"], r["variant"]) for r in rows}
     specs = demo_specs()
-    todo = [(*cell, v) for cell in cell_order() for v in VARIANTS if (*cell, v) not in done]
+    todo = [(*cell, v) for cell in cell_order()[::-1 if reverse else 1] for v in VARIANTS
+            if (*cell, v) not in done]
     total = len(SEEDS) * len(SCALES) * len(SPLITS) * len(VARIANTS)
     while todo:
         ready = todo if pretrain_missing else [t for t in todo if weights_for(out, t[0], t[1], False)]
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="only print the report of what is done")
     p.add_argument("--wait-for-weights", action="store_true",
                    help="another process pretrains: run cells as their weights appear")
+    p.add_argument("--reverse", action="store_true",
+                   help="take the cells in reverse order (a second process on a second core)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     else:
-        rows = run_cells(args.out, pretrain_missing=not args.wait_for_weights)
+        rows = run_cells(args.out, pretrain_missing=not args.wait_for_weights, reverse=args.reverse)
     text = report(rows)
     (args.out / "robustness.md").write_text(text + "\n")
     print(text)
