@@ -196,20 +196,10 @@ class ModelSection(_Strict):
         return tag
 
 
-class MethodEntry(_Strict):
-    """One method of the grid. The short form ``- coop`` means ``- {name: coop}``."""
+class NamedMethod(_Strict):
+    """A method by registered name; the short form ``coop`` means ``{name: coop}``."""
 
     name: str = Field(description="method name (`dor-bench ls methods`)")
-    options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="overrides of the method's published defaults; a list value is a grid axis",
-    )
-    dor: Annotated[list[bool] | None, BeforeValidator(_as_list_or_none)] = Field(
-        None,
-        validate_default=True,
-        description="DOR variants to run: default [false, true] for training methods, [false] for "
-        "zeroshot (which never gets DOR)",
-    )
 
     @model_validator(mode="before")
     @classmethod
@@ -220,6 +210,21 @@ class MethodEntry(_Strict):
     @classmethod
     def _known_method(cls, name: str) -> str:
         return known_method(name)
+
+
+class MethodEntry(NamedMethod):
+    """One method of the grid. The short form ``- coop`` means ``- {name: coop}``."""
+
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the method's published defaults; a list value is a grid axis",
+    )
+    dor: Annotated[list[bool] | None, BeforeValidator(_as_list_or_none)] = Field(
+        None,
+        validate_default=True,
+        description="DOR variants to run: default [false, true] for training methods, [false] for "
+        "zeroshot (which never gets DOR)",
+    )
 
     @field_validator("options")
     @classmethod

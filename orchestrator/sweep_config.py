@@ -35,7 +35,7 @@ from orchestrator.config import (
     _known_strategy,
     _raise_at,
     _Strict,
-    known_method,
+    NamedMethod,
     read_yaml,
     validate_settings,
     validate_with,
@@ -153,21 +153,14 @@ class Space(_Strict):
         return dims
 
 
-class MethodSection(_Strict):
+class MethodSection(NamedMethod):
     """The method of every sweep trial, with fixed option overrides (``method: coop`` is short)."""
 
-    name: str
     options: dict[str, Any] = Field(default_factory=dict, description="fixed overrides")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _short_form(cls, data: Any) -> Any:
-        return {"name": data} if isinstance(data, str) else data
 
     @field_validator("name")
     @classmethod
     def _training_method(cls, name: str) -> str:
-        name = known_method(name)
         if not METHODS.get(name).trains:
             raise _custom(f"{name} does not train, so there is nothing to tune; choose a prompt-"
                           "tuning method (coop, cocoop, kgcoop, maple)")
