@@ -65,7 +65,7 @@ def trial(args: argparse.Namespace) -> int:
     pretrained = args.pretrained
     if pretrained is None and args.model in list_models():
         pretrained = default_pretrained(args.model)
-    tunes = METHODS.get(args.method)().trains and not args.no_recipe
+    tunes = METHODS.get(args.method).trains and not args.no_recipe
     recipe = tuning_recipe(args.model, pretrained, args.method) if tunes else {}
     overrides = dict(recipe.get("options", {}))
     overrides.update({k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ from ray import tune
 
 from orchestrator.config import _coerce_option
 from orchestrator.sweep_config import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
-from orchestrator.sweep_trainable import STATE, sweep_trial
+from orchestrator.runner import log
+from orchestrator.sweep_trainable import STATE, plain_config, sweep_trial
 from orchestrator.tracking import PARENT, Tracker, flat_params
 from workers.methods import METHODS
 from workers.spec import DorSpec, TrialSpec
@@ -37,14 +37,6 @@ LEAKY = "dor_bench.leaky"
 #: into the experiment state and brings the old copies back on restore, so the callback it holds
 #: is a small proxy that looks the recorder of the current driver session up here.
 _RECORDERS: dict[str, _Recorder] = {}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def log_stdout(message: str) -> None:
-    print(message, flush=True)
 
 
 # --------------------------------------------------------------------------- search space
@@ -135,8 +127,7 @@ def config_label(config: dict[str, Any]) -> str:
     """``lam=8 B=4 lr=0.01``: a trial's searched values, short."""
     short = {"lam": "lam", "outliers_per_step": "B", "pool_size": "K", "pool_strategy": "pool"}
     parts = []
-    for key, value in config.items():
-        value = value.item() if hasattr(value, "item") else value
+    for key, value in plain_config(config).items():
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
         parts.append(f"{short.get(key, key.removeprefix('options.'))}={text}")
     return " ".join(parts)
@@ -169,12 +160,11 @@ class _Recorder:
         tags = {PARENT: self.parent, SWEEP: self.sweep.name, TUNE_TRIAL: trial_id, TRIAL_STATUS: status,
                 OBJECTIVE: self.sweep.objective.describe(), **({LEAKY: "true"} if self.sweep.leaky else {})}
         params = {**flat_params(spec), "seed": ",".join(map(str, self.sweep.seeds)),
-                  **{f"tune.{k}": str(v.item() if hasattr(v, "item") else v) for k, v in config.items()}}
+                  **{f"tune.{k}": str(v) for k, v in plain_config(config).items()}}
         metrics = {**state.get("summary", {}), "reports": float(len(reports))}
-        history = [{k: v for k, v in r.items()} for r in reports]
         self.tracker.record_run(self.parent, f"{trial_id} {config_label(config)}", tags, params, metrics,
-                                history, "FAILED" if status == "errored" else "FINISHED",
-                                {"sweep_trial.json": {"config": _jsonable(config), "state": state,
+                                reports, "FAILED" if status == "errored" else "FINISHED",
+                                {"sweep_trial.json": {"config": plain_config(config), "state": state,
                                                       "error": error}})
         self.recorded.add(trial_id)
         log(f"[dor-bench] trial {trial_id} ({config_label(config)}): {status} after {len(reports)} "
@@ -221,10 +211,6 @@ def _spec_of(sweep: Sweep, config: dict[str, Any]) -> TrialSpec:
     from orchestrator.sweep_trainable import trial_spec
 
     return trial_spec(base_spec(sweep).model_dump(mode="json"), config, sweep.seeds[0])
-
-
-def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
 
 
 # --------------------------------------------------------------------------- the command

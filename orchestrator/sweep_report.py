@@ -166,7 +166,8 @@ def best_fragment(sweep: Sweep, row: Row) -> str:
 def report(sweep: Sweep, tracker: Tracker, parent: str, out: Path, source: str) -> int:
     """Print and save the end-of-sweep report; log it to the parent run. 0 when there is a best
     completed trial, else 1."""
-    from orchestrator.sweep import LEAKY, TUNE_TRIAL, log, log_stdout
+    from orchestrator.runner import log
+    from orchestrator.sweep import LEAKY, TUNE_TRIAL
 
     rows = ranked(sweep, [r for r in tracker.children(parent) if TUNE_TRIAL in r.data.tags])
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +192,7 @@ def report(sweep: Sweep, tracker: Tracker, parent: str, out: Path, source: str) 
         text += ["", "Plots: " + ", ".join(str(p) for p in plots)]
     body = "\n".join(text)
     (out / "report.md").write_text(body + "\n")
-    log_stdout(body)
+    print(body, flush=True)
     client = tracker.client
     for file in sorted(out.iterdir()):
         client.log_artifact(parent, str(file))

@@ -20,6 +20,7 @@ from typing import Any
 
 from ray import tune
 
+from orchestrator.sweep_config import INT_KNOBS
 from workers.spec import RunOptions, TrialSpec
 
 STATE = "sweep_state.json"
@@ -27,7 +28,6 @@ STATE = "sweep_state.json"
 #: after every trial that meets it (and, among the misses, by its metric). A finite number keeps
 #: ASHA's quantiles well defined.
 FLOOR_PENALTY = 1e6
-INT_KNOBS = ("pool_size", "outliers_per_step")
 
 
 def trial_spec(base: dict[str, Any], config: dict[str, Any], seed: int) -> TrialSpec:
@@ -37,15 +37,20 @@ def trial_spec(base: dict[str, Any], config: dict[str, Any], seed: int) -> Trial
     data["seed"] = seed
     for key, value in config.items():
         if key.startswith("options."):
-            data["method_options"][key.removeprefix("options.")] = _plain(value)
+            data["method_options"][key.removeprefix("options.")] = plain_value(value)
         else:
             data["dor"][key] = int(value) if key in INT_KNOBS else float(value) if key == "lam" else str(value)
     return TrialSpec.model_validate(data)
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """numpy scalars (from Tune's samplers) as Python values."""
     return value.item() if hasattr(value, "item") else value
+
+
+def plain_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A Tune config with plain Python values (JSON-ready)."""
+    return {k: plain_value(v) for k, v in config.items()}
 
 
 def score(metrics: dict[str, float], objective: dict[str, Any]) -> tuple[float, bool]:
@@ -96,7 +101,7 @@ def sweep_trial(config: dict[str, Any], *, base: dict[str, Any], seeds: list[int
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
             result = run_trial(spec, options, on_epoch=on_epoch)
-            state["finals"].append({k: v for k, v in result.metrics.items()})
+            state["finals"].append(dict(result.metrics))
             (work / f"{spec.key()}.pt").unlink(missing_ok=True)
             (work / STATE).write_text(json.dumps(state))
     finally:

@@ -45,7 +45,7 @@ def test_recipe_matches_the_demo_and_applies_only_to_shipped_weights():
                                  "n_ctx": 4, "ctx_init": "a photo of a"}
     _, trials, _ = validate_file(Path(__file__).parents[2] / "examples" / "demo.yaml")
     coop = next(t.spec for t in trials if t.spec.method == "coop")
-    defaults = METHODS.get("coop")().defaults
+    defaults = METHODS.get("coop").defaults
     assert coop.shots == recipe["shots"]
     assert {k: coop.method_options.get(k, defaults.get(k)) for k in recipe["options"]} == recipe["options"]
     assert tuning_recipe("micro-clip", "shapes", "kgcoop")["options"] == {"augment_views": 8,
