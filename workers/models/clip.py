@@ -2,12 +2,20 @@
 
 dor-bench's own small architectures (``tiny-clip``, ``micro-clip``) are open_clip JSON model
 configs shipped in ``workers/models/configs``; they load exactly like any open_clip model.
+
+OpenAI's CLIP weights were trained with QuickGELU, and OpenAI's ``clip`` code (which CoOp, DAC and
+the DOR trainers use) builds them so. open_clip's plain ``ViT-B-16`` config is GELU, so
+``load_clip`` builds QuickGELU wherever the weights are OpenAI's: a pretrained tag whose open_clip
+record says so (``openai``), an OpenAI TorchScript file (``~/.cache/clip/ViT-B-16.pt``), or an
+architecture named ``*-quickgelu``. A plain state-dict file of OpenAI weights cannot say where it
+comes from: load it with the ``-quickgelu`` architecture (e.g. ``ViT-B-16-quickgelu``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -42,8 +50,9 @@ class ClipBundle:
     pretrained: str | None
     image_size: int
     device: torch.device
-    visual_fingerprint: str  # changes whenever the image tower's weights change
+    visual_fingerprint: str  # changes whenever the image tower's weights or structure change
     text_fingerprint: str  # likewise for the text side
+    activation: str  # the MLP activation the towers run ("QuickGELU" for OpenAI's weights)
 
     @property
     def logit_scale(self) -> float:
@@ -85,8 +94,10 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def fingerprint(module: nn.Module) -> str:
-    """A hash of a module's parameters and buffers (exact: any changed weight changes it)."""
+    """A hash of a module's structure (its repr: layers, sizes, activations) and of its parameters
+    and buffers (exact: any changed weight, or GELU for QuickGELU, changes it)."""
     digest = hashlib.blake2b(digest_size=12)
+    digest.update(repr(module).encode())
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -103,8 +114,10 @@ def load_clip(
 
     Args:
         arch: an open_clip architecture (``dor-bench ls models``), e.g. ``ViT-B-16`` or ``micro-clip``.
-        pretrained: an open_clip pretrained tag (``openai``), a path to a checkpoint file, or
-            ``None``/``"none"`` for random init (seeded, so always the same weights).
+        pretrained: an open_clip pretrained tag (``openai``), a path to a checkpoint file (an
+            open_clip state dict, or OpenAI's TorchScript file such as ``~/.cache/clip/ViT-B-16.pt``),
+            or ``None``/``"none"`` for random init (seeded, so always the same weights). OpenAI's
+            weights get QuickGELU (see the module docstring).
         device: ``auto``, ``cpu`` or ``cuda[:i]``; fp32 on CPU, fp16 on GPU.
         cache_dir: where open_clip caches downloaded weights (default: the Hugging Face cache).
 
@@ -130,9 +143,13 @@ def load_clip(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         try:
-            model = open_clip.create_model(
-                arch, pretrained=pretrained, precision=precision, device=dev, cache_dir=cache_dir
-            )
+            if pretrained is not None and is_torchscript(pretrained):
+                model = open_clip.load_openai_model(pretrained, precision=precision, device=dev)
+                _check_architecture(arch, model, pretrained)
+            else:
+                model = open_clip.create_model(
+                    arch, pretrained=pretrained, precision=precision, device=dev, cache_dir=cache_dir,
+                    force_quick_gelu=openai_weights(arch, tag))
         except RuntimeError as err:
             if pretrained is None:
                 raise
@@ -148,7 +165,43 @@ def load_clip(
         device=dev,
         visual_fingerprint=fingerprint(model.visual),
         text_fingerprint=fingerprint(_text_side(model)),
+        activation=type(model.transformer.resblocks[0].mlp.gelu).__name__,
     )
+
+
+def openai_weights(arch: str, tag: str | None) -> bool:
+    """True when ``tag`` names weights that open_clip records as trained with QuickGELU (OpenAI's)."""
+    if tag is None or arch in SHIPPED_WEIGHTS or os.path.isfile(tag):
+        return False
+    return bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False))
+
+
+def is_torchscript(path: str) -> bool:
+    """True for a TorchScript archive (OpenAI's own ``ViT-B-16.pt``); False for a plain checkpoint."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _check_architecture(arch: str, model: open_clip.CLIP, path: str) -> None:
+    """An OpenAI TorchScript file carries its own architecture: it must be the one asked for."""
+    config = open_clip.get_model_config(arch) or {}
+    vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+    found = {"vision width": model.visual.conv1.out_channels,
+             "vision layers": len(model.visual.transformer.resblocks),
+             "patch size": model.visual.conv1.kernel_size[0],
+             "text width": model.token_embedding.weight.shape[1],
+             "text layers": len(model.transformer.resblocks)}
+    wanted = {"vision width": vision.get("width"), "vision layers": vision.get("layers"),
+              "patch size": vision.get("patch_size"), "text width": text.get("width"),
+              "text layers": text.get("layers")}
+    wrong = [f"{k} {found[k]} (not {wanted[k]})" for k in found if found[k] != wanted[k]]
+    if wrong:
+        raise DorBenchError(
+            f"The OpenAI TorchScript file '{path}' does not hold a {arch}: {', '.join(wrong)}.",
+            "pass the architecture the file was made for (e.g. ViT-B-32 for ViT-B-32.pt).",
+        )
 
 
 def _text_side(model: open_clip.CLIP) -> nn.Module:

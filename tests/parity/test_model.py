@@ -1,0 +1,102 @@
+"""The model path against OpenAI's own CLIP code: a random ViT-B/16 in OpenAI's format, loaded
+every way a user holds OpenAI's weights, must give OpenAI's features (QuickGELU, not GELU)."""
+
+from __future__ import annotations
+
+import io
+
+import open_clip
+import pytest
+import torch
+
+from tests.parity import oracle
+from workers.models.clip import is_torchscript, load_clip
+
+TEXTS = ["a photo of a american bulldog.", "a photo of a Yorkshire terrier, a type of pet.",
+         "X X X X 7-Eleven.", "a centered satellite photo of Annual Crop Land."]
+HF_REPO = "timm/vit_base_patch16_clip_224.openai"  # open_clip's hub entry for ('ViT-B-16', 'openai')
+
+
+@pytest.fixture(scope="module")
+def openai_state() -> dict[str, torch.Tensor]:
+    return oracle.random_vit_b16()
+
+
+@pytest.fixture(scope="module")
+def inputs() -> torch.Tensor:
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def expected(openai_state, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    return oracle.features(openai_state, inputs, TEXTS)
+
+
+def open_clip_state(openai_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weights in open_clip's own state-dict format (what the hub and users' files hold)."""
+    net = open_clip.model.build_model_from_openai_state_dict(dict(openai_state), cast_dtype=None)
+    return {k: v.half() for k, v in net.state_dict().items()}
+
+
+@torch.no_grad()
+def bundle_features(clip, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return clip.model.encode_image(images), clip.model.encode_text(clip.tokenizer(TEXTS))
+
+
+def assert_openai(clip, inputs, expected) -> None:
+    image, text = bundle_features(clip, inputs)
+    assert clip.activation == "QuickGELU"
+    assert (image - expected[0]).abs().max() < 1e-4
+    assert (text - expected[1]).abs().max() < 1e-4
+
+
+def test_tokens_equal_openai() -> None:
+    clip_tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    assert torch.equal(clip_tokenizer(TEXTS), oracle.tokenize(TEXTS))
+
+
+def test_openai_torchscript_file(tmp_path, openai_state, inputs, expected) -> None:
+    """OpenAI's own file format (``~/.cache/clip/ViT-B-16.pt``, what CoOp users hold): a TorchScript
+    archive of the fp16 model."""
+    net = oracle.model.build_model(dict(openai_state)).float().eval()
+    scripted = torch.jit.trace_module(net, {"encode_text": oracle.tokenize(TEXTS[:1])}).half()
+    path = tmp_path / "ViT-B-16.pt"
+    scripted.save(str(path))
+    assert is_torchscript(str(path))
+    assert_openai(load_clip("ViT-B-16", str(path), device="cpu"), inputs, expected)
+
+
+def test_openai_tag_from_offline_hub_cache(tmp_path, monkeypatch, openai_state, inputs, expected) -> None:
+    """``pretrained: openai`` read from a Hugging Face cache with the hub offline; open_clip's own
+    ``create_model`` on the same files is GELU, which is what dor-bench did before."""
+    snapshot = tmp_path / f"models--{HF_REPO.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    torch.save(open_clip_state(openai_state), snapshot / "open_clip_pytorch_model.bin")
+    (tmp_path / f"models--{HF_REPO.replace('/', '--')}" / "refs").mkdir()
+    (tmp_path / f"models--{HF_REPO.replace('/', '--')}" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    clip = load_clip("ViT-B-16", "openai", device="cpu", cache_dir=str(tmp_path))
+    assert_openai(clip, inputs, expected)
+    plain = open_clip.create_model("ViT-B-16", pretrained="openai", cache_dir=str(tmp_path)).eval()
+    image, _ = bundle_features(clip.__class__(**{**vars(clip), "model": plain}), inputs)
+    assert (image - expected[0]).abs().max() > 1e-3  # GELU: the divergence this test guards
+
+
+def test_quickgelu_architecture_with_state_dict_file(tmp_path, openai_state, inputs, expected) -> None:
+    """A plain state-dict file of OpenAI weights says nothing of its activation: the
+    ``-quickgelu`` architecture is how a user says so."""
+    buffer = io.BytesIO()
+    torch.save(open_clip_state(openai_state), buffer)
+    path = tmp_path / "openai-weights.bin"
+    path.write_bytes(buffer.getvalue())
+    assert not is_torchscript(str(path))
+    assert_openai(load_clip("ViT-B-16-quickgelu", str(path), device="cpu"), inputs, expected)
+    assert load_clip("ViT-B-16", str(path), device="cpu").activation == "GELU"
+
+
+def test_torchscript_of_another_architecture_is_refused(tmp_path, openai_state) -> None:
+    net = oracle.model.build_model(dict(openai_state)).float().eval()
+    path = tmp_path / "ViT-B-16.pt"
+    torch.jit.trace_module(net, {"encode_text": oracle.tokenize(TEXTS[:1])}).save(str(path))
+    with pytest.raises(Exception, match="does not hold a ViT-B-32: patch size 16"):
+        load_clip("ViT-B-32", str(path), device="cpu")
