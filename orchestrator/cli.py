@@ -135,6 +135,8 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     dor.add_argument("--outliers-per-step", type=int, help="B (default: number of base classes)")
     dor.add_argument("--pool-size", type=int, default=5000, help="K outlier words in the pool")
     dor.add_argument("--pool-strategy", choices=["near", "far", "random"], default="near")
+    dor.add_argument("--pool-exclude", choices=["base", "all"], default="base",
+                     help="class names left out of the pool: the base classes' or all the dataset's")
     dor.add_argument("--dor-vocabulary", default="wordnet",
                      help="'wordnet', or a word-list file (one outlier word per line)")
     p.add_argument("--checkpoint-dir", help="save a checkpoint per epoch here and resume from it")

@@ -79,7 +79,7 @@ def trial(args: argparse.Namespace) -> int:
     if args.dor_lambda is not None:
         dor = DorSpec(lam=args.dor_lambda, pool_size=args.pool_size,
                       outliers_per_step=args.outliers_per_step, pool_strategy=args.pool_strategy,
-                      vocabulary=args.dor_vocabulary)
+                      vocabulary=args.dor_vocabulary, exclude=args.pool_exclude)
     spec = TrialSpec(
         method=args.method, dataset=args.dataset, root=args.root, model=args.model,
         pretrained=pretrained, seed=args.seed, shots=shots,

@@ -46,7 +46,7 @@ from workers.datasets import DATASETS
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.methods import METHODS
 from workers.models.clip import SHIPPED_WEIGHTS, default_pretrained, list_models
-from workers.spec import DorSpec, PoolStrategy, TrialSpec
+from workers.spec import DorSpec, PoolExclude, PoolStrategy, TrialSpec
 
 __all__ = [
     "Benchmark",
@@ -287,6 +287,7 @@ class DorGrid(_Strict):
         default_factory=lambda: ["near"], description="near, far or random"
     )
     vocabulary: str = Field("wordnet", description="'wordnet' or a word-list file (one per line)")
+    exclude: PoolExclude = Field("base", description="class names left out of the pool: base or all")
 
     @field_validator("pool_strategy")
     @classmethod
@@ -772,7 +773,7 @@ def _dor_specs(grid: DorGrid, method: Any, options: dict[str, Any]) -> list[DorS
             lam = options.get("dor_lambda", method.defaults.get("dor_lambda"))
         specs.append(DorSpec(lam=None if lam is None else float(lam), pool_size=size,
                              outliers_per_step=per_step, pool_strategy=strategy,
-                             vocabulary=grid.vocabulary))
+                             vocabulary=grid.vocabulary, exclude=grid.exclude))
     return specs
 
 

@@ -56,7 +56,8 @@ def base_spec(sweep: Sweep) -> TrialSpec:
         pretrained=sweep.model.pretrained, seed=sweep.seeds[0], shots=sweep.shots,
         subsample=sweep.subsample, method_options=options,
         dor=DorSpec(lam=lam, pool_size=sweep.dor.pool_size, outliers_per_step=sweep.dor.outliers_per_step,
-                    pool_strategy=sweep.dor.pool_strategy, vocabulary=sweep.dor.vocabulary),
+                    pool_strategy=sweep.dor.pool_strategy, vocabulary=sweep.dor.vocabulary,
+                    exclude=sweep.dor.exclude),
         ece_bins=sweep.ece_bins, test_per_class=sweep.test_per_class,
         validation=sweep.validation.model_copy(update={"leaky": sweep.leaky}),
     )

@@ -81,11 +81,11 @@ def run_one(method_name: str, seed: int, weights: str, method_options: dict, dor
     config = {**method.defaults, **spec.method_options}
     data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample, spec.test_per_class)
     clip = warm_clip(spec.model, spec.pretrained, options.device)
-    model = method.build(clip, data.base_classnames, data.template, config)
+    model = method.build(clip, data.base_classnames, data.name, data.template, config)
     features = FeatureSource(clip, data.name, options)
     history = []
     if method.trains:
-        regularizer = make_regularizer(spec, clip, data, config)
+        regularizer = make_regularizer(spec, clip, data, config, data.base_classnames + data.new_classnames)
         history = train(model, method, config, data, clip, features, regularizer, spec.seed,
                         None, None, False)
     model.eval()

@@ -10,7 +10,17 @@ from workers.metrics import calibration_report, harmonic_mean, per_class_stats, 
 from workers.spec import ClassStat, ReliabilityBins
 
 #: Metrics averaged over base and new into ``avg/<name>`` (the paper's "avg" columns).
-AVERAGED = ("acc", "ece", "ace", "mce", "piece")
+AVERAGED = ("acc", "ece", "ace", "mce", "mce_weighted", "piece")
+#: PIECE's neighbours and reference images per dataset, as DAC configures them (its
+#: ``configs/datasets/imagenet.yaml`` sets ``IMAGE_K: 10``; its ImageNet has val = test, as CoOp's).
+PIECE_SETUP = {"imagenet": (10, "test")}
+PIECE_DEFAULT = (5, "val")
+
+
+def piece_setup(dataset: str) -> tuple[int, str]:
+    """``(k, reference)`` for PIECE's proximity: k nearest neighbours among the base-class
+    ``val`` (few-shot validation) or ``test`` images."""
+    return PIECE_SETUP.get(dataset, PIECE_DEFAULT)
 
 
 @dataclass

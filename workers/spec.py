@@ -13,6 +13,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PoolStrategy = Literal["near", "far", "random"]
+PoolExclude = Literal["base", "all"]
+
+#: The protocol version: bumped by every change that alters what a trial computes. It is part of
+#: every spec (and so of every run key), so results of an older protocol are never skipped as
+#: done, resumed or averaged with newer ones. 1: before the parity fixes (no ``protocol`` field);
+#: 2: the authors' computation (docs/fidelity.md).
+PROTOCOL = 2
+LEGACY_PROTOCOL = 1
 
 
 class DorSpec(BaseModel):
@@ -26,6 +34,9 @@ class DorSpec(BaseModel):
         None, gt=0, description="B: words drawn per step (default: number of base classes)"
     )
     pool_strategy: PoolStrategy = "near"
+    exclude: PoolExclude = Field(
+        "base", description="class names removed from the pool: the base classes', or 'all' the "
+        "dataset's (the authors' choice is not public)")
     vocabulary: str = Field(
         "wordnet", description="'wordnet' (nouns), or a text file with one outlier word per line"
     )
@@ -83,6 +94,15 @@ class TrialSpec(BaseModel):
     validation: ValidationSpec | None = Field(
         None, description="tuning mode (pseudo-new classes from the base classes); None = a normal trial"
     )
+    protocol: int = Field(PROTOCOL, description="the protocol version the trial is computed with")
+
+    @field_validator("protocol")
+    @classmethod
+    def _current_protocol(cls, value: int) -> int:
+        if value != PROTOCOL:
+            raise ValueError(f"this dor-bench computes protocol {PROTOCOL}, not {value}; an older "
+                             "result cannot be recomputed as it was")
+        return value
 
     @field_validator("pretrained")
     @classmethod
@@ -109,7 +129,6 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: str = "auto"
-    cache_dir: str | None = None
     checkpoint_dir: str | None = None
     feature_cache: bool = True
     progress: bool = True

@@ -34,7 +34,7 @@ from workers.datasets.base import Datum, TrialData
 from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
 from workers.dor import DynamicOutlierRegularizer, build_pool
 from workers.errors import DorBenchError
-from workers.evaluation import Evaluation, SplitScores, evaluate
+from workers.evaluation import Evaluation, SplitScores, evaluate, piece_setup
 from workers.features import cached_image_features
 from workers.methods import METHODS
 from workers.metrics import proximity_scores
@@ -75,7 +75,7 @@ def run_trial(
     holdout = hold_out(data, spec.validation) if spec.validation else None
     trained_on = holdout.training if holdout else data  # tuning mode: the pseudo-base classes
     clip = warm_clip(spec.model, spec.pretrained, options.device)
-    model = method.build(clip, trained_on.base_classnames, data.template, config)
+    model = method.build(clip, trained_on.base_classnames, data.name, data.template, config)
     features = FeatureSource(clip, data.name, options)
     score_epoch = epoch_scorer(spec, model, method, clip, features, data, holdout)
 
@@ -84,7 +84,8 @@ def run_trial(
         info["pseudo_new_classes"] = holdout.pseudo_new_classnames
     history: list[dict[str, float]] = []
     if method.trains:
-        regularizer = make_regularizer(spec, clip, trained_on, config)
+        regularizer = make_regularizer(spec, clip, trained_on, config,
+                                       every_class=data.base_classnames + data.new_classnames)
         info["dor"] = None if regularizer is None else {
             "lambda": regularizer.lam, "outliers_per_step": regularizer.sampler.per_step,
             "pool_size": len(regularizer.pool.words), "pool_strategy": regularizer.pool.strategy}
@@ -148,9 +149,10 @@ class FeatureSource:
         return feats
 
 
-def make_regularizer(spec: TrialSpec, clip: ClipBundle, data: TrialData,
-                     config: dict[str, Any]) -> DynamicOutlierRegularizer | None:
-    """DOR for this trial, or None when it is off or its weight is 0 (then the plain method)."""
+def make_regularizer(spec: TrialSpec, clip: ClipBundle, data: TrialData, config: dict[str, Any],
+                     every_class: list[str]) -> DynamicOutlierRegularizer | None:
+    """DOR for this trial, or None when it is off or its weight is 0 (then the plain method).
+    The pool leaves out the base class names, or with ``dor.exclude: all`` ``every_class``."""
     if spec.dor is None:
         return None
     lam = config["dor_lambda"] if spec.dor.lam is None else spec.dor.lam
@@ -158,7 +160,8 @@ def make_regularizer(spec: TrialSpec, clip: ClipBundle, data: TrialData,
         return None
     pool = build_pool(clip, data.base_classnames, strategy=spec.dor.pool_strategy,
                       size=spec.dor.pool_size, seed=spec.seed,
-                      vocabulary=read_word_list(spec.dor.vocabulary))
+                      vocabulary=read_word_list(spec.dor.vocabulary),
+                      exclude=every_class if spec.dor.exclude == "all" else data.base_classnames)
     per_step = spec.dor.outliers_per_step or len(data.base_classnames)
     return DynamicOutlierRegularizer(pool, lam, per_step, seed=spec.seed, device=clip.device)
 
@@ -210,6 +213,7 @@ def train(
     for epoch in range(start, epochs):
         model.train()
         totals = {"loss": 0.0, "dor": 0.0, "correct": 0.0, "n": 0.0}
+        lr = optimizer.param_groups[0]["lr"]  # this epoch's
         for step, (inputs, labels) in enumerate(loader()):
             inputs, labels = inputs.to(clip.device), labels.to(clip.device)
             with amp:
@@ -239,7 +243,7 @@ def train(
         scheduler.step()
         row = {"epoch": float(epoch + 1), "train/loss": totals["loss"] / totals["n"],
                "train/acc": 100 * totals["correct"] / totals["n"],
-               "lr": optimizer.param_groups[0]["lr"]}
+               "lr": lr}
         if regularizer:
             row["train/dor"] = totals["dor"] / totals["n"]
         if score_epoch is not None:
@@ -276,11 +280,13 @@ def epoch_scorer(spec: TrialSpec, model: nn.Module, method: Any, clip: ClipBundl
 
 def warmup_cosine(epochs: int, warmup: int, warmup_factor: float) -> Callable[[int], float]:
     """Dassl's schedule as an lr factor per epoch: constant ``warmup_factor`` for the warm-up
-    epochs, then the cosine curve over all epochs (continuing where it would have been)."""
+    epochs, then ``CosineAnnealingLR(T_max=epochs)`` started after them (``WARMUP_RECOUNT: True``,
+    the CoOp-family configs): epoch e >= warmup runs at ``(1 + cos(pi * (e - warmup) / epochs)) / 2``,
+    so the first epoch after the warm-up runs at the full lr."""
     def factor(epoch: int) -> float:
         if epoch < warmup:
             return warmup_factor
-        return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+        return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / epochs))
     return factor
 
 
@@ -294,10 +300,12 @@ def class_logits(scale: float, image: torch.Tensor, text: torch.Tensor) -> torch
 
 def training_batches(model, method, config, data: TrialData, clip: ClipBundle,
                      features: FeatureSource, seed: int) -> Callable[[], DataLoader]:
-    """A factory of one epoch's shuffled batches: (images or cached features, labels)."""
+    """A factory of one epoch's shuffled batches: (images or cached features, labels). As Dassl's
+    training loader, the last incomplete batch is dropped when there is at least one full batch."""
     labels = torch.tensor([d.label for d in data.train])
     views = int(config["augment_views"])
     batch = int(config["batch_size"])
+    drop_last = len(labels) >= batch
     if views and method.frozen_image_encoder:
         bank = torch.stack([features.get(data.train, "train", seed * 1000 + v, config["min_crop_scale"])
                             for v in range(views)])  # [V, N, D]
@@ -305,12 +313,13 @@ def training_batches(model, method, config, data: TrialData, clip: ClipBundle,
         def cached() -> DataLoader:
             pick = torch.randint(views, (len(labels),))
             chosen = bank[pick, torch.arange(len(labels))]
-            return DataLoader(TensorDataset(chosen, labels), batch_size=batch, shuffle=True)
+            return DataLoader(TensorDataset(chosen, labels), batch_size=batch, shuffle=True,
+                              drop_last=drop_last)
         return cached
     dataset = ImageDataset(data.train, train_transform(clip.image_size, config["min_crop_scale"]))
 
     def online() -> DataLoader:
-        return DataLoader(_PairDataset(dataset), batch_size=batch, shuffle=True)
+        return DataLoader(_PairDataset(dataset), batch_size=batch, shuffle=True, drop_last=drop_last)
     return online
 
 
@@ -348,19 +357,24 @@ def scoring_logits(model: nn.Module, clip: ClipBundle, image: torch.Tensor, name
 @torch.no_grad()
 def score_tests(model: nn.Module, method: Any, data: TrialData, clip: ClipBundle,
                 features: FeatureSource) -> list[SplitScores]:
-    """Logits on the base and new test splits (PIECE proximity against base validation images)."""
-    val = scoring_features(model, method, clip, features, data.val, "val")
+    """Logits on the base and new test splits, with PIECE's proximity as DAC computes it: to the
+    ``k`` nearest base-class validation images (ImageNet: its test images, CoOp's val = test)."""
+    k, source = piece_setup(data.name)
+    images = {f"test-{split}": scoring_features(model, method, clip, features, items, f"test-{split}")
+              for split, items in (("base", data.test_base), ("new", data.test_new)) if items}
+    val = images["test-base"] if source == "test" else scoring_features(model, method, clip, features,
+                                                                         data.val, "val")
     reference = F.normalize(val.float().cpu(), dim=-1)
     out = []
     for split, items, names in (("base", data.test_base, data.base_classnames),
                                 ("new", data.test_new, data.new_classnames)):
         if not items:
             continue
-        image = scoring_features(model, method, clip, features, items, f"test-{split}")
+        image = images[f"test-{split}"]
         labels = torch.tensor([d.label for d in items])
         normed = F.normalize(image.float().cpu(), dim=-1)
         out.append(SplitScores(split, scoring_logits(model, clip, image, names).cpu(), labels, names,
-                               proximity=proximity_scores(normed, reference, k=min(5, len(reference)))))
+                               proximity=proximity_scores(normed, reference, k=min(k, len(reference)))))
     return out
 
 

@@ -165,8 +165,8 @@ def test_base_new_split_of_37_classes(root):
     make_split_json_dataset(root, "oxford_pets", num_classes=37, train=2, val=1, test=2)
     data = load_trial_data("oxford_pets", root, shots=1, seed=1)
     assert len(data.base_classnames) == 19 and len(data.new_classnames) == 18
-    assert data.base_classnames == [classname("oxford_pets", i) for i in range(19)]
-    assert data.new_classnames == [classname("oxford_pets", i) for i in range(19, 37)]
+    assert data.base_classnames == [classname("oxford_pets", i).replace("_", " ") for i in range(19)]
+    assert data.new_classnames == [classname("oxford_pets", i).replace("_", " ") for i in range(19, 37)]
     assert sorted(per_label(data.test_base)) == list(range(19))
     assert sorted(per_label(data.test_new)) == list(range(18))
     assert sorted(per_label(data.train)) == list(range(19))
@@ -213,7 +213,7 @@ def test_sampling_follows_dassl_semantics():
     chosen = sampling.sample_per_label(items, 3, random.Random(7))
     expected_rng = random.Random(7)
     expected = []
-    for label in (0, 1, 2):
+    for label in (2, 0, 1):  # the order labels first appear (Dassl's split_dataset_by_label)
         pool = [i for i, d in enumerate(items) if d.label == label]
         expected += expected_rng.sample(pool, 3)
     expected.append(len(items) - 1)  # label 3 has one item: all of it
@@ -234,7 +234,7 @@ def test_fewshot_cache_lives_outside_the_dataset_folder(root, cache):
     before = files_under(folder)
     data = load_trial_data("oxford_flowers", root, shots=2, seed=5)
     assert files_under(folder) == before
-    (cached,) = (cache / "fewshot" / "oxford_flowers").glob("shot_2-seed_5-*.json")
+    (cached,) = (cache / "fewshot" / "oxford_flowers").glob("v2-shot_2-seed_5-*.json")
     record = json.loads(cached.read_text())
     assert (record["dataset"], record["shots"], record["seed"]) == ("oxford_flowers", 2, 5)
     assert len(record["train"]) == 6 and len(record["val"]) == 6

@@ -87,19 +87,19 @@ def test_non_finite_loss_names_epoch_and_step():
 
 
 def test_kgcoop_loss_matches_its_formula(clip):
-    model = METHODS.get("kgcoop")().build(clip, ["red circle", "blue star"], "a photo of a {}.",
+    model = METHODS.get("kgcoop")().build(clip, ["red circle", "blue star"], "shapes", "a photo of a {}.",
                                           {**METHODS.get("kgcoop").defaults})
     anchor = model.anchor
     tuned = F.normalize(anchor + 0.3 * torch.randn(anchor.shape, generator=torch.Generator().manual_seed(0)), dim=-1)
     expected = 8.0 * (1 - sum(float(tuned[i] @ anchor[i]) for i in range(2)) / 2)
     assert float(model.extra_loss(tuned)) == pytest.approx(expected, rel=1e-5)
-    # the hand-crafted anchor is the dataset template's zero-shot feature
+    # the hand-crafted anchor is the zero-shot feature of KgCoOp's template ("a photo of a {}." here)
     tokens = clip.tokenizer(["a photo of a red circle."])
     assert torch.allclose(anchor[0], F.normalize(clip.model.encode_text(tokens), dim=-1)[0], atol=1e-6)
 
 
 def test_cocoop_outlier_prompts_are_image_conditioned(clip):
-    model = METHODS.get("cocoop")().build(clip, ["red circle"], "{}", {**METHODS.get("cocoop").defaults})
+    model = METHODS.get("cocoop")().build(clip, ["red circle"], "shapes", "{}", {**METHODS.get("cocoop").defaults})
     torch.nn.init.normal_(model.meta_net[2].weight, std=0.5)
     images = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
     feats = model.encode_names(["red circle", "zebra", "violin"], images)
@@ -111,7 +111,7 @@ def test_cocoop_outlier_prompts_are_image_conditioned(clip):
 
 
 def test_coop_context_replaces_placeholders_and_only_context_learns(clip):
-    model = METHODS.get("coop")().build(clip, ["red circle"], "{}", {**METHODS.get("coop").defaults})
+    model = METHODS.get("coop")().build(clip, ["red circle"], "shapes", "{}", {**METHODS.get("coop").defaults})
     assert [n for n, p in model.named_parameters()] == ["ctx"]
     assert model.ctx.shape == (16, 64)
     feats = model.encode_names(["red circle", "zebra"])
@@ -121,7 +121,7 @@ def test_coop_context_replaces_placeholders_and_only_context_learns(clip):
 
 
 def test_maple_changes_the_image_encoder(clip):
-    model = METHODS.get("maple")().build(clip, ["red circle"], "{}", {**METHODS.get("maple").defaults})
+    model = METHODS.get("maple")().build(clip, ["red circle"], "shapes", "{}", {**METHODS.get("maple").defaults})
     assert model.depth == 2  # tiny-clip has 2 layers: depth 9 is clamped
     images = torch.randn(2, 3, 32, 32)
     plain = clip.model.encode_image(images)
@@ -133,7 +133,7 @@ def test_maple_changes_the_image_encoder(clip):
 
 @pytest.mark.parametrize("method", ["kgcoop", "cocoop", "maple"])
 def test_every_method_runs_a_trial_with_dor(method, words):
-    options = {"epochs": 1, "batch_size": 16 if method != "cocoop" else 4}
+    options = {"epochs": 1, "batch_size": 8 if method != "cocoop" else 4}
     spec = {**QUICK, "shots": 1, "method": method, "method_options": options,
             "dor": {"lam": 2.0, "vocabulary": words, "outliers_per_step": 4}}
     result = run_trial(spec, {"progress": False})

@@ -240,7 +240,7 @@ def test_nll_equals_cross_entropy_and_report_fields():
     logits = torch.randn(200, 7, generator=g) * 4
     labels = torch.randint(0, 7, (200,), generator=g)
     report = calibration_report(logits, labels, n_bins=15)
-    assert set(report) == {"acc", "ece", "ace", "mce", "nll", "confidence"}
+    assert set(report) == {"acc", "ece", "ace", "mce", "mce_weighted", "nll", "confidence"}
     assert report["nll"] == pytest.approx(float(F.cross_entropy(logits, labels)), rel=1e-5)
     probs = logits.softmax(-1)
     assert report["acc"] == pytest.approx(100 * float((probs.argmax(-1) == labels).float().mean()))

@@ -21,7 +21,7 @@ from workers.datasets import shapes  # noqa: F401
 from workers.datasets import stanford_cars  # noqa: F401
 from workers.datasets import sun397  # noqa: F401
 from workers.datasets import ucf101  # noqa: F401
-from workers.datasets.base import DatasetSplits, Datum, TrialData
+from workers.datasets.base import DatasetSplits, Datum, TrialData, text_name
 from workers.datasets.registry import DATASETS
 from workers.datasets.sampling import base_new_labels, fewshot, relabel, sample_per_label
 from workers.errors import DorBenchError
@@ -42,7 +42,8 @@ def load_trial_data(
     """Read ``dataset`` under ``root``, draw its few-shot train/val for ``seed``, split the classes.
 
     ``subsample="base2new"``: train/val/test_base hold the first ceil(n/2) classes and test_new
-    the rest, each relabelled from 0. ``subsample="all"``: every class is base, test_new is empty.
+    the rest, each relabelled from 0. Class names come as text (``text_name``: underscores to
+    spaces), the form every prompt, anchor, outlier pool and report uses. ``subsample="all"``: every class is base, test_new is empty.
     ``root`` may be None only for built-in datasets. ``test_per_class`` keeps at most that many
     test images per class (a fixed draw, the same for every seed), for quick runs.
     """
@@ -69,8 +70,8 @@ def load_trial_data(
     return TrialData(
         name=splits.name,
         template=splits.template,
-        base_classnames=[splits.classnames[i] for i in base],
-        new_classnames=[splits.classnames[i] for i in new],
+        base_classnames=[text_name(splits.classnames[i]) for i in base],
+        new_classnames=[text_name(splits.classnames[i]) for i in new],
         train=relabel(train, base),
         val=relabel(val, base),
         test_base=relabel(test, base),

@@ -13,6 +13,12 @@ from workers.errors import DorBenchError, NotFoundError
 DEFAULT_TEMPLATE = "a photo of a {}."
 
 
+def text_name(classname: str) -> str:
+    """A class name as every official trainer writes it into text: ``name.replace("_", " ")``
+    (split files name classes like ``american_bulldog``)."""
+    return classname.replace("_", " ")
+
+
 @dataclass(frozen=True)
 class Datum:
     """One labelled image: an absolute path, its label and its class name."""
@@ -101,7 +107,7 @@ def read_split_json(split_file: Path, image_dir: Path, dataset: str) -> tuple[li
 class TrialData:
     """A dataset prepared for one trial: few-shot base-class training data, base and new tests.
 
-    Labels in every list are relabelled from 0 within their own class set (base or new).
+    Class names are as written into text (``text_name``). Labels in every list are relabelled from 0 within their own class set (base or new).
     With ``subsample == "all"`` every class is "base" and ``test_new`` is empty.
     """
 

@@ -1,7 +1,8 @@
 """Few-shot sampling (Dassl semantics), its on-disk cache, and the base/new class split.
 
 Sampling happens over **all** classes, before the base/new split, as in CoOp:
-for each label (in sorted order) K training items are drawn with ``random.Random(seed).sample``
+for each label, in the order labels first appear in the split (Dassl's
+``split_dataset_by_label`` fills a dict as it walks the items), K training items are drawn with ``random.Random(seed).sample``
 (all of them when a class has fewer than K), then min(K, 4) validation items per label with the
 same generator. A dataset without a validation split (ImageNet) gets its validation items drawn
 from the training items not picked for training.
@@ -17,10 +18,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from workers.datasets.base import Datum, DatasetSplits
+from workers.datasets.base import Datum, DatasetSplits, text_name
 from workers.paths import atomic_write_bytes, cache_dir
 
 VAL_SHOTS = 4  # validation gets min(K, VAL_SHOTS) items per label
+#: Bump when the draw changes (v2: labels in first-appearance order, not sorted): cached draws
+#: of an older version are never read.
+SAMPLING_VERSION = 2
 
 
 def sample_per_label(
@@ -32,7 +36,7 @@ def sample_per_label(
         if index not in skip:
             by_label[item.label].append(index)
     chosen = []
-    for label in sorted(by_label):
+    for label in by_label:  # first-appearance order, as Dassl's generate_fewshot_dataset
         pool = by_label[label]
         chosen += rng.sample(pool, shots) if len(pool) >= shots else pool
     return chosen
@@ -65,7 +69,8 @@ def fingerprint(splits: DatasetSplits) -> str:
 
 def fewshot_cache_path(splits: DatasetSplits, shots: int, seed: int, fprint: str) -> Path:
     """Where the draw for (dataset, shots, seed, split fingerprint) is cached."""
-    return cache_dir("fewshot", splits.name) / f"shot_{shots}-seed_{seed}-{fprint[:16]}.json"
+    return (cache_dir("fewshot", splits.name)
+            / f"v{SAMPLING_VERSION}-shot_{shots}-seed_{seed}-{fprint[:16]}.json")
 
 
 def _read_cache(
@@ -118,6 +123,7 @@ def base_new_labels(num_classes: int) -> tuple[list[int], list[int]]:
 
 
 def relabel(items: Sequence[Datum], labels: Sequence[int]) -> list[Datum]:
-    """The items whose label is in ``labels``, relabelled by position in ``labels`` (from 0)."""
+    """The items whose label is in ``labels``, relabelled by position in ``labels`` (from 0), their
+    class names as text (``text_name``)."""
     new_label = {old: new for new, old in enumerate(labels)}
-    return [Datum(d.path, new_label[d.label], d.classname) for d in items if d.label in new_label]
+    return [Datum(d.path, new_label[d.label], text_name(d.classname)) for d in items if d.label in new_label]

@@ -26,7 +26,7 @@ from workers.progress import Progress
 ZS_TEMPLATE = "a photo of a {}."
 STRATEGIES = ("near", "far", "random")
 #: Bump when features or pools are derived differently: cache keys carry it.
-POOL_VERSION = "dor-pool-v1"
+POOL_VERSION = "dor-pool-v2"
 
 
 @dataclass
@@ -86,10 +86,12 @@ def build_pool(
     seed: int = 0,
     vocabulary: Sequence[str] | None = None,
     progress: bool = True,
+    exclude: Sequence[str] | None = None,
 ) -> OutlierPool:
     """The outlier pool for a dataset's base classes (cached).
 
-    Words equal to a base class name (ignoring case, spacing and underscores) are removed; each
+    Words equal to a name in ``exclude`` (default: the base class names; ignoring case, spacing
+    and underscores) are removed; each
     remaining word is scored by its mean cosine similarity to the base class names' zero-shot
     features. ``near`` keeps the top ``size``, ``far`` the bottom ``size``, ``random`` a uniform
     sample drawn with ``seed``. ``vocabulary`` replaces the WordNet nouns (used as given).
@@ -109,11 +111,12 @@ def build_pool(
         raise DorBenchError("An outlier pool needs the dataset's base class names; none were given.",
                             "pass the base-class names of the dataset split.")
     words = list(vocabulary) if vocabulary is not None else noun_vocabulary()
-    path = cache_dir("pools") / f"{_pool_key(clip, words, base_classnames, strategy, size, seed)}.pt"
+    exclude = list(base_classnames if exclude is None else exclude)
+    path = cache_dir("pools") / f"{_pool_key(clip, words, base_classnames, exclude, strategy, size, seed)}.pt"
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         return OutlierPool(**{**saved, "zero_shot": saved["zero_shot"].float()})
-    pool = _select(clip, words, base_classnames, strategy, size, seed, progress)
+    pool = _select(clip, words, base_classnames, exclude, strategy, size, seed, progress)
     _save(path, {**vars(pool), "zero_shot": pool.zero_shot.half()})
     return pool
 
@@ -122,16 +125,17 @@ def _select(
     clip: ClipBundle,
     words: list[str],
     base_classnames: Sequence[str],
+    exclude: Sequence[str],
     strategy: str,
     size: int,
     seed: int,
     progress: bool,
 ) -> OutlierPool:
     features = vocabulary_features(clip, words, progress)
-    banned = {_normalise(name) for name in base_classnames}
+    banned = {_normalise(name) for name in exclude}
     keep = torch.tensor([i for i, w in enumerate(words) if _normalise(w) not in banned], dtype=torch.long)
     if len(keep) == 0:
-        raise DorBenchError("No outlier words remain after removing the base class names.",
+        raise DorBenchError("No outlier words remain after removing the class names.",
                             "use the WordNet vocabulary (vocabulary=None) or pass more words.")
     base = encode_words(clip, list(base_classnames), progress=False)
     scores = (features[keep] @ base.T).mean(dim=1)
@@ -141,7 +145,7 @@ def _select(
     else:
         order = scores.topk(k, largest=strategy == "near").indices
     note = "" if k == size else (
-        f"only {len(keep)} words remain after removing the base class names, fewer than the "
+        f"only {len(keep)} words remain after removing the class names, fewer than the "
         f"{size} asked for; the pool keeps all of them"
     )
     chosen = keep[order]
@@ -173,11 +177,13 @@ def _key(clip: ClipBundle, *parts: str) -> str:
 
 
 def _pool_key(
-    clip: ClipBundle, words: list[str], base_classnames: Sequence[str], strategy: str, size: int, seed: int
+    clip: ClipBundle, words: list[str], base_classnames: Sequence[str], exclude: Sequence[str],
+    strategy: str, size: int, seed: int
 ) -> str:
     bases = hashlib.sha256("\n".join(sorted(base_classnames)).encode("utf-8")).hexdigest()
+    banned = hashlib.sha256("\n".join(sorted(exclude)).encode("utf-8")).hexdigest()
     rng = str(seed) if strategy == "random" else ""
-    return _key(clip, _hash_words(words), bases, strategy, str(size), rng)
+    return _key(clip, _hash_words(words), bases, banned, strategy, str(size), rng)
 
 
 def _save(path: Path, obj: object) -> None:

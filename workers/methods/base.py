@@ -38,5 +38,7 @@ class PromptMethod(Protocol):
     frozen_image_encoder: bool  # True when test image features can come from the cache
     defaults: dict[str, Any]
 
-    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
-        """The model for one trial; ``classnames`` are the training (base) classes."""
+    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
+              options: dict[str, Any]) -> nn.Module:
+        """The model for one trial; ``classnames`` are the training (base) classes (as text),
+        ``dataset`` the registry name and ``template`` its zero-shot template."""

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers.methods.prompting import (
+    context_setup,
     encode_with_context,
     frozen_image_features,
     init_context,
@@ -29,6 +30,7 @@ class ConditionalPromptModel(nn.Module):
     def __init__(self, clip: ClipBundle, n_ctx: int, ctx_init: str | None):
         super().__init__()
         self.clip = clip
+        n_ctx, ctx_init = context_setup(n_ctx, ctx_init, length_from_init=True)
         self.prefix = prompt_prefix(n_ctx, ctx_init)
         self.ctx = nn.Parameter(init_context(clip, n_ctx, ctx_init).to(clip.device))
         embed_dim = clip.model.text_projection.shape[-1]
@@ -65,5 +67,6 @@ class CoCoOp:
         "n_ctx": 4, "ctx_init": "a photo of a", "dor_lambda": 2.0,
     }
 
-    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
+              options: dict[str, Any]) -> nn.Module:
         return ConditionalPromptModel(clip, options["n_ctx"], options["ctx_init"])

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from workers.methods.prompting import (
+    context_setup,
     encode_with_context,
     frozen_image_features,
     init_context,
@@ -36,6 +37,7 @@ class ContextPromptModel(nn.Module):
         ``anchor_weight * (1 - mean cos)`` (KgCoOp's knowledge-guided term)."""
         super().__init__()
         self.clip = clip
+        n_ctx, ctx_init = context_setup(n_ctx, ctx_init, length_from_init=True)
         self.prefix = prompt_prefix(n_ctx, ctx_init)
         self.ctx = nn.Parameter(init_context(clip, n_ctx, ctx_init).to(clip.device))
         self.anchor, self.anchor_weight = anchor, anchor_weight
@@ -63,5 +65,6 @@ class CoOp:
         "n_ctx": 16, "ctx_init": None, "dor_lambda": 8.0,
     }
 
-    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
+              options: dict[str, Any]) -> nn.Module:
         return ContextPromptModel(clip, options["n_ctx"], options["ctx_init"])

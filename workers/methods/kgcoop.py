@@ -1,5 +1,10 @@
 """KgCoOp (Yao et al., 2023): CoOp plus a pull of the tuned class features toward the
-hand-crafted (dataset-template) zero-shot ones, ``weight * (1 - mean cos)``."""
+hand-crafted zero-shot ones, ``weight * (1 - mean cos)``.
+
+The hand-crafted prompt is KgCoOp's own per-dataset template (``CUSTOM_TEMPLATES`` in KgCoOp's
+``trainers/kgcoop.py``, the same in DAC's code), one prompt per class. It equals the zero-shot
+template except for DTD ("a photo of a {}, a type of texture." against zero-shot's "{} texture.").
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,19 @@ from workers.methods.coop import ContextPromptModel
 from workers.methods.registry import METHODS
 from workers.methods.tuning import TUNING_DEFAULTS
 from workers.models.clip import ClipBundle
+
+
+#: KgCoOp's templates by dor-bench dataset name; every other dataset: "a photo of a {}.".
+ANCHOR_TEMPLATES = {
+    "oxford_pets": "a photo of a {}, a type of pet.",
+    "oxford_flowers": "a photo of a {}, a type of flower.",
+    "fgvc_aircraft": "a photo of a {}, a type of aircraft.",
+    "dtd": "a photo of a {}, a type of texture.",
+    "eurosat": "a centered satellite photo of {}.",
+    "food101": "a photo of {}, a type of food.",
+    "ucf101": "a photo of a person doing {}.",
+}
+DEFAULT_ANCHOR_TEMPLATE = "a photo of a {}."
 
 
 @torch.no_grad()
@@ -33,6 +51,7 @@ class KgCoOp:
         "n_ctx": 4, "ctx_init": "a photo of a", "kg_weight": 8.0, "dor_lambda": 2.0,
     }
 
-    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
-        anchor = template_features(clip, classnames, template)
+    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
+              options: dict[str, Any]) -> nn.Module:
+        anchor = template_features(clip, classnames, ANCHOR_TEMPLATES.get(dataset, DEFAULT_ANCHOR_TEMPLATE))
         return ContextPromptModel(clip, options["n_ctx"], options["ctx_init"], anchor, options["kg_weight"])

@@ -13,7 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.methods.prompting import encode_with_context, init_context, placeholder_tokens, prompt_prefix
+from workers.methods.prompting import (
+    context_setup,
+    encode_with_context,
+    init_context,
+    placeholder_tokens,
+    prompt_prefix,
+)
 from workers.methods.registry import METHODS
 from workers.methods.tuning import TUNING_DEFAULTS
 from workers.models.clip import ClipBundle
@@ -31,6 +37,7 @@ class MultiModalPromptModel(nn.Module):
         text_layers = len(clip.model.transformer.resblocks)
         vision_layers = len(visual.transformer.resblocks)
         self.depth = max(1, min(depth, text_layers, vision_layers))
+        n_ctx, ctx_init = context_setup(n_ctx, ctx_init, length_from_init=False)
         self.prefix = prompt_prefix(n_ctx, ctx_init)
         self.ctx = nn.Parameter(init_context(clip, n_ctx, ctx_init).to(clip.device))
         text_width, vision_width = self.ctx.shape[-1], visual.conv1.out_channels
@@ -83,5 +90,6 @@ class MaPLe:
         "n_ctx": 2, "ctx_init": "a photo of a", "prompt_depth": 9, "dor_lambda": 2.0,
     }
 
-    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
+              options: dict[str, Any]) -> nn.Module:
         return MultiModalPromptModel(clip, options["n_ctx"], options["ctx_init"], options["prompt_depth"])

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
+from workers.errors import DorBenchError
 from workers.models.clip import ClipBundle
 
 
@@ -19,6 +20,19 @@ from workers.models.clip import ClipBundle
 def frozen_image_features(clip: ClipBundle, images: torch.Tensor) -> torch.Tensor:
     """CLIP's own image features (float32, not normalised): methods whose image side is frozen."""
     return clip.model.encode_image(images).float()
+
+
+def context_setup(n_ctx: int, init: str | None, length_from_init: bool) -> tuple[int, str | None]:
+    """The context length and init text a method learns from its ``n_ctx`` and ``ctx_init`` options.
+
+    The init's underscores become spaces, as in every official trainer. CoOp, CoCoOp and KgCoOp
+    (``length_from_init``) learn one token per init word whatever ``n_ctx`` says
+    (``n_ctx = len(ctx_init.split(" "))``); MaPLe learns the first ``n_ctx`` tokens of the init.
+    """
+    if not init:
+        return n_ctx, None
+    init = init.replace("_", " ")
+    return (len(init.split(" ")), init) if length_from_init else (n_ctx, init)
 
 
 def prompt_prefix(n_ctx: int, init: str | None) -> str:
@@ -38,6 +52,13 @@ def init_context(clip: ClipBundle, n_ctx: int, init: str | None, std: float = 0.
     if init is None:
         return torch.randn(n_ctx, width) * std
     tokens = clip.tokenizer([init]).to(clip.device)
+    words = int((tokens[0] != 0).sum()) - 2  # without [SOS] and [EOS]
+    if n_ctx > words:  # the context would overwrite the class name: every prompt the same
+        raise DorBenchError(
+            f"n_ctx={n_ctx} context tokens cannot be initialised from ctx_init '{init}' "
+            f"({words} tokens): the extra ones would overwrite the class name.",
+            f"set n_ctx to at most {words}, or ctx_init to null for {n_ctx} random tokens.",
+        )
     with torch.no_grad():
         embedded = clip.model.token_embedding(tokens)[0].float().cpu()
     return embedded[1:1 + n_ctx].clone()

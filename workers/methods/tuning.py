@@ -1,9 +1,10 @@
-"""Training settings every tuned method shares (SPEC section 3); each method overrides some."""
+"""Training settings every tuned method shares (SPEC section 3); each method overrides some.
+
+The optimiser is SGD, as in every reference config (Dassl's ``OPTIM.NAME: sgd``): not a knob."""
 
 from typing import Any
 
 TUNING_DEFAULTS: dict[str, Any] = {
-    "optimizer": "sgd",
     "momentum": 0.9,
     "weight_decay": 5e-4,
     "warmup_epochs": 1,

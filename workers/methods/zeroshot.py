@@ -38,5 +38,6 @@ class ZeroShot:
     frozen_image_encoder = True
     defaults: dict[str, Any] = {}
 
-    def build(self, clip: ClipBundle, classnames: list[str], template: str, options: dict[str, Any]) -> nn.Module:
+    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
+              options: dict[str, Any]) -> nn.Module:
         return ZeroShotModel(clip, template)

@@ -54,6 +54,7 @@ __all__ = [
     "equal_width_bin_index",
     "harmonic_mean",
     "mce",
+    "mce_weighted",
     "per_class_stats",
     "piece",
     "proximity_scores",
@@ -195,6 +196,16 @@ def mce(confidences: Tensor, correct: Tensor, n_bins: int = 10) -> float:
     return 100.0 * float(gaps.max())
 
 
+def mce_weighted(confidences: Tensor, correct: Tensor, n_bins: int = 10) -> float:
+    """DAC's "MCE" x100: the largest *sample-weighted* gap ``|B_b|/N * |acc_b - conf_b|`` over the
+    equal-width bins (``tools/metrics.py`` of ml-stat-Sustech/CLIP_Calibration). Not the textbook
+    MCE (``mce``): reported under its own name so that the two are never compared."""
+    confidences, correct = _prepare(confidences, correct)
+    index = equal_width_bin_index(confidences, n_bins)
+    count, acc, conf = _bin_stats(index, confidences, correct, n_bins)
+    return 100.0 * float((count / count.sum() * (acc - conf).abs()).max())
+
+
 def piece(
     confidences: Tensor,
     correct: Tensor,
@@ -290,7 +301,7 @@ def calibration_report(
 ) -> dict[str, float]:
     """All calibration metrics of one evaluated set, from logits (logit scale already applied).
 
-    Keys: ``acc``, ``ece``, ``ace``, ``mce``, ``confidence`` (mean max-probability), all x100;
+    Keys: ``acc``, ``ece``, ``ace``, ``mce``, ``mce_weighted`` (DAC's), ``confidence`` (mean max-probability), all x100;
     ``nll`` (mean cross-entropy, nats); and ``piece`` (x100) when ``proximity`` is given. ECE and
     MCE use ``n_bins`` equal-width bins, ACE ``n_bins`` equal-mass bins, PIECE ``n_bins``
     confidence bins x ``n_prox_bins`` proximity bins (same confidence bins as ECE, so
@@ -304,6 +315,7 @@ def calibration_report(
         "ece": ece(conf, correct, n_bins),
         "ace": ace(conf, correct, n_bins),
         "mce": mce(conf, correct, n_bins),
+        "mce_weighted": mce_weighted(conf, correct, n_bins),
         "nll": float(F.cross_entropy(logits, labels)),
         "confidence": 100.0 * float(conf.mean()),
     }
