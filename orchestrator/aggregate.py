@@ -31,6 +31,7 @@ import pyarrow as pa
 import yaml
 
 from orchestrator.collect import DOR, metric_columns, spec_columns
+from workers.spec import LEGACY_PROTOCOL, PROTOCOL
 
 FINISHED = "FINISHED"
 AVERAGE = "Average"
@@ -307,8 +308,15 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
     newest: dict[tuple, int] = {}
     unfinished: dict[tuple, int] = {}
     rows = _Rows({}, {}, defaultdict(set), defaultdict(set), defaultdict(set), set(), [],
-                 {"runs": n, "finished": 0, "older_finished": 0, "failed": 0, "failed_superseded": 0})
+                 {"runs": n, "finished": 0, "older_finished": 0, "failed": 0, "failed_superseded": 0,
+                  "older_protocol": 0})
+    protocols = (table.column("protocol").to_pylist() if "protocol" in table.column_names
+                 else [LEGACY_PROTOCOL] * n)
+    current = [protocols[i] == PROTOCOL for i in range(n)]
+    rows.counts["older_protocol"] = current.count(False)
     for i in range(n):
+        if not current[i]:  # computed otherwise: never skipped as done, never averaged in
+            continue
         kind = _kind(cols["subsample"][i])
         key = (kind, cols["dataset"][i], configs[i], cols["seed"][i])
         _expect(rows, key)
@@ -328,7 +336,7 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
         kind, dataset, conf, seed = key
         rows.cells.setdefault((kind, dataset, conf), {})[seed] = {m: cols[m][i] for m in metrics}
         rows.run_ids.setdefault((kind, dataset, conf), {})[seed] = cols["run_id"][i]
-    finished_runs = sum(cols["status"][i] == FINISHED for i in range(n))
+    finished_runs = sum(current[i] and cols["status"][i] == FINISHED for i in range(n))
     rows.counts["finished"] = len(newest)
     rows.counts["older_finished"] = finished_runs - len(newest)
     for key, i in unfinished.items():
@@ -339,7 +347,7 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
                               cols["trial"][i]))
     rows.counts["failed"] = sum(1 for f in rows.failures if f[4] != "NOT RUN")
     rows.counts["not_run"] = len(rows.failures) - rows.counts["failed"]
-    rows.counts["failed_superseded"] = n - finished_runs - rows.counts["failed"]
+    rows.counts["failed_superseded"] = n - rows.counts["older_protocol"] - finished_runs - rows.counts["failed"]
     return rows
 
 

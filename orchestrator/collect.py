@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from orchestrator.tracking import PARENT, RUN_KEY, TRIAL_NAME, flat_params
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
-from workers.spec import TrialSpec
+from workers.spec import LEGACY_PROTOCOL, TrialSpec
 
 #: Run columns, before the spec and metric columns.
 RUN_COLUMNS: dict[str, pa.DataType] = {
@@ -90,6 +90,7 @@ def decode_params(params: dict[str, str]) -> dict[str, Any]:
     for section, kind in SPEC_SCHEMA.items():
         if kind == pa.bool_() and section not in out:
             out[section] = any(k.startswith(section + ".") for k in params)
+    out.setdefault("protocol", LEGACY_PROTOCOL)  # runs recorded before specs carried it
     return out
 
 

@@ -110,6 +110,10 @@ def _counts_line(report: Report) -> str:
     extra = []
     if c.get("older_finished"):
         extra.append(f"{c['older_finished']} older finished runs of the same trials ignored (newest kept)")
+    if c.get("older_protocol"):
+        extra.append(f"{c['older_protocol']} runs of an older protocol left out (computed before "
+                     f"dor-bench matched the authors' code, docs/fidelity.md; `dor-bench run` "
+                     f"recomputes them)")
     if c.get("failed_superseded"):
         extra.append(f"{c['failed_superseded']} failed attempts later finished")
     return (f"{c['runs']} trial runs: {c['finished']} finished trials in the tables, "

@@ -108,3 +108,46 @@ def test_preflight_failure_schedules_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Preflight" in err and "no-such-data" in err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def legacy_key(spec) -> str:
+    """The run key protocol 1 gave this trial: its spec had no ``protocol`` nor ``dor.exclude``."""
+    import hashlib
+    import json
+
+    data = spec.canonical_dict()
+    del data["protocol"]
+    if data["dor"]:
+        del data["dor"]["exclude"]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def test_runs_of_an_older_protocol_are_rerun_and_never_averaged_in(tmp_path, capsys):
+    from orchestrator.config import load_benchmark, plan
+    from orchestrator.tracking import PARENT, flat_params
+
+    path = write_benchmark(tmp_path, name="legacy")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("legacy", artifact_location=(tmp_path / "mlruns").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    for trial in plan(load_benchmark(path)):  # the same grid, recorded before the parity fixes
+        params = {k: v for k, v in flat_params(trial.spec).items() if k not in ("protocol", "dor.exclude")}
+        run_id = client.create_run(experiment, tags={PARENT: parent, RUN_KEY: legacy_key(trial.spec),
+                                                     TRIAL_NAME: trial.name}).info.run_id
+        for k, v in params.items():
+            client.log_param(run_id, k, v)
+        for k in ("base/acc", "new/acc", "hm", "base/ece", "new/ece", "avg/ece"):
+            client.log_metric(run_id, k, 99.0)
+        client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+
+    assert run(path, uri, tmp_path) == 0
+    assert "0 of 6 trials already finished" in capsys.readouterr().err
+    assert len(child_runs(uri, "legacy")) == 12
+    assert main(["report", "--experiment", "legacy", "--tracking-uri", uri, "--out", str(tmp_path / "all"),
+                 "--format", "md"]) == 0
+    report = (tmp_path / "all" / "report.md").read_text()
+    assert "6 runs of an older protocol left out" in report
+    shapes = next(line for line in report.splitlines() if line.startswith("| shapes |"))
+    assert "99.00" not in shapes and shapes.count("(2)") >= 3  # 2 seeds of protocol 2 each, no more
