@@ -79,7 +79,8 @@ def run_trial(
     features = FeatureSource(clip, data.name, options)
     score_epoch = epoch_scorer(spec, model, method, clip, features, data, holdout)
 
-    info: dict[str, Any] = {"device": str(clip.device), "logit_scale": clip.logit_scale}
+    info: dict[str, Any] = {"device": str(clip.device), "logit_scale": clip.logit_scale,
+                            "activation": clip.activation}
     if holdout:
         info["pseudo_new_classes"] = holdout.pseudo_new_classnames
     history: list[dict[str, float]] = []

@@ -4,12 +4,15 @@ every way a user holds OpenAI's weights, must give OpenAI's features (QuickGELU,
 from __future__ import annotations
 
 import io
+import json
 
 import open_clip
 import pytest
 import torch
 
+from orchestrator.cli import main
 from tests.parity import oracle
+from workers.errors import DorBenchError
 from workers.models.clip import is_torchscript, load_clip
 
 TEXTS = ["a photo of a american bulldog.", "a photo of a Yorkshire terrier, a type of pet.",
@@ -55,15 +58,29 @@ def test_tokens_equal_openai() -> None:
     assert torch.equal(clip_tokenizer(TEXTS), oracle.tokenize(TEXTS))
 
 
-def test_openai_torchscript_file(tmp_path, openai_state, inputs, expected) -> None:
+@pytest.fixture(scope="module")
+def torchscript_file(tmp_path_factory, openai_state) -> str:
     """OpenAI's own file format (``~/.cache/clip/ViT-B-16.pt``, what CoOp users hold): a TorchScript
     archive of the fp16 model."""
     net = oracle.model.build_model(dict(openai_state)).float().eval()
     scripted = torch.jit.trace_module(net, {"encode_text": oracle.tokenize(TEXTS[:1])}).half()
-    path = tmp_path / "ViT-B-16.pt"
+    path = tmp_path_factory.mktemp("clip-cache") / "ViT-B-16.pt"
     scripted.save(str(path))
-    assert is_torchscript(str(path))
-    assert_openai(load_clip("ViT-B-16", str(path), device="cpu"), inputs, expected)
+    return str(path)
+
+
+def test_openai_torchscript_file(torchscript_file, inputs, expected) -> None:
+    assert is_torchscript(torchscript_file)
+    assert_openai(load_clip("ViT-B-16", torchscript_file, device="cpu"), inputs, expected)
+
+
+def test_trial_command_runs_on_an_openai_torchscript_file(torchscript_file, capsys) -> None:
+    assert main(["trial", "--method", "zeroshot", "--dataset", "shapes", "--model", "ViT-B-16",
+                 "--pretrained", torchscript_file, "--shots", "1", "--test-per-class", "1",
+                 "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["info"]["activation"] == "QuickGELU"
+    assert result["metrics"]["base/n"] == 30 and result["spec"]["pretrained"] == torchscript_file
 
 
 def test_openai_tag_from_offline_hub_cache(tmp_path, monkeypatch, openai_state, inputs, expected) -> None:
@@ -94,9 +111,6 @@ def test_quickgelu_architecture_with_state_dict_file(tmp_path, openai_state, inp
     assert load_clip("ViT-B-16", str(path), device="cpu").activation == "GELU"
 
 
-def test_torchscript_of_another_architecture_is_refused(tmp_path, openai_state) -> None:
-    net = oracle.model.build_model(dict(openai_state)).float().eval()
-    path = tmp_path / "ViT-B-16.pt"
-    torch.jit.trace_module(net, {"encode_text": oracle.tokenize(TEXTS[:1])}).save(str(path))
-    with pytest.raises(Exception, match="does not hold a ViT-B-32: patch size 16"):
-        load_clip("ViT-B-32", str(path), device="cpu")
+def test_torchscript_of_another_architecture_is_refused(torchscript_file) -> None:
+    with pytest.raises(DorBenchError, match="does not hold a ViT-B-32: patch size 16"):
+        load_clip("ViT-B-32", torchscript_file, device="cpu")
