@@ -107,8 +107,13 @@ def test_quickgelu_architecture_with_state_dict_file(tmp_path, openai_state, inp
     path = tmp_path / "openai-weights.bin"
     path.write_bytes(buffer.getvalue())
     assert not is_torchscript(str(path))
-    assert_openai(load_clip("ViT-B-16-quickgelu", str(path), device="cpu"), inputs, expected)
-    assert load_clip("ViT-B-16", str(path), device="cpu").activation == "GELU"
+    quick = load_clip("ViT-B-16-quickgelu", str(path), device="cpu")
+    assert_openai(quick, inputs, expected)
+    gelu = load_clip("ViT-B-16", str(path), device="cpu")
+    assert gelu.activation == "GELU"
+    # same weights, other activation: other fingerprints, so no cached feature or pool is shared
+    assert gelu.visual_fingerprint != quick.visual_fingerprint
+    assert gelu.text_fingerprint != quick.text_fingerprint
 
 
 def test_torchscript_of_another_architecture_is_refused(torchscript_file) -> None:

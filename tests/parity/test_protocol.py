@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.fake_data import write_image
+from tests.fake_data import make_imagenet, make_split_json_dataset, write_image
 from tests.parity import oracle
 from workers.datasets import DATASETS, load_trial_data
 from workers.datasets.sampling import fewshot
@@ -22,7 +22,7 @@ from workers.errors import DorBenchError
 from workers.methods import METHODS
 from workers.metrics import mce_weighted
 from workers.models.clip import load_clip
-from workers.trial import FeatureSource, run_trial, training_batches
+from workers.trial import FeatureSource, run_trial, score_tests, training_batches
 from workers.spec import RunOptions
 
 PETS = ["american_bulldog", "Abyssinian", "great_pyrenees", "yorkshire_terrier", "Bengal", "pug"]
@@ -213,3 +213,46 @@ def test_dor_loss_is_one_minus_mean_cosine(clip):
     expected = 2.0 * (1 - F.cosine_similarity(tuned, zero_shot, dim=-1).mean())
     assert float(reg.loss(tuned, zero_shot)) == pytest.approx(float(expected), rel=1e-6)
     assert len(set(drawn)) == 3  # without replacement
+
+
+def dac_proximity(test: torch.Tensor, reference: torch.Tensor, k: int) -> torch.Tensor:
+    """DAC's ``get_knn_dists`` + ``exp(-mean)``: L2 distances on normalised features, k smallest."""
+    test, reference = F.normalize(test, dim=-1), F.normalize(reference, dim=-1)
+    dists = torch.stack([torch.norm(reference - row, dim=1) for row in test])
+    return torch.exp(-dists.topk(k, dim=1, largest=False).values.mean(dim=1))
+
+
+@pytest.mark.parametrize("dataset,k,reference", [("imagenet", 10, "test-base"), ("dtd", 5, "val")])
+def test_piece_proximity_as_dac(tmp_path, clip, dataset, k, reference):
+    """DAC: k = 5 nearest base-class validation images; ImageNet: k = 10 and its val is its test
+    set (CoOp's imagenet.py: val=test), so the base test images are the reference."""
+    if dataset == "imagenet":
+        make_imagenet(tmp_path, num_classes=4, train=6, val=8)
+    else:
+        make_split_json_dataset(tmp_path, dataset, num_classes=4, train=6, val=6, test=8)
+    data = load_trial_data(dataset, tmp_path, shots=4, seed=1)
+    method = METHODS.get("zeroshot")()
+    model = method.build(clip, data.base_classnames, data.name, data.template, {})
+    features = FeatureSource(clip, data.name, RunOptions(progress=False))
+    scores = {s.split: s for s in score_tests(model, method, data, clip, features)}
+    ref = features.get(data.val if reference == "val" else data.test_base, reference)
+    for split, items in (("base", data.test_base), ("new", data.test_new)):
+        expected = dac_proximity(features.get(items, f"test-{split}"), ref, k)
+        assert torch.allclose(scores[split].proximity, expected, atol=1e-5)
+
+
+def test_pool_exclusion_base_or_every_class(clip):
+    words = ["pug", "Bengal", "great_pyrenees", "violin", "zebra", "teapot"]
+    base, new = ["great pyrenees", "pug"], ["Bengal"]
+    from workers.dor import build_pool
+    assert set(build_pool(clip, base, size=10, vocabulary=words, progress=False).words) == {
+        "Bengal", "violin", "zebra", "teapot"}
+    assert set(build_pool(clip, base, size=10, vocabulary=words, progress=False,
+                          exclude=base + new).words) == {"violin", "zebra", "teapot"}
+
+
+def test_optimizer_is_not_a_knob():
+    """Every reference config trains with SGD; an ``optimizer`` option would be a knob that does nothing."""
+    with pytest.raises(DorBenchError, match=r"Unknown option\(s\) \['optimizer'\]"):
+        run_trial({"method": "coop", "dataset": "shapes", "model": "tiny-clip", "pretrained": None,
+                   "method_options": {"optimizer": "adam"}}, {"progress": False})
