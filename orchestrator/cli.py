@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from workers.errors import DorBenchError
+from workers.spec import DOR_DEFAULTS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -133,11 +134,13 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     dor = p.add_argument_group("Dynamic Outlier Regularization (on when --dor-lambda is given)")
     dor.add_argument("--dor-lambda", type=float, help="DOR weight (0 = the plain method)")
     dor.add_argument("--outliers-per-step", type=int, help="B (default: number of base classes)")
-    dor.add_argument("--pool-size", type=int, default=5000, help="K outlier words in the pool")
-    dor.add_argument("--pool-strategy", choices=["near", "far", "random"], default="near")
-    dor.add_argument("--pool-exclude", choices=["base", "all"], default="base",
+    dor.add_argument("--pool-size", type=int, default=DOR_DEFAULTS["pool_size"],
+                     help="K outlier words in the pool")
+    dor.add_argument("--pool-strategy", choices=["near", "far", "random"],
+                     default=DOR_DEFAULTS["pool_strategy"])
+    dor.add_argument("--pool-exclude", choices=["base", "all"], default=DOR_DEFAULTS["exclude"],
                      help="class names left out of the pool: the base classes' or all the dataset's")
-    dor.add_argument("--dor-vocabulary", default="wordnet",
+    dor.add_argument("--dor-vocabulary", default=DOR_DEFAULTS["vocabulary"],
                      help="'wordnet', or a word-list file (one outlier word per line)")
     p.add_argument("--checkpoint-dir", help="save a checkpoint per epoch here and resume from it")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")

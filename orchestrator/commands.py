@@ -58,9 +58,20 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def trial(args: argparse.Namespace) -> int:
+    from workers.trial import run_trial
+
+    spec = trial_spec(args)
+    options = RunOptions(device=args.device, feature_cache=not args.no_feature_cache,
+                         progress=not args.quiet, checkpoint_dir=args.checkpoint_dir)
+    return _print_result(run_trial(spec, options), args.json)
+
+
+def trial_spec(args: argparse.Namespace) -> TrialSpec:
+    """The normalised spec of ``dor-bench trial``'s flags (the shipped weights' recipe filling
+    what they leave unset)."""
+    from workers.identity import normalise
     from workers.methods import METHODS
     from workers.models.clip import default_pretrained, list_models, tuning_recipe
-    from workers.trial import run_trial
 
     pretrained = args.pretrained
     if pretrained is None and args.model in list_models():
@@ -80,15 +91,12 @@ def trial(args: argparse.Namespace) -> int:
         dor = DorSpec(lam=args.dor_lambda, pool_size=args.pool_size,
                       outliers_per_step=args.outliers_per_step, pool_strategy=args.pool_strategy,
                       vocabulary=args.dor_vocabulary, exclude=args.pool_exclude)
-    spec = TrialSpec(
+    return normalise(TrialSpec(
         method=args.method, dataset=args.dataset, root=args.root, model=args.model,
         pretrained=pretrained, seed=args.seed, shots=shots,
         subsample=args.subsample, ece_bins=args.ece_bins, method_options=overrides, dor=dor,
         test_per_class=args.test_per_class,
-    )
-    options = RunOptions(device=args.device, feature_cache=not args.no_feature_cache,
-                         progress=not args.quiet, checkpoint_dir=args.checkpoint_dir)
-    return _print_result(run_trial(spec, options), args.json)
+    ))
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:

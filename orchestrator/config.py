@@ -44,9 +44,10 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from orchestrator import DEFAULT_TRACKING_URI
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
+from workers.identity import normalise
 from workers.methods import METHODS
 from workers.models.clip import SHIPPED_WEIGHTS, default_pretrained, list_models
-from workers.spec import DorSpec, PoolExclude, PoolStrategy, TrialSpec
+from workers.spec import DOR_DEFAULTS, DorSpec, PoolExclude, PoolStrategy, TrialSpec
 
 __all__ = [
     "Benchmark",
@@ -279,15 +280,18 @@ class DorGrid(_Strict):
     lam: Axis[NonNegFloat | None] = Field(
         default_factory=lambda: [None], description="DOR weight; null: the method's default"
     )
-    pool_size: Axis[PosInt] = Field(default_factory=lambda: [5000], description="K: pool words")
+    pool_size: Axis[PosInt] = Field(default_factory=lambda: [DOR_DEFAULTS["pool_size"]],
+                                    description="K: pool words")
     outliers_per_step: Axis[PosInt | None] = Field(
         default_factory=lambda: [None], description="B: words per step; null: number of base classes"
     )
     pool_strategy: Axis[str] = Field(
-        default_factory=lambda: ["near"], description="near, far or random"
+        default_factory=lambda: [DOR_DEFAULTS["pool_strategy"]], description="near, far or random"
     )
-    vocabulary: str = Field("wordnet", description="'wordnet' or a word-list file (one per line)")
-    exclude: PoolExclude = Field("base", description="class names left out of the pool: base or all")
+    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"],
+                            description="'wordnet' or a word-list file (one per line)")
+    exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"],
+                                 description="class names left out of the pool: base or all")
 
     @field_validator("pool_strategy")
     @classmethod
@@ -735,19 +739,17 @@ def _plan(benchmark: Benchmark) -> tuple[list[PlannedTrial], list[tuple[str, str
 def _grid(b: Benchmark) -> list[_Point]:
     points = []
     for dataset, shots, seed in itertools.product(b.datasets, b.shots, b.seeds):
-        root = None if DATASETS.get(dataset).builtin else b.data_root
         for index, entry in enumerate(b.methods):
-            method = METHODS.get(entry.name)
             for options in _option_combinations(entry.options):
                 for use_dor in entry.dor or [False]:
-                    for dor in _dor_specs(b.dor, method, options) if use_dor else [None]:
-                        spec = TrialSpec(
-                            method=entry.name, dataset=dataset, root=root, model=b.model.arch,
+                    for dor in _dor_specs(b.dor) if use_dor else [None]:
+                        spec = normalise(TrialSpec(
+                            method=entry.name, dataset=dataset, root=b.data_root, model=b.model.arch,
                             pretrained=b.model.pretrained, seed=seed, shots=shots,
-                            subsample=b.subsample, method_options=_overrides(options, method.defaults),
+                            subsample=b.subsample, method_options=options,
                             dor=dor, ece_bins=b.ece_bins, test_per_class=b.test_per_class,
                             targets=list(b.targets),
-                        )
+                        ))
                         points.append(_Point(spec, index))
     return points
 
@@ -762,28 +764,16 @@ def _dor_variants_count(grid: DorGrid) -> int:
     return len(grid.lam) * len(grid.pool_size) * len(grid.outliers_per_step) * len(grid.pool_strategy)
 
 
-def _dor_specs(grid: DorGrid, method: Any, options: dict[str, Any]) -> list[DorSpec]:
-    """The DOR settings of one DOR-on trial family; a null lam becomes the method's own default
-    (or its ``dor_lambda`` option), so the spec records the weight actually used."""
+def _dor_specs(grid: DorGrid) -> list[DorSpec]:
+    """The DOR settings of one DOR-on trial family (a null lam is resolved by ``normalise``)."""
     specs = []
     for lam, size, per_step, strategy in itertools.product(
         grid.lam, grid.pool_size, grid.outliers_per_step, grid.pool_strategy
     ):
-        if lam is None:
-            lam = options.get("dor_lambda", method.defaults.get("dor_lambda"))
         specs.append(DorSpec(lam=None if lam is None else float(lam), pool_size=size,
                              outliers_per_step=per_step, pool_strategy=strategy,
                              vocabulary=grid.vocabulary, exclude=grid.exclude))
     return specs
-
-
-def _overrides(options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """The options that differ from the method's defaults. ``dor_lambda`` is left out: it only
-    matters through ``dor.lam``, where it is already folded in."""
-    return {
-        k: v for k, v in options.items()
-        if k != "dor_lambda" and not (v == defaults.get(k) and type(v) is type(defaults.get(k)))
-    }
 
 
 def _fmt(value: Any) -> str:

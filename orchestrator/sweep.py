@@ -23,6 +23,7 @@ from orchestrator.sweep_config import INT_KNOBS, Range, Sweep, describe_sweep, l
 from orchestrator.runner import log
 from orchestrator.sweep_trainable import STATE, plain_config, sweep_trial
 from orchestrator.tracking import PARENT, Tracker, flat_params
+from workers.identity import normalise
 from workers.methods import METHODS
 from workers.spec import DorSpec, TrialSpec
 
@@ -45,22 +46,17 @@ _RECORDERS: dict[str, _Recorder] = {}
 def base_spec(sweep: Sweep) -> TrialSpec:
     """The spec every trial starts from (first seed, fixed DOR, tuning mode); the Tune config
     fills in the searched knobs (``sweep_trainable.trial_spec``)."""
-    method = METHODS.get(sweep.method.name)
-    lam = sweep.dor.lam
-    if lam is None:  # record the weight actually used, as benchmark plans do
-        lam = float(sweep.method.options.get("dor_lambda", method.defaults.get("dor_lambda", 0.0)))
-    options = {k: v for k, v in sweep.method.options.items() if k != "dor_lambda"}
-    return TrialSpec(
+    return normalise(TrialSpec(
         method=sweep.method.name, dataset=sweep.dataset,
         root=None if sweep.data_root is None else sweep.data_root, model=sweep.model.arch,
         pretrained=sweep.model.pretrained, seed=sweep.seeds[0], shots=sweep.shots,
-        subsample=sweep.subsample, method_options=options,
-        dor=DorSpec(lam=lam, pool_size=sweep.dor.pool_size, outliers_per_step=sweep.dor.outliers_per_step,
+        subsample=sweep.subsample, method_options=dict(sweep.method.options),
+        dor=DorSpec(lam=sweep.dor.lam, pool_size=sweep.dor.pool_size, outliers_per_step=sweep.dor.outliers_per_step,
                     pool_strategy=sweep.dor.pool_strategy, vocabulary=sweep.dor.vocabulary,
                     exclude=sweep.dor.exclude),
         ece_bins=sweep.ece_bins, test_per_class=sweep.test_per_class,
         validation=sweep.validation.model_copy(update={"leaky": sweep.leaky}),
-    )
+    ))
 
 
 def _is_int(sweep: Sweep, key: str) -> bool:

@@ -43,7 +43,7 @@ from orchestrator.config import (
 from workers.datasets import DATASETS
 from workers.errors import did_you_mean
 from workers.methods import METHODS
-from workers.spec import PoolExclude, ValidationSpec
+from workers.spec import DOR_DEFAULTS, PoolExclude, ValidationSpec
 
 #: Metrics a tuning trial reports per epoch, by where their data comes from.
 VAL_METRIC = re.compile(r"^val/(pseudo_base|pseudo_new|avg)/(acc|ece|ace|mce|nll|confidence)$|^val/hm$")
@@ -177,11 +177,13 @@ class FixedDor(_Strict):
     """DOR settings every trial shares (the space overrides them)."""
 
     lam: NonNegFloat | None = Field(None, description="null: the method's default weight")
-    pool_size: PosInt = 5000
+    pool_size: PosInt = DOR_DEFAULTS["pool_size"]
     outliers_per_step: PosInt | None = Field(None, description="null: number of (pseudo-)base classes")
-    pool_strategy: str = "near"
-    vocabulary: str = Field("wordnet", description="'wordnet' or a word-list file (one per line)")
-    exclude: PoolExclude = Field("base", description="class names left out of the pool: base or all")
+    pool_strategy: str = DOR_DEFAULTS["pool_strategy"]
+    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"],
+                            description="'wordnet' or a word-list file (one per line)")
+    exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"],
+                                 description="class names left out of the pool: base or all")
 
     @field_validator("pool_strategy")
     @classmethod

@@ -21,6 +21,7 @@ from typing import Any
 from ray import tune
 
 from orchestrator.sweep_config import INT_KNOBS
+from workers.identity import normalise
 from workers.spec import RunOptions, TrialSpec
 
 STATE = "sweep_state.json"
@@ -40,7 +41,7 @@ def trial_spec(base: dict[str, Any], config: dict[str, Any], seed: int) -> Trial
             data["method_options"][key.removeprefix("options.")] = plain_value(value)
         else:
             data["dor"][key] = int(value) if key in INT_KNOBS else float(value) if key == "lam" else str(value)
-    return TrialSpec.model_validate(data)
+    return normalise(TrialSpec.model_validate(data))
 
 
 def plain_value(value: Any) -> Any:

@@ -42,6 +42,10 @@ class DorSpec(BaseModel):
     )
 
 
+#: DOR's defaults, read by the CLI and both settings schemas (their one home is DorSpec).
+DOR_DEFAULTS: dict[str, Any] = {name: field.default for name, field in DorSpec.model_fields.items()}
+
+
 class ValidationSpec(BaseModel):
     """Tuning mode: new classes are unknown, so score on validation data of held-out base classes.
 

@@ -36,6 +36,7 @@ from workers.dor import DynamicOutlierRegularizer, build_pool
 from workers.errors import DorBenchError
 from workers.evaluation import Evaluation, SplitScores, evaluate, piece_setup
 from workers.features import cached_image_features
+from workers.identity import normalise
 from workers.methods import METHODS
 from workers.metrics import proximity_scores
 from workers.models.clip import ClipBundle, load_clip
@@ -57,7 +58,7 @@ def run_trial(
     on_epoch: EpochCallback | None = None,
 ) -> TrialResult:
     """Run one trial and return its result. ``spec`` and ``options`` may be plain dicts (JSON)."""
-    spec = TrialSpec.model_validate(spec)
+    spec = normalise(TrialSpec.model_validate(spec))
     options = RunOptions.model_validate(options or {})
     started = time.monotonic()
     seed_everything(spec.seed)
@@ -154,11 +155,9 @@ def make_regularizer(spec: TrialSpec, clip: ClipBundle, data: TrialData, config:
                      every_class: list[str]) -> DynamicOutlierRegularizer | None:
     """DOR for this trial, or None when it is off or its weight is 0 (then the plain method).
     The pool leaves out the base class names, or with ``dor.exclude: all`` ``every_class``."""
-    if spec.dor is None:
+    if spec.dor is None or not spec.dor.lam:  # normalise() resolved a null weight
         return None
-    lam = config["dor_lambda"] if spec.dor.lam is None else spec.dor.lam
-    if lam == 0:
-        return None
+    lam = spec.dor.lam
     pool = build_pool(clip, data.base_classnames, strategy=spec.dor.pool_strategy,
                       size=spec.dor.pool_size, seed=spec.seed,
                       vocabulary=read_word_list(spec.dor.vocabulary),
