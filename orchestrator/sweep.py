@@ -19,8 +19,8 @@ from typing import Any
 from ray import tune
 
 from orchestrator.config import _coerce_option
-from orchestrator.sweep_config import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
 from orchestrator.runner import log
+from orchestrator.sweep_config import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
 from orchestrator.sweep_trainable import STATE, plain_config, sweep_trial
 from orchestrator.tracking import PARENT, Tracker, flat_params
 from workers.identity import normalise
@@ -150,8 +150,8 @@ class _Recorder:
         state = _read_state(checkpoint)
         reports = state.get("reports", [])
         spec = _spec_of(self.sweep, config)
-        epochs = int((spec.method_options.get("epochs")
-                      or METHODS.get(spec.method).defaults["epochs"])) * len(self.sweep.seeds)
+        epochs = int(spec.method_options.get("epochs")
+                      or METHODS.get(spec.method).defaults["epochs"]) * len(self.sweep.seeds)
         status = ("errored" if error and len(reports) < epochs else
                   "completed" if len(reports) >= epochs else "early-stopped")
         tags = {PARENT: self.parent, SWEEP: self.sweep.name, TUNE_TRIAL: trial_id, TRIAL_STATUS: status,

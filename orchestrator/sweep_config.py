@@ -25,6 +25,7 @@ from pydantic import (
 from orchestrator.config import (
     Axis,
     ModelSection,
+    NamedMethod,
     NonNegFloat,
     PosInt,
     Resources,
@@ -35,7 +36,6 @@ from orchestrator.config import (
     _known_strategy,
     _raise_at,
     _Strict,
-    NamedMethod,
     read_yaml,
     validate_settings,
     validate_with,

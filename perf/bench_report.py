@@ -24,8 +24,14 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from orchestrator.aggregate import build_tables, paper
-from orchestrator.collect import (METRIC_COLUMNS_KEY, SPEC_COLUMNS_KEY, open_experiment, runs_to_table,
-                                  search_child_runs, spec_values)
+from orchestrator.collect import (
+    METRIC_COLUMNS_KEY,
+    SPEC_COLUMNS_KEY,
+    open_experiment,
+    runs_to_table,
+    search_child_runs,
+    spec_values,
+)
 from orchestrator.render import csv_text, html_report, latex, markdown
 from orchestrator.tracking import PARENT, RUN_KEY, TRIAL_NAME, flat_params
 from workers.spec import DorSpec, TrialSpec

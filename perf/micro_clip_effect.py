@@ -44,8 +44,7 @@ from workers.datasets import load_trial_data  # noqa: E402
 from workers.evaluation import evaluate  # noqa: E402
 from workers.methods import METHODS  # noqa: E402
 from workers.spec import DorSpec, RunOptions, TrialSpec  # noqa: E402
-from workers.trial import (FeatureSource, make_regularizer, score_tests, seed_everything,  # noqa: E402
-                           train, warm_clip)
+from workers.trial import FeatureSource, make_regularizer, score_tests, seed_everything, train, warm_clip  # noqa: E402
 
 COLUMNS = [  # (key, header, format)
     ("new/acc", "new acc", "{:6.2f}"),

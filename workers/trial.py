@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import io
 import math
-from contextlib import nullcontext
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any

@@ -6,10 +6,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from orchestrator.tracking import Tracker
 from workers.metrics.calibration import harmonic_mean
 from workers.spec import DorSpec, ReliabilityBins, TrialResult, TrialSpec
-
-from orchestrator.tracking import Tracker
 
 
 def store(folder: Path, experiment: str) -> tuple[str, Tracker]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from orchestrator.cli import main
 from fake_data import make_split_json_dataset, truncate
+
+from orchestrator.cli import main
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

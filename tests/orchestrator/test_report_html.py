@@ -11,10 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from report_helpers import b2n_metrics, bins, log_trial, spec, store
 
 from orchestrator.aggregate import pool_reliability
 from orchestrator.report import build_report
-from report_helpers import b2n_metrics, bins, log_trial, spec, store
 
 ROOT = Path(__file__).parents[2]
 

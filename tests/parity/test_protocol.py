@@ -22,8 +22,8 @@ from workers.errors import DorBenchError
 from workers.methods import METHODS
 from workers.metrics import mce_weighted
 from workers.models.clip import load_clip
-from workers.trial import FeatureSource, run_trial, score_tests, training_batches
 from workers.spec import RunOptions
+from workers.trial import FeatureSource, run_trial, score_tests, training_batches
 
 PETS = ["american_bulldog", "Abyssinian", "great_pyrenees", "yorkshire_terrier", "Bengal", "pug"]
 

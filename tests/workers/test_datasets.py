@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from fake_data import (
     SPLIT_JSON,
     TEMPLATES,
@@ -27,6 +26,7 @@ from fake_data import (
     truncate,
     write_image,
 )
+from PIL import Image
 
 from workers.datasets import DATASETS, Datum, load_trial_data, sampling, transforms
 from workers.datasets.base import DatasetSplits

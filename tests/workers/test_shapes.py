@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workers.datasets import shapes, shapes_world as world
+from workers.datasets import shapes
+from workers.datasets import shapes_world as world
 from workers.datasets.base import read_split_json
 from workers.datasets.registry import DATASETS
 from workers.errors import NotFoundError

@@ -5,22 +5,24 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from workers.datasets import caltech101  # noqa: F401
-from workers.datasets import dtd  # noqa: F401
-from workers.datasets import eurosat  # noqa: F401
-from workers.datasets import fgvc_aircraft  # noqa: F401
-from workers.datasets import food101  # noqa: F401
-from workers.datasets import imagenet  # noqa: F401
-from workers.datasets import imagenet_a  # noqa: F401
-from workers.datasets import imagenet_r  # noqa: F401
-from workers.datasets import imagenet_sketch  # noqa: F401
-from workers.datasets import imagenetv2  # noqa: F401
-from workers.datasets import oxford_flowers  # noqa: F401
-from workers.datasets import oxford_pets  # noqa: F401
-from workers.datasets import shapes  # noqa: F401
-from workers.datasets import stanford_cars  # noqa: F401
-from workers.datasets import sun397  # noqa: F401
-from workers.datasets import ucf101  # noqa: F401
+from workers.datasets import (
+    caltech101,  # noqa: F401
+    dtd,  # noqa: F401
+    eurosat,  # noqa: F401
+    fgvc_aircraft,  # noqa: F401
+    food101,  # noqa: F401
+    imagenet,  # noqa: F401
+    imagenet_a,  # noqa: F401
+    imagenet_r,  # noqa: F401
+    imagenet_sketch,  # noqa: F401
+    imagenetv2,  # noqa: F401
+    oxford_flowers,  # noqa: F401
+    oxford_pets,  # noqa: F401
+    shapes,  # noqa: F401
+    stanford_cars,  # noqa: F401
+    sun397,  # noqa: F401
+    ucf101,  # noqa: F401
+)
 from workers.datasets.base import DatasetSplits, Datum, TrialData, text_name
 from workers.datasets.registry import DATASETS
 from workers.datasets.sampling import base_new_labels, fewshot, relabel, sample_per_label

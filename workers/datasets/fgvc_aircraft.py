@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.datasets.base import Datum, DatasetSplits, dataset_dir, read_lines, require_dir
+from workers.datasets.base import DatasetSplits, Datum, dataset_dir, read_lines, require_dir
 from workers.datasets.registry import DATASETS
 from workers.errors import DorBenchError
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.datasets.base import (
-    Datum,
     DatasetSplits,
+    Datum,
     dataset_dir,
     list_images,
     read_lines,

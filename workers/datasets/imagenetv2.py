@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.datasets.base import Datum, DatasetSplits, dataset_dir, list_images, require_dir
+from workers.datasets.base import DatasetSplits, Datum, dataset_dir, list_images, require_dir
 from workers.datasets.imagenet import read_wnid_classnames
 from workers.datasets.registry import DATASETS
 

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from workers.datasets.base import Datum, DatasetSplits, text_name
+from workers.datasets.base import DatasetSplits, Datum, text_name
 from workers.paths import atomic_write_bytes, cache_dir
 
 VAL_SHOTS = 4  # validation gets min(K, VAL_SHOTS) items per label

@@ -19,7 +19,6 @@ from workers.methods.registry import METHODS
 from workers.methods.tuning import TUNING_DEFAULTS
 from workers.models.clip import ClipBundle
 
-
 #: KgCoOp's templates by dor-bench dataset name; every other dataset: "a photo of a {}.".
 ANCHOR_TEMPLATES = {
     "oxford_pets": "a photo of a {}, a type of pet.",
