@@ -4,13 +4,19 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dor-bench-installed
 
-.PHONY: demo test test-slow setup clean
+.PHONY: demo test test-slow check setup clean
 
 demo: setup  ## the main job on the embedded default
 	$(BIN)/dor-bench run examples/demo.yaml
 
 test: setup  ## the test suite (CI runs this)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+check: setup  ## lint, format, import layers, types (CI runs this before the tests)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test-slow: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow

@@ -37,8 +37,13 @@ FINISHED = "FINISHED"
 AVERAGE = "Average"
 CALIBRATION = ("ece", "ace", "mce", "piece")
 TITLES = {"acc": "Accuracy", "ece": "ECE", "ace": "ACE", "mce": "MCE", "piece": "PIECE"}
-SHORT = {"dor.lam": "λ", "dor.pool_size": "K", "dor.outliers_per_step": "B",
-         "dor.pool_strategy": "pool", "dor.vocabulary": "vocabulary"}
+SHORT = {
+    "dor.lam": "λ",
+    "dor.pool_size": "K",
+    "dor.outliers_per_step": "B",
+    "dor.pool_strategy": "pool",
+    "dor.vocabulary": "vocabulary",
+}
 
 
 @lru_cache(maxsize=1)
@@ -63,8 +68,11 @@ class Stat(NamedTuple):
 
     @property
     def complete(self) -> bool:
-        return self.mean is not None and self.n >= self.expected and (
-            self.datasets is None or self.datasets[0] == self.datasets[1])
+        return (
+            self.mean is not None
+            and self.n >= self.expected
+            and (self.datasets is None or self.datasets[0] == self.datasets[1])
+        )
 
 
 @dataclass(frozen=True)
@@ -172,10 +180,10 @@ class Measure:
 
     def cell(self, seeds: dict[int, dict[str, float]], expected: int) -> tuple[Stat, dict[int, list[float]]]:
         """The cell's Stat, and the per-seed component values behind it."""
-        per_seed = {}
+        per_seed: dict[int, list[float]] = {}
         for seed, metrics in seeds.items():
-            values = [metrics.get(c) for c in self.components]
-            if None not in values:
+            values = [v for c in self.components if (v := metrics.get(c)) is not None]
+            if len(values) == len(self.components):
                 per_seed[seed] = values
         if not per_seed:
             return Stat(None, None, 0, expected), {}
@@ -187,8 +195,7 @@ class Measure:
         _, std = mean_std([self.combine(*v) for v in rows])
         return Stat(self.combine(*means), std, len(rows), expected), per_seed
 
-    def average(self, cells: list[tuple[Stat, dict[int, list[float]]]], seeds: list[int],
-                rows: int) -> Stat:
+    def average(self, cells: list[tuple[Stat, dict[int, list[float]]]], seeds: list[int], rows: int) -> Stat:
         """The Average row over complete cells: combine(dataset-averaged components)."""
         used = [values for stat, values in cells if stat.complete]
         if not used:
@@ -203,10 +210,16 @@ class Measure:
 def b2n_measures(family: str) -> list[tuple[str, Measure]]:
     """The sub-columns of a base-to-new table: Acc base/new/HM, or <error> base/new/avg."""
     if family == "acc":
-        return [("base", Measure(("base/acc",))), ("new", Measure(("new/acc",))),
-                ("HM", Measure(("base/acc", "new/acc"), harmonic_mean))]
-    return [("base", Measure((f"base/{family}",))), ("new", Measure((f"new/{family}",))),
-            ("avg", Measure((f"base/{family}", f"new/{family}"), _avg))]
+        return [
+            ("base", Measure(("base/acc",))),
+            ("new", Measure(("new/acc",))),
+            ("HM", Measure(("base/acc", "new/acc"), harmonic_mean)),
+        ]
+    return [
+        ("base", Measure((f"base/{family}",))),
+        ("new", Measure((f"new/{family}",))),
+        ("avg", Measure((f"base/{family}", f"new/{family}"), _avg)),
+    ]
 
 
 # --------------------------------------------------------------------------- naming and order
@@ -278,7 +291,7 @@ class _Rows:
     datasets: dict[str, set[str]]  # kind -> dataset rows
     configs: dict[str, set[tuple]]  # kind -> column groups
     shift_sources: set[tuple[str, tuple]]  # (source dataset, config) pairs of domain-shift trials
-    failures: list[tuple[str, str, tuple, int | None, str, str, str | None, str]]
+    failures: list[tuple[str, str, tuple, int | None, str, str, str | None, str | None]]
     counts: dict[str, int]
 
 
@@ -289,8 +302,10 @@ def _kind(subsample: str | None) -> str:
 def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
     specs = [c for c in spec_columns(table) if c not in ("seed", "dataset")]
     metrics = metric_columns(table)
-    cols = {c: table.column(c).to_pylist()
-            for c in [*specs, "seed", "dataset", "status", "start_time", "run_id", "trial", "error", *metrics]}
+    cols = {
+        c: table.column(c).to_pylist()
+        for c in [*specs, "seed", "dataset", "status", "start_time", "run_id", "trial", "error", *metrics]
+    }
     n = table.num_rows
 
     for c in specs:  # lists (targets) as tuples, so that a configuration is hashable
@@ -307,11 +322,17 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
 
     newest: dict[tuple, int] = {}
     unfinished: dict[tuple, int] = {}
-    rows = _Rows({}, {}, defaultdict(set), defaultdict(set), defaultdict(set), set(), [],
-                 {"runs": n, "finished": 0, "older_finished": 0, "failed": 0, "failed_superseded": 0,
-                  "older_protocol": 0})
-    protocols = (table.column("protocol").to_pylist() if "protocol" in table.column_names
-                 else [LEGACY_PROTOCOL] * n)
+    rows = _Rows(
+        {},
+        {},
+        defaultdict(set),
+        defaultdict(set),
+        defaultdict(set),
+        set(),
+        [],
+        {"runs": n, "finished": 0, "older_finished": 0, "failed": 0, "failed_superseded": 0, "older_protocol": 0},
+    )
+    protocols = table.column("protocol").to_pylist() if "protocol" in table.column_names else [LEGACY_PROTOCOL] * n
     current = [protocols[i] == PROTOCOL for i in range(n)]
     rows.counts["older_protocol"] = current.count(False)
     for i in range(n):
@@ -326,8 +347,9 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
             best[key] = i
     for values in planned:
         kind = _kind(values.get("subsample"))
-        conf = tuple((c, tuple(v) if isinstance(v := values.get(c), list) else v)
-                     for c in specs if values.get(c) is not None)
+        conf = tuple(
+            (c, tuple(v) if isinstance(v := values.get(c), list) else v) for c in specs if values.get(c) is not None
+        )
         key = (kind, values["dataset"], conf, values["seed"])
         _expect(rows, key)
         if key not in newest and key not in unfinished:
@@ -343,8 +365,7 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
         if key in newest:
             continue
         error = (cols["error"][i] or "").strip().splitlines()
-        rows.failures.append((*key, cols["status"][i], error[-1] if error else "", cols["run_id"][i],
-                              cols["trial"][i]))
+        rows.failures.append((*key, cols["status"][i], error[-1] if error else "", cols["run_id"][i], cols["trial"][i]))
     rows.counts["failed"] = sum(1 for f in rows.failures if f[4] != "NOT RUN")
     rows.counts["not_run"] = len(rows.failures) - rows.counts["failed"]
     rows.counts["failed_superseded"] = n - rows.counts["older_protocol"] - finished_runs - rows.counts["failed"]
@@ -372,8 +393,11 @@ def _mark_best(table: Table, across_rows: bool) -> None:
                 by_sub[(r, col.sub)].append((r, c))
         groups = list(by_sub.values())
     for members in groups:
-        values = [(round(table.cells[r][c].mean, 2), r, c) for r, c in members
-                  if table.cells[r][c].complete]
+        values = [
+            (round(mean, 2), r, c)
+            for r, c in members
+            if table.cells[r][c].complete and (mean := table.cells[r][c].mean) is not None
+        ]
         if len(values) < 2:
             continue
         higher = table.columns[members[0][1]].higher_is_better
@@ -384,7 +408,7 @@ def _mark_best(table: Table, across_rows: bool) -> None:
 
 
 def _bins_note(variants: list[Variant]) -> str:
-    bins = sorted({dict(v.settings).get("ece_bins") for v in variants} - {None})
+    bins = sorted({b for v in variants if (b := dict(v.settings).get("ece_bins")) is not None})
     return f"{'/'.join(map(str, bins)) or 10} equal-width confidence bins"
 
 
@@ -393,12 +417,14 @@ def _b2n_tables(rows: _Rows, variants: dict[tuple, Variant]) -> tuple[list[Table
     cols = sorted((variants[c] for c in rows.configs["base2new"]), key=_variant_order)
     configs = {v.label: v.settings for v in cols}
     seeds = sorted(rows.seeds["base2new"])
-    notes = {"acc": "Top-1 accuracy (%) on base and new classes; HM = harmonic mean of the "
-                    "seed-mean base and new accuracies.",
-             "ece": f"Expected calibration error (%), {_bins_note(cols)}; avg = (base + new) / 2.",
-             "ace": "Adaptive calibration error (%), equal-mass bins; avg = (base + new) / 2.",
-             "mce": "Maximum calibration error (%), the largest bin gap; avg = (base + new) / 2.",
-             "piece": "Proximity-informed ECE (%), confidence x proximity bins; avg = (base + new) / 2."}
+    notes = {
+        "acc": "Top-1 accuracy (%) on base and new classes; HM = harmonic mean of the "
+        "seed-mean base and new accuracies.",
+        "ece": f"Expected calibration error (%), {_bins_note(cols)}; avg = (base + new) / 2.",
+        "ace": "Adaptive calibration error (%), equal-mass bins; avg = (base + new) / 2.",
+        "mce": "Maximum calibration error (%), the largest bin gap; avg = (base + new) / 2.",
+        "piece": "Proximity-informed ECE (%), confidence x proximity bins; avg = (base + new) / 2.",
+    }
     tables, used = [], {}
     for family in ("acc", *CALIBRATION):
         measures = b2n_measures(family)
@@ -409,8 +435,7 @@ def _b2n_tables(rows: _Rows, variants: dict[tuple, Variant]) -> tuple[list[Table
         for d in datasets:
             row = []
             for c, col in enumerate(columns):
-                stat, values = by_sub[col.sub].cell(rows.cells.get(("base2new", d, configs[col.group]), {}),
-                                                    len(seeds))
+                stat, values = by_sub[col.sub].cell(rows.cells.get(("base2new", d, configs[col.group]), {}), len(seeds))
                 row.append(stat)
                 per_col[c].append((stat, values))
             cells.append(row)
@@ -420,8 +445,14 @@ def _b2n_tables(rows: _Rows, variants: dict[tuple, Variant]) -> tuple[list[Table
         for c, col in enumerate(columns):
             average.append(by_sub[col.sub].average(per_col[c], seeds, len(datasets)))
             used[(family, col.group, col.sub)] = {d for d, (s, _) in zip(datasets, per_col[c]) if s.complete}
-        table = Table(family, f"{TITLES[family]}, base-to-new", [*map(dataset_name, datasets), AVERAGE],
-                      columns, [*cells, average], [notes[family]])
+        table = Table(
+            family,
+            f"{TITLES[family]}, base-to-new",
+            [*map(dataset_name, datasets), AVERAGE],
+            columns,
+            [*cells, average],
+            [notes[family]],
+        )
         _mark_best(table, across_rows=False)
         tables.append(table)
     return tables, used
@@ -434,24 +465,41 @@ def _shift_tables(rows: _Rows, variants: dict[tuple, Variant]) -> list[Table]:
         configs = [c for c in rows.configs["shift"] if (source, c) in rows.shift_sources]
         cols = sorted((variants[c] for c in configs), key=_variant_order)
         targets = dataset_order({t for v in cols for t in dict(v.settings).get("targets", ())})
-        groups = [("source", f"{dataset_name(source)} (source)", "base"),
-                  *[(t, dataset_name(t), f"target/{t}") for t in targets]]
+        groups = [
+            ("source", f"{dataset_name(source)} (source)", "base"),
+            *[(t, dataset_name(t), f"target/{t}") for t in targets],
+        ]
         if targets:
             groups.append(("target_avg", "Target avg", "target/avg"))
-        columns = [Column(label, TITLES[m] if m == "acc" else m.upper(), f"{m}/{gid}", m == "acc")
-                   for gid, label, _ in groups for m in ("acc", "ece")]
+        columns = [
+            Column(label, TITLES[m] if m == "acc" else m.upper(), f"{m}/{gid}", m == "acc")
+            for gid, label, _ in groups
+            for m in ("acc", "ece")
+        ]
         prefixes = [prefix for _, _, prefix in groups for _ in ("acc", "ece")]
         cells = []
         for v in cols:
             seed_metrics = rows.cells.get(("shift", source, v.settings), {})
-            cells.append([Measure((f"{p}/{col.key.split('/')[0]}",)).cell(seed_metrics, len(seeds))[0]
-                          for col, p in zip(columns, prefixes)])
+            cells.append(
+                [
+                    Measure((f"{p}/{col.key.split('/')[0]}",)).cell(seed_metrics, len(seeds))[0]
+                    for col, p in zip(columns, prefixes)
+                ]
+            )
         kind = "domain shift" if targets else "all classes"
-        table = Table(f"shift/{source}", f"Accuracy and ECE, {kind}: trained on {dataset_name(source)}",
-                      [v.label for v in cols], columns, cells,
-                      ["Source = the source dataset's own test split; Target avg = the mean over the "
-                       "targets (each scored with its own classes)." if targets else
-                       "Trained and tested on all classes."])
+        table = Table(
+            f"shift/{source}",
+            f"Accuracy and ECE, {kind}: trained on {dataset_name(source)}",
+            [v.label for v in cols],
+            columns,
+            cells,
+            [
+                "Source = the source dataset's own test split; Target avg = the mean over the "
+                "targets (each scored with its own classes)."
+                if targets
+                else "Trained and tested on all classes."
+            ],
+        )
         _mark_best(table, across_rows=True)
         tables.append(table)
     return tables
@@ -477,8 +525,11 @@ def _compare(tables: list[Table], variants: list[Variant], used: dict) -> tuple[
                     continue
                 family, sub = metric.split("/")
                 if used.get((family, v.label, sub)) == eleven:
-                    out.append(Comparison(v.label, f"{TITLES[family]} {sub}",
-                                          by_key[family].cell(AVERAGE, v.label, sub), value))
+                    out.append(
+                        Comparison(
+                            v.label, f"{TITLES[family]} {sub}", by_key[family].cell(AVERAGE, v.label, sub), value
+                        )
+                    )
     shift = pub["domain_shift"]
     for t in tables:
         if not t.key.startswith("shift/"):
@@ -494,23 +545,28 @@ def _compare(tables: list[Table], variants: list[Variant], used: dict) -> tuple[
                     col = next((i for i, c in enumerate(t.columns) if c.key == metric), None)
                     stat = t.cells[t.rows.index(v.label)][col] if col is not None else None
                     if stat is not None and stat.complete:
-                        out.append(Comparison(v.label, f"{TITLES[metric.split('/')[0]]} target avg "
-                                              "(domain shift)", stat, value))
-    notes.append(f"Published: {b2n['source']}; {shift['source']}. Compared only for columns run as "
-                 f"{', '.join(f'{k}={v}' for k, v in b2n['setting'].items())} whose Average covers "
-                 "all 11 datasets complete (domain shift: its target average complete).")
+                        out.append(
+                            Comparison(
+                                v.label, f"{TITLES[metric.split('/')[0]]} target avg (domain shift)", stat, value
+                            )
+                        )
+    notes.append(
+        f"Published: {b2n['source']}; {shift['source']}. Compared only for columns run as "
+        f"{', '.join(f'{k}={v}' for k, v in b2n['setting'].items())} whose Average covers "
+        "all 11 datasets complete (domain shift: its target average complete)."
+    )
     return out, notes
 
 
-def build_tables(table: pa.Table, planned: Sequence[dict[str, Any]] = (),
-                 experiment: str | None = None) -> Report:
+def build_tables(table: pa.Table, planned: Sequence[dict[str, Any]] = (), experiment: str | None = None) -> Report:
     """All tables of a results table; ``planned`` (collect.spec_values of the planned specs)
     adds the trials a benchmark intends to run, so missing ones show as incomplete."""
     rows = _group(table, planned)
     variants: dict[tuple, Variant] = {}
     for kind in ("base2new", "shift"):
         variants.update({(kind, c): v for c, v in name_variants(rows.configs[kind]).items()})
-    tables, used = [], {}
+    tables: list[Table] = []
+    used: dict = {}
     if rows.configs["base2new"]:
         b2n, used = _b2n_tables(rows, {c: variants[("base2new", c)] for c in rows.configs["base2new"]})
         tables += b2n
@@ -518,10 +574,18 @@ def build_tables(table: pa.Table, planned: Sequence[dict[str, Any]] = (),
         tables += _shift_tables(rows, {c: variants[("shift", c)] for c in rows.configs["shift"]})
     ordered = sorted(variants.values(), key=_variant_order)
     comparisons, notes = _compare(tables, ordered, used)
-    failures = [Failure(trial=trial or f"{variants[(kind, conf)].label}/{dataset}/seed{seed}",
-                        dataset=dataset, variant=variants[(kind, conf)].label, seed=seed,
-                        status=status, error=error, run_id=run_id)
-                for kind, dataset, conf, seed, status, error, run_id, trial in rows.failures]
+    failures = [
+        Failure(
+            trial=trial or f"{variants[(kind, conf)].label}/{dataset}/seed{seed}",
+            dataset=dataset,
+            variant=variants[(kind, conf)].label,
+            seed=seed,
+            status=status,
+            error=error,
+            run_id=run_id,
+        )
+        for kind, dataset, conf, seed, status, error, run_id, trial in rows.failures
+    ]
     failures.sort(key=lambda f: (f.status, f.dataset, f.variant, f.seed or 0))
     meta = table.schema.metadata or {}
     name = experiment or meta.get(b"dor_bench.experiment", b"").decode() or "results"
@@ -541,8 +605,11 @@ def pool_reliability(bins: Sequence[dict[str, list[float]]]) -> dict[str, list[f
     count = [sum(b["count"][i] for b in bins) for i in range(k)]
 
     def weighted(name: str) -> list[float]:
-        return [sum(b[name][i] * b["count"][i] for b in bins) / count[i] if count[i] else 0.0
-                for i in range(k)]
+        return [sum(b[name][i] * b["count"][i] for b in bins) / count[i] if count[i] else 0.0 for i in range(k)]
 
-    return {"edges": list(bins[0]["edges"]), "count": count,
-            "accuracy": weighted("accuracy"), "confidence": weighted("confidence")}
+    return {
+        "edges": list(bins[0]["edges"]),
+        "count": count,
+        "accuracy": weighted("accuracy"),
+        "confidence": weighted("confidence"),
+    }

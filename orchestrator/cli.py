@@ -44,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow store (default: the file's tracking_uri)")
     run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     run.add_argument("--rerun", action="store_true", help="run trials again even if finished")
-    run.add_argument("--checkpoint-dir", default=".dor-bench/checkpoints",
-                     help="per-epoch trial checkpoints (shared storage on a cluster)")
+    run.add_argument(
+        "--checkpoint-dir",
+        default=".dor-bench/checkpoints",
+        help="per-epoch trial checkpoints (shared storage on a cluster)",
+    )
     run.add_argument("--report-dir", help="where the end-of-run report goes (default: reports/<name>)")
     run.set_defaults(handler=commands.run)
 
@@ -54,25 +57,33 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--tracking-uri", help="MLflow store (default: the file's tracking_uri)")
     tune.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     tune.add_argument("--fresh", action="store_true", help="start over instead of resuming")
-    tune.add_argument("--storage", default=".dor-bench/tune",
-                      help="Tune state and the sweep report go to STORAGE/<name> (shared on a cluster)")
+    tune.add_argument(
+        "--storage",
+        default=".dor-bench/tune",
+        help="Tune state and the sweep report go to STORAGE/<name> (shared on a cluster)",
+    )
     tune.set_defaults(handler=commands.tune)
 
-    report = sub.add_parser("report", help="the paper's tables from the runs in MLflow (md, LaTeX, CSV, "
-                            "HTML, Parquet)")
-    report.add_argument("--experiment", help="MLflow experiment = the benchmark's name (default: the "
-                        "store's only one)")
-    report.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
-                        help=f"MLflow store (default: {DEFAULT_TRACKING_URI}, as `run` writes)")
+    report = sub.add_parser("report", help="the paper's tables from the runs in MLflow (md, LaTeX, CSV, HTML, Parquet)")
+    report.add_argument("--experiment", help="MLflow experiment = the benchmark's name (default: the store's only one)")
+    report.add_argument(
+        "--tracking-uri",
+        default=DEFAULT_TRACKING_URI,
+        help=f"MLflow store (default: {DEFAULT_TRACKING_URI}, as `run` writes)",
+    )
     report.add_argument("--parent", metavar="RUN_ID", help="only the trials of this `dor-bench run` parent run")
     report.add_argument("--out", help="output folder (default: reports/<experiment>)")
-    report.add_argument("--format", default="md,latex,csv,html",
-                        help="comma-separated: md,latex,csv,html (results.parquet is always written)")
+    report.add_argument(
+        "--format",
+        default="md,latex,csv,html",
+        help="comma-separated: md,latex,csv,html (results.parquet is always written)",
+    )
     report.set_defaults(handler=commands.report)
 
     ui = sub.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the store `run` writes to")
-    ui.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
-                    help=f"MLflow store (default: {DEFAULT_TRACKING_URI})")
+    ui.add_argument(
+        "--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow store (default: {DEFAULT_TRACKING_URI})"
+    )
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=commands.ui)
 
@@ -99,8 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--steps", type=int, default=400)
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--arch", default="micro-clip")
-    pre.add_argument("--init-logit-scale", type=float, default=50.0,
-                     help="start of the learnable logit scale (CLIP's usual is 1/0.07 = 14.3)")
+    pre.add_argument(
+        "--init-logit-scale",
+        type=float,
+        default=50.0,
+        help="start of the learnable logit scale (CLIP's usual is 1/0.07 = 14.3)",
+    )
     pre.add_argument("--threads", type=int, help="torch CPU threads (speed only)")
     pre.set_defaults(handler=commands.micro_clip_pretrain)
 
@@ -115,33 +130,47 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="shapes", help="dataset name (dor-bench ls datasets)")
     p.add_argument("--root", help="data root in CoOp layout (not needed for built-in data)")
     p.add_argument("--model", default="ViT-B-16", help="open_clip architecture")
-    p.add_argument("--pretrained", help="pretrained tag, checkpoint path, or none (default: the "
-                   "model's own: shipped weights for micro-clip, else openai)")
+    p.add_argument(
+        "--pretrained",
+        help="pretrained tag, checkpoint path, or none (default: the "
+        "model's own: shipped weights for micro-clip, else openai)",
+    )
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--shots", type=int,
-                   help="shots per base class (default: the shipped weights' recipe, else 16)")
-    p.add_argument("--no-recipe", action="store_true",
-                   help="ignore the shipped weights' tuning recipe (use the method's defaults)")
-    p.add_argument("--test-per-class", type=int,
-                   help="score at most N test images per class (quick runs; default: all)")
+    p.add_argument("--shots", type=int, help="shots per base class (default: the shipped weights' recipe, else 16)")
+    p.add_argument(
+        "--no-recipe", action="store_true", help="ignore the shipped weights' tuning recipe (use the method's defaults)"
+    )
+    p.add_argument(
+        "--test-per-class", type=int, help="score at most N test images per class (quick runs; default: all)"
+    )
     p.add_argument("--subsample", choices=["base2new", "all"], default="base2new")
     p.add_argument("--ece-bins", type=int, default=10)
     p.add_argument("--epochs", type=int, help="override the method's epochs")
     p.add_argument("--lr", type=float, help="override the method's learning rate")
     p.add_argument("--batch-size", type=int, help="override the method's batch size")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other method option, e.g. n_ctx=4 or augment_views=4 (repeatable)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other method option, e.g. n_ctx=4 or augment_views=4 (repeatable)",
+    )
     dor = p.add_argument_group("Dynamic Outlier Regularization (on when --dor-lambda is given)")
     dor.add_argument("--dor-lambda", type=float, help="DOR weight (0 = the plain method)")
     dor.add_argument("--outliers-per-step", type=int, help="B (default: number of base classes)")
-    dor.add_argument("--pool-size", type=int, default=DOR_DEFAULTS["pool_size"],
-                     help="K outlier words in the pool")
-    dor.add_argument("--pool-strategy", choices=["near", "far", "random"],
-                     default=DOR_DEFAULTS["pool_strategy"])
-    dor.add_argument("--pool-exclude", choices=["base", "all"], default=DOR_DEFAULTS["exclude"],
-                     help="class names left out of the pool: the base classes' or all the dataset's")
-    dor.add_argument("--dor-vocabulary", default=DOR_DEFAULTS["vocabulary"],
-                     help="'wordnet', or a word-list file (one outlier word per line)")
+    dor.add_argument("--pool-size", type=int, default=DOR_DEFAULTS["pool_size"], help="K outlier words in the pool")
+    dor.add_argument("--pool-strategy", choices=["near", "far", "random"], default=DOR_DEFAULTS["pool_strategy"])
+    dor.add_argument(
+        "--pool-exclude",
+        choices=["base", "all"],
+        default=DOR_DEFAULTS["exclude"],
+        help="class names left out of the pool: the base classes' or all the dataset's",
+    )
+    dor.add_argument(
+        "--dor-vocabulary",
+        default=DOR_DEFAULTS["vocabulary"],
+        help="'wordnet', or a word-list file (one outlier word per line)",
+    )
     p.add_argument("--checkpoint-dir", help="save a checkpoint per epoch here and resume from it")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     p.add_argument("--no-feature-cache", action="store_true", help="re-encode test images")

@@ -21,9 +21,16 @@ from workers.spec import LEGACY_PROTOCOL, TrialSpec
 
 #: Run columns, before the spec and metric columns.
 RUN_COLUMNS: dict[str, pa.DataType] = {
-    "run_id": pa.string(), "parent_run_id": pa.string(), "run_key": pa.string(),
-    "trial": pa.string(), "status": pa.string(), "error": pa.string(), "attempts": pa.int64(),
-    "start_time": pa.timestamp("ms"), "end_time": pa.timestamp("ms"), "artifact_uri": pa.string(),
+    "run_id": pa.string(),
+    "parent_run_id": pa.string(),
+    "run_key": pa.string(),
+    "trial": pa.string(),
+    "status": pa.string(),
+    "error": pa.string(),
+    "attempts": pa.int64(),
+    "start_time": pa.timestamp("ms"),
+    "end_time": pa.timestamp("ms"),
+    "artifact_uri": pa.string(),
 }
 SPEC_COLUMNS_KEY = b"dor_bench.spec_columns"
 METRIC_COLUMNS_KEY = b"dor_bench.metric_columns"
@@ -123,15 +130,19 @@ def open_experiment(tracking_uri: str, experiment: str | None) -> tuple[MlflowCl
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.is_file():
-            raise NotFoundError(f"No MLflow store at '{path}' (tracking URI {tracking_uri}).",
-                                "run `dor-bench run FILE` first, or pass --tracking-uri of the "
-                                "store your runs are in (the benchmark file's tracking_uri).")
+            raise NotFoundError(
+                f"No MLflow store at '{path}' (tracking URI {tracking_uri}).",
+                "run `dor-bench run FILE` first, or pass --tracking-uri of the "
+                "store your runs are in (the benchmark file's tracking_uri).",
+            )
     try:
         client = MlflowClient(tracking_uri)
         experiments = [e for e in client.search_experiments() if e.name != "Default"]
     except Exception as err:  # the store itself is unusable
-        raise DorBenchError(f"Cannot read the MLflow tracking store '{tracking_uri}': {err}",
-                            "check --tracking-uri (e.g. sqlite:///mlflow.db, or a server URL).") from None
+        raise DorBenchError(
+            f"Cannot read the MLflow tracking store '{tracking_uri}': {err}",
+            "check --tracking-uri (e.g. sqlite:///mlflow.db, or a server URL).",
+        ) from None
     names = [e.name for e in experiments]
     if experiment is None:
         if len(experiments) == 1:
@@ -139,20 +150,24 @@ def open_experiment(tracking_uri: str, experiment: str | None) -> tuple[MlflowCl
         raise DorBenchError(
             f"The store {tracking_uri} holds {len(names) or 'no'} experiments"
             f"{': ' + ', '.join(sorted(names)) if names else ''}.",
-            "name one with --experiment NAME (the benchmark file's `name`)." if names
-            else "run `dor-bench run FILE` first.")
+            "name one with --experiment NAME (the benchmark file's `name`)."
+            if names
+            else "run `dor-bench run FILE` first.",
+        )
     found = next((e for e in experiments if e.name == experiment), None)
     if found is None:
         raise NotFoundError(
             f"No experiment '{experiment}' in {tracking_uri}.{did_you_mean(experiment, names)}",
-            f"existing experiments: {', '.join(sorted(names)) or 'none'}.")
+            f"existing experiments: {', '.join(sorted(names)) or 'none'}.",
+        )
     return client, found
 
 
 def search_child_runs(client: MlflowClient, experiment_id: str, parent: str | None = None) -> list:
     """Every trial run of the experiment (of one parent run when given), paged 1000 at a time."""
     query = f"tags.`{RUN_KEY}` != ''" + (f" and tags.`{PARENT}` = '{parent}'" if parent else "")
-    runs, token = [], None
+    runs: list = []
+    token = None
     while True:
         page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
         runs += page
@@ -188,9 +203,11 @@ def runs_to_table(runs: list, metadata: dict[str, str] | None = None) -> pa.Tabl
     metric_names = sorted({k for r in runs for k in r.data.metrics if not k.startswith("epoch/")})
     for name in metric_names:
         columns[name] = pa.array([r.data.metrics.get(name) for r in runs], type=pa.float64())
-    meta = {SPEC_COLUMNS_KEY: json.dumps(spec_columns).encode(),
-            METRIC_COLUMNS_KEY: json.dumps(metric_names).encode(),
-            **{f"dor_bench.{k}".encode(): v.encode() for k, v in (metadata or {}).items()}}
+    meta = {
+        SPEC_COLUMNS_KEY: json.dumps(spec_columns).encode(),
+        METRIC_COLUMNS_KEY: json.dumps(metric_names).encode(),
+        **{f"dor_bench.{k}".encode(): v.encode() for k, v in (metadata or {}).items()},
+    }
     return pa.table(columns).replace_schema_metadata(meta)
 
 
@@ -204,15 +221,17 @@ def collect(tracking_uri: str, experiment: str | None, parent: str | None = None
         try:
             client.get_run(parent)
         except Exception:
-            raise NotFoundError(f"No run '{parent}' in {tracking_uri}.",
-                                "pass the run id of a `dor-bench run` parent run "
-                                "(the MLflow UI shows it), or leave --parent out.") from None
+            raise NotFoundError(
+                f"No run '{parent}' in {tracking_uri}.",
+                "pass the run id of a `dor-bench run` parent run (the MLflow UI shows it), or leave --parent out.",
+            ) from None
     runs = search_child_runs(client, exp.experiment_id, parent)
     if not runs:
         raise DorBenchError(
             f"Experiment '{exp.name}' in {tracking_uri} has no trial runs"
             f"{f' under parent run {parent}' if parent else ''}.",
-            "run the benchmark first (`dor-bench run FILE`); trials appear as child runs.")
+            "run the benchmark first (`dor-bench run FILE`); trials appear as child runs.",
+        )
     return runs_to_table(runs, {"experiment": exp.name, "tracking_uri": tracking_uri})
 
 

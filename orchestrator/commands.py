@@ -15,15 +15,22 @@ from workers.spec import DorSpec, RunOptions, TrialSpec
 def run(args: argparse.Namespace) -> int:
     from orchestrator.runner import run_benchmark
 
-    return run_benchmark(args.file, tracking_uri=args.tracking_uri, address=args.address,
-                         rerun=args.rerun, checkpoint_dir=args.checkpoint_dir, report_dir=args.report_dir)
+    return run_benchmark(
+        args.file,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        rerun=args.rerun,
+        checkpoint_dir=args.checkpoint_dir,
+        report_dir=args.report_dir,
+    )
 
 
 def report(args: argparse.Namespace) -> int:
     from orchestrator.report import build_report, parse_formats
 
-    out = build_report(args.tracking_uri, args.experiment, parent=args.parent, out_dir=args.out,
-                       formats=parse_formats(args.format))
+    out = build_report(
+        args.tracking_uri, args.experiment, parent=args.parent, out_dir=args.out, formats=parse_formats(args.format)
+    )
     print(out.markdown)
     print(f"[dor-bench] wrote {', '.join(str(p) for p in out.files.values())}", file=sys.stderr)
     return 0
@@ -38,8 +45,9 @@ def ui(args: argparse.Namespace) -> int:
 def tune(args: argparse.Namespace) -> int:
     from orchestrator.sweep import run_sweep
 
-    return run_sweep(args.file, tracking_uri=args.tracking_uri, address=args.address,
-                     fresh=args.fresh, storage=args.storage)
+    return run_sweep(
+        args.file, tracking_uri=args.tracking_uri, address=args.address, fresh=args.fresh, storage=args.storage
+    )
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -61,8 +69,12 @@ def trial(args: argparse.Namespace) -> int:
     from workers.trial import run_trial
 
     spec = trial_spec(args)
-    options = RunOptions(device=args.device, feature_cache=not args.no_feature_cache,
-                         progress=not args.quiet, checkpoint_dir=args.checkpoint_dir)
+    options = RunOptions(
+        device=args.device,
+        feature_cache=not args.no_feature_cache,
+        progress=not args.quiet,
+        checkpoint_dir=args.checkpoint_dir,
+    )
     return _print_result(run_trial(spec, options), args.json)
 
 
@@ -79,24 +91,43 @@ def trial_spec(args: argparse.Namespace) -> TrialSpec:
     tunes = METHODS.get(args.method).trains and not args.no_recipe
     recipe = tuning_recipe(args.model, pretrained, args.method) if tunes else {}
     overrides = dict(recipe.get("options", {}))
-    overrides.update({k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                                        ("batch_size", args.batch_size)) if v is not None})
+    overrides.update(
+        {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
+    )
     overrides.update(parse_options(args.option))
     shots = args.shots if args.shots is not None else recipe.get("shots", 16)
     if recipe:
-        print(f"[dor-bench] {args.model}/{pretrained} recipe for {args.method} (flags override it): "
-              f"shots {shots}, " + ", ".join(f"{k}={v}" for k, v in overrides.items()), file=sys.stderr)
+        print(
+            f"[dor-bench] {args.model}/{pretrained} recipe for {args.method} (flags override it): "
+            f"shots {shots}, " + ", ".join(f"{k}={v}" for k, v in overrides.items()),
+            file=sys.stderr,
+        )
     dor = None
     if args.dor_lambda is not None:
-        dor = DorSpec(lam=args.dor_lambda, pool_size=args.pool_size,
-                      outliers_per_step=args.outliers_per_step, pool_strategy=args.pool_strategy,
-                      vocabulary=args.dor_vocabulary, exclude=args.pool_exclude)
-    return normalise(TrialSpec(
-        method=args.method, dataset=args.dataset, root=args.root, model=args.model,
-        pretrained=pretrained, seed=args.seed, shots=shots,
-        subsample=args.subsample, ece_bins=args.ece_bins, method_options=overrides, dor=dor,
-        test_per_class=args.test_per_class,
-    ))
+        dor = DorSpec(
+            lam=args.dor_lambda,
+            pool_size=args.pool_size,
+            outliers_per_step=args.outliers_per_step,
+            pool_strategy=args.pool_strategy,
+            vocabulary=args.dor_vocabulary,
+            exclude=args.pool_exclude,
+        )
+    return normalise(
+        TrialSpec(
+            method=args.method,
+            dataset=args.dataset,
+            root=args.root,
+            model=args.model,
+            pretrained=pretrained,
+            seed=args.seed,
+            shots=shots,
+            subsample=args.subsample,
+            ece_bins=args.ece_bins,
+            method_options=overrides,
+            dor=dor,
+            test_per_class=args.test_per_class,
+        )
+    )
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:
@@ -117,8 +148,7 @@ def _print_result(result, as_json: bool) -> int:
         print(result.model_dump_json(indent=2))
     else:
         spec = result.spec
-        print(f"{spec.method} on {spec.dataset} ({spec.model}/{spec.pretrained}, "
-              f"{spec.shots} shots, seed {spec.seed})")
+        print(f"{spec.method} on {spec.dataset} ({spec.model}/{spec.pretrained}, {spec.shots} shots, seed {spec.seed})")
         print(format_metrics(result.metrics))
     return 0
 
@@ -132,10 +162,11 @@ def data_check(args: argparse.Namespace) -> int:
 
 
 def micro_clip_pretrain(args: argparse.Namespace) -> int:
-    from workers.models.pretrain import PretrainConfig, pretrain
+    from pretraining.micro_clip import PretrainConfig, pretrain
 
-    config = PretrainConfig(arch=args.arch, steps=args.steps, seed=args.seed, threads=args.threads,
-                            init_logit_scale=args.init_logit_scale)
+    config = PretrainConfig(
+        arch=args.arch, steps=args.steps, seed=args.seed, threads=args.threads, init_logit_scale=args.init_logit_scale
+    )
     record = pretrain(config, Path(args.out), command=" ".join(["dor-bench", *sys.argv[1:]]))
     print(json.dumps(record["zero_shot"], indent=2, default=str))
     return 0
@@ -143,13 +174,16 @@ def micro_clip_pretrain(args: argparse.Namespace) -> int:
 
 def ls(args: argparse.Namespace) -> int:
     if args.what == "methods":
-        from workers.methods import METHODS as registry
-        names = registry.names()
+        from workers.methods import METHODS
+
+        names = METHODS.names()
     elif args.what == "datasets":
-        from workers.datasets import DATASETS as registry
-        names = registry.names()
+        from workers.datasets import DATASETS
+
+        names = DATASETS.names()
     else:
         from workers.models import list_models
+
         names = list_models()
     print("\n".join(names))
     return 0

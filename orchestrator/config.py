@@ -39,7 +39,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from orchestrator import DEFAULT_TRACKING_URI
 from workers.datasets import DATASETS
@@ -79,8 +79,9 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 class BenchmarkError(DorBenchError):
     """Everything wrong with one benchmark file, each problem prefixed by its YAML path."""
 
-    def __init__(self, source: str | os.PathLike[str], problems: Sequence[str], fix: str | None = None,
-                 kind: str = "Benchmark"):
+    def __init__(
+        self, source: str | os.PathLike[str], problems: Sequence[str], fix: str | None = None, kind: str = "Benchmark"
+    ):
         self.source = str(source)
         self.problems = list(problems)
         count = len(self.problems)
@@ -95,7 +96,10 @@ def _custom(message: str) -> PydanticCustomError:
     return PydanticCustomError("dor_bench", "{message}", {"message": message})
 
 
-def _raise_at(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> None:
+Problem = tuple[tuple[str | int, ...], str, Any]  # (location below the field, message, input)
+
+
+def _raise_at(title: str, problems: list[Problem]) -> None:
     """Raise one ValidationError holding several problems at locations below the current field."""
     if problems:
         raise ValidationError.from_exception_data(title, _details(problems))
@@ -125,8 +129,10 @@ def _known_dataset(name: str) -> str:
 def known_method(name: str) -> str:
     """The registered name of method ``name``; a "did you mean" error otherwise."""
     if name not in METHODS:
-        raise _custom(f"unknown method '{name}'.{did_you_mean(name, METHODS.names())} "
-                      f"Known methods: {', '.join(METHODS.names())}.")
+        raise _custom(
+            f"unknown method '{name}'.{did_you_mean(name, METHODS.names())} "
+            f"Known methods: {', '.join(METHODS.names())}."
+        )
     return METHODS.get(name).name
 
 
@@ -169,8 +175,9 @@ class ModelSection(_Strict):
     def _known_arch(cls, arch: str) -> str:
         known = list_models()
         if arch not in known:
-            raise _custom(f"unknown architecture '{arch}'.{did_you_mean(arch, known)} "
-                          "`dor-bench ls models` lists them.")
+            raise _custom(
+                f"unknown architecture '{arch}'.{did_you_mean(arch, known)} `dor-bench ls models` lists them."
+            )
         return arch
 
     @field_validator("pretrained")
@@ -191,8 +198,8 @@ class ModelSection(_Strict):
             if tag not in tags:
                 raise _custom(
                     f"unknown pretrained tag '{tag}' for {arch}.{did_you_mean(tag, tags)} "
-                    + (f"Known tags: {', '.join(tags)}; or" if tags else f"{arch} has no pretrained "
-                       "tags: use") + " a checkpoint file, or null for random init."
+                    + (f"Known tags: {', '.join(tags)}; or" if tags else f"{arch} has no pretrained tags: use")
+                    + " a checkpoint file, or null for random init."
                 )
         return tag
 
@@ -239,8 +246,7 @@ class MethodEntry(NamedMethod):
         for key, value in options.items():
             if key not in defaults:
                 hint = did_you_mean(key, defaults)
-                takes = (f" {name} takes: {', '.join(sorted(defaults))}." if defaults
-                         else f" {name} takes no options.")
+                takes = f" {name} takes: {', '.join(sorted(defaults))}." if defaults else f" {name} takes no options."
                 problems.append(((key,), f"unknown option '{key}' for {name}.{hint}{takes}", value))
                 continue
             is_axis = isinstance(value, list)
@@ -269,8 +275,7 @@ class MethodEntry(NamedMethod):
         if not dor:
             raise _custom("must not be empty: give false, true or [false, true]")
         if not trains and any(dor):
-            raise _custom(f"{name} does not train, so DOR does not apply to it; leave dor out "
-                          "(or set it to false)")
+            raise _custom(f"{name} does not train, so DOR does not apply to it; leave dor out (or set it to false)")
         return list(dict.fromkeys(dor))
 
 
@@ -278,25 +283,22 @@ class DorGrid(_Strict):
     """Dynamic Outlier Regularization settings for the DOR-on trials; lists are grid axes."""
 
     lam: Axis[NonNegFloat | None] = Field(
-        default_factory=lambda: [None], description="DOR weight; null: the method's default"
+        default_factory=lambda: list[float | None]([None]), description="DOR weight; null: the method's default"
     )
-    pool_size: Axis[PosInt] = Field(default_factory=lambda: [DOR_DEFAULTS["pool_size"]],
-                                    description="K: pool words")
+    pool_size: Axis[PosInt] = Field(default_factory=lambda: [DOR_DEFAULTS["pool_size"]], description="K: pool words")
     outliers_per_step: Axis[PosInt | None] = Field(
-        default_factory=lambda: [None], description="B: words per step; null: number of base classes"
+        default_factory=lambda: list[int | None]([None]), description="B: words per step; null: number of base classes"
     )
     pool_strategy: Axis[str] = Field(
         default_factory=lambda: [DOR_DEFAULTS["pool_strategy"]], description="near, far or random"
     )
-    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"],
-                            description="'wordnet' or a word-list file (one per line)")
-    exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"],
-                                 description="class names left out of the pool: base or all")
+    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"], description="'wordnet' or a word-list file (one per line)")
+    exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"], description="class names left out of the pool: base or all")
 
     @field_validator("pool_strategy")
     @classmethod
     def _strategies(cls, strategies: list[str]) -> list[str]:
-        problems = []
+        problems: list[Problem] = []
         for i, name in enumerate(strategies):
             try:
                 _known_strategy(name)
@@ -309,9 +311,11 @@ class DorGrid(_Strict):
     @classmethod
     def _vocabulary_file(cls, vocabulary: str) -> str:
         if vocabulary != "wordnet" and not Path(vocabulary).expanduser().is_file():
-            raise _custom(f"the word-list file '{vocabulary}' does not exist; use 'wordnet' or a "
-                          "text file with one outlier word per line (a relative path is read from "
-                          "the benchmark file's folder)")
+            raise _custom(
+                f"the word-list file '{vocabulary}' does not exist; use 'wordnet' or a "
+                "text file with one outlier word per line (a relative path is read from "
+                "the benchmark file's folder)"
+            )
         return vocabulary
 
 
@@ -369,7 +373,8 @@ class Benchmark(_Strict):
     @field_validator("datasets", "targets")
     @classmethod
     def _known_datasets(cls, names: list[str], info: ValidationInfo) -> list[str]:
-        problems, known = [], []
+        problems: list[Problem] = []
+        known: list[str] = []
         for i, name in enumerate(names):
             try:
                 known.append(_known_dataset(name))
@@ -392,8 +397,7 @@ class Benchmark(_Strict):
         return [n for n in dict.fromkeys([*self.datasets, *self.targets]) if not DATASETS.get(n).builtin]
 
 
-def validate_with(title: str, data: Any, handler: Any,
-                  extra: list[tuple[tuple[str | int, ...], str, Any]]) -> Any:
+def validate_with(title: str, data: Any, handler: Any, extra: list[tuple[tuple[str | int, ...], str, Any]]) -> Any:
     """Run a wrap validator's ``handler`` and report ``extra`` (problems found on the raw data)
     together with the schema's own problems, in one ValidationError."""
     try:
@@ -404,7 +408,8 @@ def validate_with(title: str, data: Any, handler: Any,
         details = [
             InitErrorDetails(
                 type=PydanticCustomError(e["type"], "{message}", {**e.get("ctx", {}), "message": e["msg"]}),
-                loc=e["loc"], input=e["input"],
+                loc=e["loc"],
+                input=e["input"],
             )
             for e in err.errors()
         ]
@@ -426,10 +431,15 @@ def _data_root_problems(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...]
     real = [n for n in dict.fromkeys(real) if not DATASETS.get(n).builtin]
     if not real:
         return []
-    return [(("data_root",),
-             f"required: {', '.join(real)} {'is' if len(real) == 1 else 'are'} read from a data root "
-             "in CoOp layout; set data_root to the folder that holds the dataset folders "
-             "(`dor-bench data check --root DIR` checks it)", root)]
+    return [
+        (
+            ("data_root",),
+            f"required: {', '.join(real)} {'is' if len(real) == 1 else 'are'} read from a data root "
+            "in CoOp layout; set data_root to the folder that holds the dataset folders "
+            "(`dor-bench data check --root DIR` checks it)",
+            root,
+        )
+    ]
 
 
 def _coerce_option(key: str, value: Any, default: Any) -> Any:
@@ -470,7 +480,8 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
                     f"found the key '{key}' twice (first on line {seen[key].line + 1})",
                     key_node.start_mark,
                 )
@@ -511,7 +522,7 @@ def read_yaml(path: Path, kind: str, example: str) -> tuple[Any, yaml.Node | Non
         )
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_Loader)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
         raise _yaml_error(path, err, kind) from None
@@ -530,27 +541,35 @@ def parse_benchmark(
     ``node`` (the composed YAML) lets each problem name its line.
     """
     if data is None:
-        raise BenchmarkError(source, ["the file is empty: it needs at least name, datasets and methods "
-                                      "(see examples/demo.yaml)"])
+        raise BenchmarkError(
+            source, ["the file is empty: it needs at least name, datasets and methods (see examples/demo.yaml)"]
+        )
     if not isinstance(data, dict):
-        raise BenchmarkError(source, [f"the top level must be a mapping of settings (name: ..., "
-                                      f"datasets: ...), not a {type(data).__name__}"])
+        raise BenchmarkError(
+            source,
+            [f"the top level must be a mapping of settings (name: ..., datasets: ...), not a {type(data).__name__}"],
+        )
     return validate_settings(Benchmark, data, source, base_dir, node)
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def validate_settings(schema: type[M], data: dict[str, Any], source: str,
-                      base_dir: str | os.PathLike[str] | None, node: yaml.Node | None,
-                      kind: str = "Benchmark") -> M:
+def validate_settings(
+    schema: type[M],
+    data: dict[str, Any],
+    source: str,
+    base_dir: str | os.PathLike[str] | None,
+    node: yaml.Node | None,
+    kind: str = "Benchmark",
+) -> M:
     """``data`` checked against ``schema`` (Benchmark, Sweep): every problem at once, each with
     its YAML path and line, in one BenchmarkError; relative paths resolved against ``base_dir``."""
     if base_dir is not None:
         data = _resolve_paths(data, Path(base_dir))
     try:
         settings = schema.model_validate(data)
-        settings._source = source
+        settings._source = source  # type: ignore[attr-defined]  # every schema has this PrivateAttr
         return settings
     except ValidationError as err:
         problems = []
@@ -588,12 +607,13 @@ def _yaml_error(path: Path, err: yaml.YAMLError, kind: str = "Benchmark") -> Dor
     if mark is not None and mark.buffer is not None:
         lines = mark.buffer.rstrip("\0").splitlines()
         if 0 <= mark.line < len(lines):
-            snippet = f"\n    {mark.line + 1} | {lines[mark.line]}\n      {' ' * len(str(mark.line + 1))}" \
-                      f"{' ' * (mark.column + 1)}^"
+            snippet = (
+                f"\n    {mark.line + 1} | {lines[mark.line]}\n      {' ' * len(str(mark.line + 1))}"
+                f"{' ' * (mark.column + 1)}^"
+            )
     return DorBenchError(
         f"{kind} file '{path}' is not valid YAML{where}: {detail}.{snippet}",
-        "fix the YAML there (indentation, a missing ':' or an unclosed quote or bracket are the usual "
-        "causes).",
+        "fix the YAML there (indentation, a missing ':' or an unclosed quote or bracket are the usual causes).",
     )
 
 
@@ -636,7 +656,7 @@ def _line_of(loc: tuple[str | int, ...], node: yaml.Node | None) -> int | None:
     return node.start_mark.line + 1
 
 
-def _message(error: dict[str, Any], root: type[BaseModel]) -> str:
+def _message(error: ErrorDetails, root: type[BaseModel]) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "dor_bench":
         return error["msg"]
@@ -743,13 +763,23 @@ def _grid(b: Benchmark) -> list[_Point]:
             for options in _option_combinations(entry.options):
                 for use_dor in entry.dor or [False]:
                     for dor in _dor_specs(b.dor) if use_dor else [None]:
-                        spec = normalise(TrialSpec(
-                            method=entry.name, dataset=dataset, root=b.data_root, model=b.model.arch,
-                            pretrained=b.model.pretrained, seed=seed, shots=shots,
-                            subsample=b.subsample, method_options=options,
-                            dor=dor, ece_bins=b.ece_bins, test_per_class=b.test_per_class,
-                            targets=list(b.targets),
-                        ))
+                        spec = normalise(
+                            TrialSpec(
+                                method=entry.name,
+                                dataset=dataset,
+                                root=b.data_root,
+                                model=b.model.arch,
+                                pretrained=b.model.pretrained,
+                                seed=seed,
+                                shots=shots,
+                                subsample=b.subsample,
+                                method_options=options,
+                                dor=dor,
+                                ece_bins=b.ece_bins,
+                                test_per_class=b.test_per_class,
+                                targets=list(b.targets),
+                            )
+                        )
                         points.append(_Point(spec, index))
     return points
 
@@ -770,9 +800,16 @@ def _dor_specs(grid: DorGrid) -> list[DorSpec]:
     for lam, size, per_step, strategy in itertools.product(
         grid.lam, grid.pool_size, grid.outliers_per_step, grid.pool_strategy
     ):
-        specs.append(DorSpec(lam=None if lam is None else float(lam), pool_size=size,
-                             outliers_per_step=per_step, pool_strategy=strategy,
-                             vocabulary=grid.vocabulary, exclude=grid.exclude))
+        specs.append(
+            DorSpec(
+                lam=None if lam is None else float(lam),
+                pool_size=size,
+                outliers_per_step=per_step,
+                pool_strategy=strategy,
+                vocabulary=grid.vocabulary,
+                exclude=grid.exclude,
+            )
+        )
     return specs
 
 
@@ -795,9 +832,12 @@ def _names(b: Benchmark, points: list[_Point]) -> list[str]:
         mine = [p for p in points if p.spec.method == method]
         keys = dict.fromkeys(k for p in mine for k in p.spec.method_options)
         varying_options[method] = [
-            k for k in keys
-            if len({json.dumps(p.spec.method_options.get(k, defaults.get(k)), sort_keys=True, default=str)
-                    for p in mine}) > 1
+            k
+            for k in keys
+            if len(
+                {json.dumps(p.spec.method_options.get(k, defaults.get(k)), sort_keys=True, default=str) for p in mine}
+            )
+            > 1
         ]
     many_shots = len(set(b.shots)) > 1
     many_sizes = len(set(b.dor.pool_size)) > 1
@@ -831,23 +871,30 @@ def _check_testing(b: Benchmark, trials: list[PlannedTrial]) -> None:
     problems = []
     for i, ref in enumerate(b.testing.fail_trials):
         if ref not in by_name and ref not in by_key:
-            problems.append(f"testing.fail_trials[{i}]: no planned trial is named '{ref}' or has that "
-                            f"run_key.{did_you_mean(ref, names)}")
+            problems.append(
+                f"testing.fail_trials[{i}]: no planned trial is named '{ref}' or has that "
+                f"run_key.{did_you_mean(ref, names)}"
+            )
     kill = b.testing.kill_worker
     if kill is not None:
         trial = by_name.get(kill.trial) or by_key.get(kill.trial)
         if trial is None:
-            problems.append(f"testing.kill_worker.trial: no planned trial is named '{kill.trial}' or "
-                            f"has that run_key.{did_you_mean(kill.trial, names)}")
+            problems.append(
+                f"testing.kill_worker.trial: no planned trial is named '{kill.trial}' or "
+                f"has that run_key.{did_you_mean(kill.trial, names)}"
+            )
         else:
             config = {**METHODS.get(trial.spec.method).defaults, **trial.spec.method_options}
             epochs = config.get("epochs")
             if not METHODS.get(trial.spec.method).trains or epochs is None:
-                problems.append(f"testing.kill_worker.trial: '{trial.name}' does not train, so it "
-                                "never reaches an epoch")
+                problems.append(
+                    f"testing.kill_worker.trial: '{trial.name}' does not train, so it never reaches an epoch"
+                )
             elif kill.epoch > int(epochs):
-                problems.append(f"testing.kill_worker.epoch: '{trial.name}' trains for {epochs} "
-                                f"epochs, so it never reaches epoch {kill.epoch}")
+                problems.append(
+                    f"testing.kill_worker.epoch: '{trial.name}' trains for {epochs} "
+                    f"epochs, so it never reaches epoch {kill.epoch}"
+                )
     if problems:
         raise BenchmarkError(b._source, problems)
 
@@ -899,10 +946,13 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
     equation = " x ".join(factors) + f" x ({per_cell})"
     lines = [f"Benchmark '{b.name}': {_plural(len(trials), 'trial')} = {equation}"]
     if duplicates:
-        lines.append(f"  ({grid_size} grid points; {_plural(len(duplicates), 'duplicate')} with the "
-                     "same run_key as an earlier one dropped: "
-                     + ", ".join(d if d == k else f"{d} (= {k})" for d, k in duplicates[:3])
-                     + (", ..." if len(duplicates) > 3 else "") + ")")
+        lines.append(
+            f"  ({grid_size} grid points; {_plural(len(duplicates), 'duplicate')} with the "
+            "same run_key as an earlier one dropped: "
+            + ", ".join(d if d == k else f"{d} (= {k})" for d, k in duplicates[:3])
+            + (", ..." if len(duplicates) > 3 else "")
+            + ")"
+        )
 
     def row(label: str, text: str) -> None:
         lines.append(f"  {label:<11} {text}")
@@ -910,18 +960,31 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
     pretrained = b.model.pretrained if b.model.pretrained is not None else "none (random init)"
     row("model", f"{b.model.arch}, pretrained {pretrained}")
     builtin = [d for d in b.datasets if DATASETS.get(d).builtin]
-    row("datasets", f"({len(b.datasets)}) " + ", ".join(
-        d + (" (built-in)" if d in builtin else "") for d in b.datasets))
+    row(
+        "datasets", f"({len(b.datasets)}) " + ", ".join(d + (" (built-in)" if d in builtin else "") for d in b.datasets)
+    )
     if b.needs_data_root():
         missing = b.data_root is not None and not Path(b.data_root).is_dir()
-        row("data root", str(b.data_root) + ("  (not a folder on this machine: edit data_root unless "
-                                             "the data lives on the workers only)" if missing else ""))
+        row(
+            "data root",
+            str(b.data_root)
+            + (
+                "  (not a folder on this machine: edit data_root unless the data lives on the workers only)"
+                if missing
+                else ""
+            ),
+        )
     row("shots", ", ".join(map(str, b.shots)))
     row("seeds", ", ".join(map(str, b.seeds)))
-    row("subsample", {"base2new": "base2new (train on base classes; test base and new classes)",
-                      "all": "all (train and test on every class)"}[b.subsample]
+    row(
+        "subsample",
+        {
+            "base2new": "base2new (train on base classes; test base and new classes)",
+            "all": "all (train and test on every class)",
+        }[b.subsample]
         + (f"; at most {b.test_per_class} test images per class" if b.test_per_class else "")
-        + f"; ECE with {b.ece_bins} bins")
+        + f"; ECE with {b.ece_bins} bins",
+    )
     for i, (entry, n, why) in enumerate(entries):
         options = ", ".join(f"{k}={v}" for k, v in entry.options.items())
         text = f"{entry.name}: {_plural(n, 'variant')}" + (f" = {why}" if why else "")
@@ -933,29 +996,31 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
         uses_default = None in b.dor.lam
         if uses_default:
             on = [e.name for e in b.methods if True in (e.dor or [])]
-            defaults = ", ".join(f"{m} {_fmt(METHODS.get(m).defaults.get('dor_lambda'))}"
-                                 for m in dict.fromkeys(on))
+            defaults = ", ".join(f"{m} {_fmt(METHODS.get(m).defaults.get('dor_lambda'))}" for m in dict.fromkeys(on))
             lam += f" ({defaults})"
-        per_step = ", ".join("number of base classes" if x is None else str(x)
-                             for x in b.dor.outliers_per_step)
-        row("DOR", f"lam {lam}; pool K = {', '.join(map(str, b.dor.pool_size))} "
-                   f"({', '.join(b.dor.pool_strategy)}) words from {b.dor.vocabulary}; "
-                   f"B = {per_step} per step")
+        per_step = ", ".join("number of base classes" if x is None else str(x) for x in b.dor.outliers_per_step)
+        row(
+            "DOR",
+            f"lam {lam}; pool K = {', '.join(map(str, b.dor.pool_size))} "
+            f"({', '.join(b.dor.pool_strategy)}) words from {b.dor.vocabulary}; "
+            f"B = {per_step} per step",
+        )
     if b.targets:
         row("targets", ", ".join(b.targets) + " (domain shift: each trial also scores their test splits)")
     row("tracking", f"experiment '{b.name}' at {b.tracking_uri}")
     gpus = _fmt(float(b.resources.gpus))
-    row("resources", f"{_fmt(float(b.resources.cpus))} CPU, {gpus} GPU per trial; "
-                     + (f"at most {b.max_concurrency} at once" if b.max_concurrency
-                        else "as many at once as resources allow")
-                     + f"; {_plural(b.retries, 'retry', 'retries')} after a worker dies")
+    row(
+        "resources",
+        f"{_fmt(float(b.resources.cpus))} CPU, {gpus} GPU per trial; "
+        + (f"at most {b.max_concurrency} at once" if b.max_concurrency else "as many at once as resources allow")
+        + f"; {_plural(b.retries, 'retry', 'retries')} after a worker dies",
+    )
     if b.testing.fail_trials or b.testing.kill_worker:
         parts = []
         if b.testing.fail_trials:
             parts.append(f"fail {', '.join(b.testing.fail_trials)}")
         if b.testing.kill_worker:
-            parts.append(f"kill the worker of {b.testing.kill_worker.trial} at epoch "
-                         f"{b.testing.kill_worker.epoch}")
+            parts.append(f"kill the worker of {b.testing.kill_worker.trial} at epoch {b.testing.kill_worker.epoch}")
         row("TESTING", "fault injection: " + "; ".join(parts))
     if trials:
         shown = list(trials)[:max_listed]

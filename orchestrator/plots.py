@@ -5,10 +5,10 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from workers.spec import ReliabilityBins  # noqa: E402
+from workers.spec import ReliabilityBins
 
 
 def reliability_figure(bins: dict[str, ReliabilityBins], title: str = "") -> Figure:
@@ -16,10 +16,19 @@ def reliability_figure(bins: dict[str, ReliabilityBins], title: str = "") -> Fig
     fig, axes = plt.subplots(1, len(bins), figsize=(4 * len(bins), 4), squeeze=False)
     for ax, (split, b) in zip(axes[0], bins.items()):
         width = [hi - lo for lo, hi in zip(b.edges[:-1], b.edges[1:])]
-        ax.bar(b.edges[:-1], b.accuracy, width=width, align="edge", edgecolor="black",
-               color="tab:blue", label="accuracy")
-        ax.bar(b.edges[:-1], [c - a if n else 0 for a, c, n in zip(b.accuracy, b.confidence, b.count)],
-               bottom=b.accuracy, width=width, align="edge", color="tab:red", alpha=0.3, label="gap")
+        ax.bar(
+            b.edges[:-1], b.accuracy, width=width, align="edge", edgecolor="black", color="tab:blue", label="accuracy"
+        )
+        ax.bar(
+            b.edges[:-1],
+            [c - a if n else 0 for a, c, n in zip(b.accuracy, b.confidence, b.count)],
+            bottom=b.accuracy,
+            width=width,
+            align="edge",
+            color="tab:red",
+            alpha=0.3,
+            label="gap",
+        )
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=split)
         ax.legend(loc="upper left")

@@ -40,9 +40,10 @@ def parse_formats(text: str) -> list[str]:
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
     for name in names:
         if name not in FILES:
-            raise DorBenchError(f"Unknown report format '{name}'.{did_you_mean(name, FILES)}",
-                                f"use a comma-separated list of: {', '.join(FILES)} "
-                                "(results.parquet is always written).")
+            raise DorBenchError(
+                f"Unknown report format '{name}'.{did_you_mean(name, FILES)}",
+                f"use a comma-separated list of: {', '.join(FILES)} (results.parquet is always written).",
+            )
     return list(dict.fromkeys(names))
 
 
@@ -67,8 +68,10 @@ def _ready(out_dir: Path) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise DorBenchError(f"Cannot write the report to '{out_dir}': {err.strerror or err}.",
-                            "pass --out with a folder you can write to.") from None
+        raise DorBenchError(
+            f"Cannot write the report to '{out_dir}': {err.strerror or err}.",
+            "pass --out with a folder you can write to.",
+        ) from None
     return out_dir
 
 
@@ -79,8 +82,7 @@ def _result_reliability(artifact_uri: str, tracking_uri: str) -> dict[str, Any]:
         return json.loads((Path(url2pathname(local.path)) / "result.json").read_text()).get("reliability", {})
     os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")  # no bars mid-report
     with tempfile.TemporaryDirectory() as tmp:
-        path = download_artifacts(artifact_uri=f"{artifact_uri}/result.json", dst_path=tmp,
-                                  tracking_uri=tracking_uri)
+        path = download_artifacts(artifact_uri=f"{artifact_uri}/result.json", dst_path=tmp, tracking_uri=tracking_uri)
         return json.loads(Path(path).read_text()).get("reliability", {})
 
 
@@ -100,12 +102,12 @@ def reliability_figures(report: Report, table: pa.Table, tracking_uri: str) -> d
     order = {v.label: i for i, v in enumerate(report.variants)}
     rows = {d: i for i, d in enumerate(dataset_order({d for _, d, _ in report.cells}))}
     out: dict[str, list[tuple[str, bytes, str]]] = {}
-    for (kind, dataset, label), ids in sorted(report.cells.items(),
-                                              key=lambda kv: (kv[0][0], rows[kv[0][1]], order.get(kv[0][2], 0))):
+    for (kind, dataset, label), ids in sorted(
+        report.cells.items(), key=lambda kv: (kv[0][0], rows[kv[0][1]], order.get(kv[0][2], 0))
+    ):
         seeds = [bins[r] for r in ids.values() if bins.get(r)]
         splits = sorted({s for b in seeds for s in b}, key=lambda s: (s not in ("base", "new"), s))
-        pooled = {s: pool_reliability([b[s] for b in seeds if s in b]) for s in splits}
-        pooled = {s: ReliabilityBins(**b) for s, b in pooled.items() if b is not None}
+        pooled = {s: ReliabilityBins(**b) for s in splits if (b := pool_reliability([x[s] for x in seeds if s in x]))}
         if not pooled:
             continue
         fig = reliability_figure(pooled, f"{label} on {dataset_name(dataset)}")
@@ -114,13 +116,20 @@ def reliability_figures(report: Report, table: pa.Table, tracking_uri: str) -> d
         plt.close(fig)
         caption = f"{label}, {len(seeds)} seed{'s' * (len(seeds) != 1)} pooled"
         out.setdefault(dataset_name(dataset) + (" (domain shift)" if kind == "shift" else ""), []).append(
-            (label, buf.getvalue(), caption))
+            (label, buf.getvalue(), caption)
+        )
     return out
 
 
-def build_report(tracking_uri: str, experiment: str | None, *, parent: str | None = None,
-                 out_dir: str | Path | None = None, formats: Sequence[str] = FORMATS,
-                 planned: Sequence[dict[str, Any]] = ()) -> ReportOutput:
+def build_report(
+    tracking_uri: str,
+    experiment: str | None,
+    *,
+    parent: str | None = None,
+    out_dir: str | Path | None = None,
+    formats: Sequence[str] = FORMATS,
+    planned: Sequence[dict[str, Any]] = (),
+) -> ReportOutput:
     """Collect the experiment's trials, build every table, write results.parquet and ``formats``
     into ``out_dir`` (default reports/<experiment>); ``planned`` as in aggregate.build_tables."""
     formats = parse_formats(",".join(formats))

@@ -58,19 +58,22 @@ def preflight(bench: Benchmark, trials: list[PlannedTrial]) -> None:
     """Everything that would make a benchmark's trials fail for the same reason, checked before
     scheduling."""
     wordnet = any(t.spec.dor is not None and t.spec.dor.vocabulary == "wordnet" for t in trials)
-    check_inputs(bench.datasets, bench.data_root, bench.model.arch, bench.model.pretrained, wordnet,
-                 "nothing was scheduled")
+    check_inputs(
+        bench.datasets, bench.data_root, bench.model.arch, bench.model.pretrained, wordnet, "nothing was scheduled"
+    )
 
 
 def preflight_sweep(sweep: Any, spec: TrialSpec) -> None:
     """A sweep's preflight: its dataset reads, its model loads, its vocabulary is there."""
     wordnet = spec.dor is not None and spec.dor.vocabulary == "wordnet"
-    check_inputs([sweep.dataset], sweep.data_root, sweep.model.arch, sweep.model.pretrained, wordnet,
-                 "the sweep did not start")
+    check_inputs(
+        [sweep.dataset], sweep.data_root, sweep.model.arch, sweep.model.pretrained, wordnet, "the sweep did not start"
+    )
 
 
-def check_inputs(datasets: list[str], data_root: str | None, arch: str, pretrained: str | None,
-                 wordnet: bool, consequence: str) -> None:
+def check_inputs(
+    datasets: list[str], data_root: str | None, arch: str, pretrained: str | None, wordnet: bool, consequence: str
+) -> None:
     """Read every dataset, load the model and (when needed) WordNet; one error lists every problem."""
     from workers.datasets import DATASETS
     from workers.models.clip import load_clip
@@ -101,13 +104,24 @@ def start_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=False, configure_logging=True)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        configure_logging=True,
+    )
 
 
-def run_benchmark(path: str, *, tracking_uri: str | None = None, address: str | None = None,
-                  rerun: bool = False, checkpoint_dir: str = ".dor-bench/checkpoints",
-                  report_dir: str | None = None) -> int:
+def run_benchmark(
+    path: str,
+    *,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    rerun: bool = False,
+    checkpoint_dir: str = ".dor-bench/checkpoints",
+    report_dir: str | None = None,
+) -> int:
     """Run (or resume) a benchmark file, then print its tables and write the report into
     ``report_dir`` (default reports/<name>); returns the exit code (1 when any trial failed)."""
     bench, trials, plan = validate_file(path)
@@ -120,10 +134,12 @@ def run_benchmark(path: str, *, tracking_uri: str | None = None, address: str | 
     todo = [t for t in trials if t.run_key not in done]
     checkpoints = Path(checkpoint_dir)
     resumable = sum((checkpoints / f"{t.run_key}.pt").is_file() for t in todo)
-    log(f"[dor-bench] {len(done)} of {len(trials)} trials already finished (skipped"
+    log(
+        f"[dor-bench] {len(done)} of {len(trials)} trials already finished (skipped"
         f"{'; --rerun to force' if done else ''}), {len(todo)} to run"
         f"{f', {resumable} resuming from checkpoints' if resumable else ''}"
-        f"{f'; {stale} interrupted runs marked KILLED' if stale else ''}.")
+        f"{f'; {stale} interrupted runs marked KILLED' if stale else ''}."
+    )
     by_name = {t.name: t for t in todo}
     if todo:
         start_ray(address)
@@ -137,30 +153,39 @@ def run_benchmark(path: str, *, tracking_uri: str | None = None, address: str | 
             if result is not None:
                 (checkpoints / f"{trial.run_key}.pt").unlink(missing_ok=True)
             else:
-                show(f"[dor-bench] trial '{trial.name}' FAILED: {outcome.error.splitlines()[0]}")
+                first_line = (outcome.error or "unknown error").splitlines()[0]
+                show(f"[dor-bench] trial '{trial.name}' FAILED: {first_line}")
 
         status = "FINISHED"
         show = ProgressLog()
         try:
             progress = run_jobs(
-                jobs, RunOptions(checkpoint_dir=str(checkpoints.absolute()), progress=False),
-                cpus=bench.resources.cpus, gpus=bench.resources.gpus,
-                max_concurrency=bench.max_concurrency, retries=bench.retries,
-                on_outcome=record, on_progress=show)
+                jobs,
+                RunOptions(checkpoint_dir=str(checkpoints.absolute()), progress=False),
+                cpus=bench.resources.cpus,
+                gpus=bench.resources.gpus,
+                max_concurrency=bench.max_concurrency,
+                retries=bench.retries,
+                on_outcome=record,
+                on_progress=show,
+            )
             show.end_line()
             log(progress.line())
             status = "FAILED" if progress.failed else "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
-            log("[dor-bench] interrupted: finished trials are recorded; run the same command "
-                "again to resume the rest from their checkpoints.")
+            log(
+                "[dor-bench] interrupted: finished trials are recorded; run the same command "
+                "again to resume the rest from their checkpoints."
+            )
             raise
         finally:
             tracker.end_parent(parent, status)
     finished = tracker.finished_keys(keys)
     try:
-        report = build_report(tracker.uri, bench.name, out_dir=report_dir,
-                              planned=[spec_values(t.spec) for t in trials])
+        report = build_report(
+            tracker.uri, bench.name, out_dir=report_dir, planned=[spec_values(t.spec) for t in trials]
+        )
         print(report.terminal)
     except DorBenchError as err:  # the trials are recorded; only the report is missing
         log(f"[dor-bench] no report: {err.message}")
@@ -170,7 +195,10 @@ def run_benchmark(path: str, *, tracking_uri: str | None = None, address: str | 
 def make_job(trial: PlannedTrial, bench: Benchmark) -> Job:
     testing = bench.testing
     kill = testing.kill_worker if testing and testing.kill_worker else None
-    hit = lambda ref: ref in (trial.name, trial.run_key)  # noqa: E731
-    return Job(name=trial.name, spec=trial.spec.model_dump(mode="json"),
-               kill_at_epoch=kill.epoch if kill and hit(kill.trial) else None,
-               fail=bool(testing and any(hit(r) for r in testing.fail_trials)))
+    hit = lambda ref: ref in (trial.name, trial.run_key)
+    return Job(
+        name=trial.name,
+        spec=trial.spec.model_dump(mode="json"),
+        kill_at_epoch=kill.epoch if kill and hit(kill.trial) else None,
+        fail=bool(testing and any(hit(r) for r in testing.fail_trials)),
+    )

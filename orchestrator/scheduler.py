@@ -69,8 +69,10 @@ class GridCounts:
         finished = self.done + self.failed
         elapsed = time.monotonic() - self.started
         eta = f"{elapsed / finished * (self.total - finished):.0f}s" if finished else "?"
-        return (f"[dor-bench] {self.done}/{self.total} done, {self.running} running, "
-                f"{self.failed} failed, {queued} queued, ETA {eta}")
+        return (
+            f"[dor-bench] {self.done}/{self.total} done, {self.running} running, "
+            f"{self.failed} failed, {queued} queued, ETA {eta}"
+        )
 
 
 def actor_count(total_jobs: int, cpus: float, gpus: float, max_concurrency: int | None) -> int:
@@ -103,7 +105,7 @@ def run_jobs(
     if not jobs:
         return progress
     queue = deque(jobs)
-    make = TrialWorker.options(num_cpus=cpus, num_gpus=gpus)
+    make = TrialWorker.options(num_cpus=cpus, num_gpus=gpus)  # type: ignore[attr-defined]  # a Ray actor class
     idle = [make.remote() for _ in range(actor_count(len(jobs), cpus, gpus, max_concurrency))]
     running: dict[ray.ObjectRef, tuple[Job, Any]] = {}
     opts = options.model_dump()
@@ -126,8 +128,10 @@ def run_jobs(
                     if job.attempt < retries:
                         job.attempt += 1
                         queue.appendleft(job)
-                        on_progress(f"[dor-bench] worker died during '{job.name}'; "
-                                    f"retry {job.attempt}/{retries} from its last checkpoint")
+                        on_progress(
+                            f"[dor-bench] worker died during '{job.name}'; "
+                            f"retry {job.attempt}/{retries} from its last checkpoint"
+                        )
                         continue
                     reply = {"error": f"the worker process died {job.attempt + 1} times: {err}"}
                 outcome = Outcome(job, reply.get("result"), reply.get("error"))

@@ -46,17 +46,30 @@ _RECORDERS: dict[str, _Recorder] = {}
 def base_spec(sweep: Sweep) -> TrialSpec:
     """The spec every trial starts from (first seed, fixed DOR, tuning mode); the Tune config
     fills in the searched knobs (``sweep_trainable.trial_spec``)."""
-    return normalise(TrialSpec(
-        method=sweep.method.name, dataset=sweep.dataset,
-        root=None if sweep.data_root is None else sweep.data_root, model=sweep.model.arch,
-        pretrained=sweep.model.pretrained, seed=sweep.seeds[0], shots=sweep.shots,
-        subsample=sweep.subsample, method_options=dict(sweep.method.options),
-        dor=DorSpec(lam=sweep.dor.lam, pool_size=sweep.dor.pool_size, outliers_per_step=sweep.dor.outliers_per_step,
-                    pool_strategy=sweep.dor.pool_strategy, vocabulary=sweep.dor.vocabulary,
-                    exclude=sweep.dor.exclude),
-        ece_bins=sweep.ece_bins, test_per_class=sweep.test_per_class,
-        validation=sweep.validation.model_copy(update={"leaky": sweep.leaky}),
-    ))
+    return normalise(
+        TrialSpec(
+            method=sweep.method.name,
+            dataset=sweep.dataset,
+            root=None if sweep.data_root is None else sweep.data_root,
+            model=sweep.model.arch,
+            pretrained=sweep.model.pretrained,
+            seed=sweep.seeds[0],
+            shots=sweep.shots,
+            subsample=sweep.subsample,
+            method_options=dict(sweep.method.options),
+            dor=DorSpec(
+                lam=sweep.dor.lam,
+                pool_size=sweep.dor.pool_size,
+                outliers_per_step=sweep.dor.outliers_per_step,
+                pool_strategy=sweep.dor.pool_strategy,
+                vocabulary=sweep.dor.vocabulary,
+                exclude=sweep.dor.exclude,
+            ),
+            ece_bins=sweep.ece_bins,
+            test_per_class=sweep.test_per_class,
+            validation=sweep.validation.model_copy(update={"leaky": sweep.leaky}),
+        )
+    )
 
 
 def _is_int(sweep: Sweep, key: str) -> bool:
@@ -97,8 +110,10 @@ def search_algorithm(sweep: Sweep) -> Any:
         from ray.tune.search.optuna import OptunaSearch
 
         return ConcurrencyLimiter(OptunaSearch(seed=sweep.search.seed), max_concurrent=sweep.search.concurrency)
-    return BasicVariantGenerator(max_concurrent=sweep.search.concurrency,
-                                 random_state=sweep.search.seed if sweep.search.algorithm == "random" else None)
+    return BasicVariantGenerator(
+        max_concurrent=sweep.search.concurrency,
+        random_state=sweep.search.seed if sweep.search.algorithm == "random" else None,
+    )
 
 
 def scheduler(sweep: Sweep) -> Any:
@@ -107,16 +122,23 @@ def scheduler(sweep: Sweep) -> Any:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_t,
-                         grace_period=sweep.scheduler.grace_period,
-                         reduction_factor=sweep.scheduler.reduction_factor)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=sweep.max_t,
+        grace_period=sweep.scheduler.grace_period,
+        reduction_factor=sweep.scheduler.reduction_factor,
+    )
 
 
 def trainable(sweep: Sweep) -> Any:
     """``sweep_trial`` bound to this sweep, with the sweep's per-trial resources (call it with
     Ray started: the bound values go to Ray's object store)."""
-    bound = tune.with_parameters(sweep_trial, base=base_spec(sweep).model_dump(mode="json"),
-                                 seeds=list(sweep.seeds), objective=sweep.objective.model_dump(mode="json"))
+    bound = tune.with_parameters(
+        sweep_trial,
+        base=base_spec(sweep).model_dump(mode="json"),
+        seeds=list(sweep.seeds),
+        objective=sweep.objective.model_dump(mode="json"),
+    )
     return tune.with_resources(bound, {"cpu": sweep.resources.cpus, "gpu": sweep.resources.gpus})
 
 
@@ -150,23 +172,43 @@ class _Recorder:
         state = _read_state(checkpoint)
         reports = state.get("reports", [])
         spec = _spec_of(self.sweep, config)
-        epochs = int(spec.method_options.get("epochs")
-                      or METHODS.get(spec.method).defaults["epochs"]) * len(self.sweep.seeds)
-        status = ("errored" if error and len(reports) < epochs else
-                  "completed" if len(reports) >= epochs else "early-stopped")
-        tags = {PARENT: self.parent, SWEEP: self.sweep.name, TUNE_TRIAL: trial_id, TRIAL_STATUS: status,
-                OBJECTIVE: self.sweep.objective.describe(), **({LEAKY: "true"} if self.sweep.leaky else {})}
-        params = {**flat_params(spec), "seed": ",".join(map(str, self.sweep.seeds)),
-                  **{f"tune.{k}": str(v) for k, v in plain_config(config).items()}}
+        epochs = int(spec.method_options.get("epochs") or METHODS.get(spec.method).defaults["epochs"]) * len(
+            self.sweep.seeds
+        )
+        status = (
+            "errored" if error and len(reports) < epochs else "completed" if len(reports) >= epochs else "early-stopped"
+        )
+        tags = {
+            PARENT: self.parent,
+            SWEEP: self.sweep.name,
+            TUNE_TRIAL: trial_id,
+            TRIAL_STATUS: status,
+            OBJECTIVE: self.sweep.objective.describe(),
+            **({LEAKY: "true"} if self.sweep.leaky else {}),
+        }
+        params = {
+            **flat_params(spec),
+            "seed": ",".join(map(str, self.sweep.seeds)),
+            **{f"tune.{k}": str(v) for k, v in plain_config(config).items()},
+        }
         metrics = {**state.get("summary", {}), "reports": float(len(reports))}
-        self.tracker.record_run(self.parent, f"{trial_id} {config_label(config)}", tags, params, metrics,
-                                reports, "FAILED" if status == "errored" else "FINISHED",
-                                {"sweep_trial.json": {"config": plain_config(config), "state": state,
-                                                      "error": error}})
+        self.tracker.record_run(
+            self.parent,
+            f"{trial_id} {config_label(config)}",
+            tags,
+            params,
+            metrics,
+            reports,
+            "FAILED" if status == "errored" else "FINISHED",
+            {"sweep_trial.json": {"config": plain_config(config), "state": state, "error": error}},
+        )
         self.recorded.add(trial_id)
-        log(f"[dor-bench] trial {trial_id} ({config_label(config)}): {status} after {len(reports)} "
-            f"reports" + (f", objective {metrics['objective']:.4g}" if "objective" in metrics else "")
-            + (f"; error: {error.splitlines()[0]}" if error else ""))
+        log(
+            f"[dor-bench] trial {trial_id} ({config_label(config)}): {status} after {len(reports)} "
+            f"reports"
+            + (f", objective {metrics['objective']:.4g}" if "objective" in metrics else "")
+            + (f"; error: {error.splitlines()[0]}" if error else "")
+        )
 
 
 class SweepCallback(tune.Callback):
@@ -218,8 +260,14 @@ def experiment_folder(sweep: Sweep, storage: str | os.PathLike[str]) -> Path:
     return Path(storage).expanduser().absolute() / re.sub(r"[^\w.-]+", "_", sweep.name)
 
 
-def run_sweep(path: str, *, tracking_uri: str | None = None, address: str | None = None,
-              fresh: bool = False, storage: str = ".dor-bench/tune") -> int:
+def run_sweep(
+    path: str,
+    *,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    fresh: bool = False,
+    storage: str = ".dor-bench/tune",
+) -> int:
     """Run a sweep file, or resume it where it stopped; prints the ranked trials and the best
     configuration. Returns 0 when the sweep ran out and has a best trial, else 1."""
     from orchestrator.runner import preflight_sweep, start_ray
@@ -235,9 +283,16 @@ def run_sweep(path: str, *, tracking_uri: str | None = None, address: str | None
     tracker = Tracker(tracking_uri or sweep.tracking_uri, sweep.name)
     parent = tracker.find_parent(SWEEP_STORAGE, str(folder)) if restoring else None
     if parent is None:
-        parent = tracker.start_parent(f"sweep {Path(path).name}", {
-            SWEEP: sweep.name, SWEEP_STORAGE: str(folder), OBJECTIVE: sweep.objective.describe(),
-            "dor_bench.sweep_file": str(path), **({LEAKY: "true"} if sweep.leaky else {})})
+        parent = tracker.start_parent(
+            f"sweep {Path(path).name}",
+            {
+                SWEEP: sweep.name,
+                SWEEP_STORAGE: str(folder),
+                OBJECTIVE: sweep.objective.describe(),
+                "dor_bench.sweep_file": str(path),
+                **({LEAKY: "true"} if sweep.leaky else {}),
+            },
+        )
     else:
         tracker.reopen(parent)
     _RECORDERS[str(folder)] = _Recorder(sweep, tracker, parent)
@@ -247,22 +302,34 @@ def run_sweep(path: str, *, tracking_uri: str | None = None, address: str | None
         os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # state saved every step: the kill point is exact
     start_ray(address)
     if restoring:
-        log(f"[dor-bench] resuming the sweep saved in {folder} (finished trials are kept; "
-            "unfinished ones continue from their last epoch; --fresh starts over)")
-        tuner = tune.Tuner.restore(str(folder), trainable=trainable(sweep), resume_unfinished=True,
-                                   resume_errored=True, restart_errored=False)
+        log(
+            f"[dor-bench] resuming the sweep saved in {folder} (finished trials are kept; "
+            "unfinished ones continue from their last epoch; --fresh starts over)"
+        )
+        tuner = tune.Tuner.restore(
+            str(folder), trainable=trainable(sweep), resume_unfinished=True, resume_errored=True, restart_errored=False
+        )
     else:
         tuner = tune.Tuner(
-            trainable(sweep), param_space=param_space(sweep),
+            trainable(sweep),
+            param_space=param_space(sweep),
             tune_config=tune.TuneConfig(
-                metric="objective", mode=sweep.objective.mode, search_alg=search_algorithm(sweep),
-                scheduler=scheduler(sweep), num_samples=sweep.search.samples,
-                reuse_actors=True),
+                metric="objective",
+                mode=sweep.objective.mode,
+                search_alg=search_algorithm(sweep),
+                scheduler=scheduler(sweep),
+                num_samples=sweep.search.samples,
+                reuse_actors=True,
+            ),
             run_config=tune.RunConfig(
-                name=folder.name, storage_path=str(folder.parent), verbose=0,
+                name=folder.name,
+                storage_path=str(folder.parent),
+                verbose=0,
                 callbacks=[SweepCallback(str(folder))],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=1)))
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
     recorder = _RECORDERS[str(folder)]
     try:
         tuner.fit()
@@ -282,7 +349,6 @@ def run_sweep(path: str, *, tracking_uri: str | None = None, address: str | None
             unfinished += 1
     tracker.end_parent(parent, "KILLED" if unfinished else "FINISHED")
     if unfinished:  # Ctrl-C: Tune stopped and saved the sweep
-        log(f"[dor-bench] interrupted with {unfinished} trials unfinished: run the same command "
-            "again to resume them.")
+        log(f"[dor-bench] interrupted with {unfinished} trials unfinished: run the same command again to resume them.")
     code = report(sweep, tracker, parent, folder / "report", path)
     return 1 if unfinished else code

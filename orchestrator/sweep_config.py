@@ -162,8 +162,10 @@ class MethodSection(NamedMethod):
     @classmethod
     def _training_method(cls, name: str) -> str:
         if not METHODS.get(name).trains:
-            raise _custom(f"{name} does not train, so there is nothing to tune; choose a prompt-"
-                          "tuning method (coop, cocoop, kgcoop, maple)")
+            raise _custom(
+                f"{name} does not train, so there is nothing to tune; choose a prompt-"
+                "tuning method (coop, cocoop, kgcoop, maple)"
+            )
         return name
 
     @field_validator("options")
@@ -180,10 +182,8 @@ class FixedDor(_Strict):
     pool_size: PosInt = DOR_DEFAULTS["pool_size"]
     outliers_per_step: PosInt | None = Field(None, description="null: number of (pseudo-)base classes")
     pool_strategy: str = DOR_DEFAULTS["pool_strategy"]
-    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"],
-                            description="'wordnet' or a word-list file (one per line)")
-    exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"],
-                                 description="class names left out of the pool: base or all")
+    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"], description="'wordnet' or a word-list file (one per line)")
+    exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"], description="class names left out of the pool: base or all")
 
     @field_validator("pool_strategy")
     @classmethod
@@ -215,8 +215,10 @@ class Objective(_Strict):
     def describe(self) -> str:
         text = f"{self.mode} {self.metric}"
         if self.floor:
-            bounds = [f">= {_fmt(self.floor.min)}" if self.floor.min is not None else "",
-                      f"<= {_fmt(self.floor.max)}" if self.floor.max is not None else ""]
+            bounds = [
+                f">= {_fmt(self.floor.min)}" if self.floor.min is not None else "",
+                f"<= {_fmt(self.floor.max)}" if self.floor.max is not None else "",
+            ]
             text += f" (floor: {self.floor.metric} {' and '.join(b for b in bounds if b)})"
         return text
 
@@ -242,7 +244,8 @@ class SweepTesting(_Strict):
     """Fault injection, for dor-bench's own tests only."""
 
     exit_driver_after_trials: PosInt | None = Field(
-        None, description="the driver process exits hard once this many trials have ended")
+        None, description="the driver process exits hard once this many trials have ended"
+    )
 
 
 class Sweep(_Strict):
@@ -288,19 +291,35 @@ class Sweep(_Strict):
         problems: list[tuple[tuple[str | int, ...], str, Any]] = []
         dims = self.space.dimensions()
         if not dims:
-            problems.append((("space",), "empty: search at least one of lam, pool_size, "
-                             "outliers_per_step, pool_strategy or options.<name>", None))
+            problems.append(
+                (
+                    ("space",),
+                    "empty: search at least one of lam, pool_size, outliers_per_step, pool_strategy or options.<name>",
+                    None,
+                )
+            )
         if self.search.algorithm == "grid":
             for key, dim in dims.items():
                 if isinstance(dim, Range):
-                    problems.append((("space", *key.split(".")), "a range needs search.algorithm random "
-                                     "or optuna; grid search takes a list of values", None))
+                    problems.append(
+                        (
+                            ("space", *key.split(".")),
+                            "a range needs search.algorithm random or optuna; grid search takes a list of values",
+                            None,
+                        )
+                    )
             if self.search.samples != 1:
-                problems.append((("search", "samples"), "grid search runs every combination once; "
-                                 "leave samples at 1 (or use random/optuna)", self.search.samples))
+                problems.append(
+                    (
+                        ("search", "samples"),
+                        "grid search runs every combination once; leave samples at 1 (or use random/optuna)",
+                        self.search.samples,
+                    )
+                )
         if self.scheduler.asha and self.scheduler.grace_period > self.max_t:
-            problems.append((("scheduler", "grace_period"), f"trials only report {self.max_t} epochs",
-                             self.scheduler.grace_period))
+            problems.append(
+                (("scheduler", "grace_period"), f"trials only report {self.max_t} epochs", self.scheduler.grace_period)
+            )
         _raise_at("Sweep", problems)
         return self
 
@@ -328,7 +347,7 @@ class Sweep(_Strict):
         """Trials of a grid sweep (the product of the lists); None for random/optuna."""
         if self.search.algorithm != "grid":
             return None
-        return math.prod(len(d) for d in self.space.dimensions().values())
+        return math.prod(len(d) for d in self.space.dimensions().values() if isinstance(d, list))
 
 
 def _raw_problems(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str, Any]]:
@@ -336,29 +355,47 @@ def _raw_problems(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str,
     method options vs the method."""
     problems: list[tuple[tuple[str | int, ...], str, Any]] = []
     dataset = raw.get("dataset")
-    if (isinstance(dataset, str) and dataset in DATASETS and not DATASETS.get(dataset).builtin
-            and not (isinstance(raw.get("data_root"), str) and raw["data_root"].strip())):
-        problems.append((("data_root",), f"required: {dataset} is read from a data root in CoOp layout; "
-                         "set data_root to the folder that holds the dataset folders", raw.get("data_root")))
+    if (
+        isinstance(dataset, str)
+        and dataset in DATASETS
+        and not DATASETS.get(dataset).builtin
+        and not (isinstance(raw.get("data_root"), str) and raw["data_root"].strip())
+    ):
+        problems.append(
+            (
+                ("data_root",),
+                f"required: {dataset} is read from a data root in CoOp layout; "
+                "set data_root to the folder that holds the dataset folders",
+                raw.get("data_root"),
+            )
+        )
     leaky = raw.get("leaky") is True
-    objective = raw.get("objective") if isinstance(raw.get("objective"), dict) else {}
-    floor = objective.get("floor") if isinstance(objective.get("floor"), dict) else {}
-    for loc, metric in ((("objective", "metric"), objective.get("metric", "val/pseudo_new/ece")),
-                        (("objective", "floor", "metric"), floor.get("metric"))):
+    objective = _mapping(raw.get("objective"))
+    floor = _mapping(objective.get("floor"))
+    for loc, metric in (
+        (("objective", "metric"), objective.get("metric", "val/pseudo_new/ece")),
+        (("objective", "floor", "metric"), floor.get("metric")),
+    ):
         message = _metric_problem(metric, leaky) if isinstance(metric, str) else None
         if message:
             problems.append((loc, message, metric))
     method = raw.get("method")
     method = method.get("name") if isinstance(method, dict) else method
-    space = raw.get("space") if isinstance(raw.get("space"), dict) else {}
-    options = space.get("options") if isinstance(space.get("options"), dict) else {}
+    space = _mapping(raw.get("space"))
+    options = _mapping(space.get("options"))
     fixed = raw["method"].get("options") or {} if isinstance(raw.get("method"), dict) else {}
     if isinstance(method, str) and method in METHODS and METHODS.get(method).trains:
         defaults = METHODS.get(method).defaults
         for key, dim in options.items():
             if key not in defaults:
-                problems.append((("space", "options", key), f"unknown option '{key}' for {method}."
-                                 f"{did_you_mean(key, defaults)} {method} takes: {', '.join(sorted(defaults))}.", dim))
+                problems.append(
+                    (
+                        ("space", "options", key),
+                        f"unknown option '{key}' for {method}."
+                        f"{did_you_mean(key, defaults)} {method} takes: {', '.join(sorted(defaults))}.",
+                        dim,
+                    )
+                )
             elif isinstance(fixed, dict) and key in fixed:
                 problems.append((("space", "options", key), "also fixed in method.options; keep one", dim))
             elif isinstance(dim, (list, tuple)) or not isinstance(dim, dict):
@@ -374,13 +411,20 @@ def _metric_problem(metric: str, leaky: bool) -> str | None:
     if VAL_METRIC.match(metric):
         return None
     if TEST_METRIC.match(metric):
-        return None if leaky else (
-            f"'{metric}' is scored on the real test split, which an honest sweep never reads (the "
-            "new classes are unknown while tuning); use a val/* metric such as val/pseudo_new/ece, "
-            "or set 'leaky: true' to allow it (the sweep is then tagged leaky)")
+        return (
+            None
+            if leaky
+            else (
+                f"'{metric}' is scored on the real test split, which an honest sweep never reads (the "
+                "new classes are unknown while tuning); use a val/* metric such as val/pseudo_new/ece, "
+                "or set 'leaky: true' to allow it (the sweep is then tagged leaky)"
+            )
+        )
     known = ["val/pseudo_new/ece", "val/pseudo_base/acc", "val/hm", "val/avg/ece", "val/pseudo_new/nll"]
-    return (f"unknown metric '{metric}'.{did_you_mean(metric, known)} Tuning metrics are "
-            "val/{pseudo_base,pseudo_new,avg}/{acc,ece,ace,mce,nll,confidence} and val/hm")
+    return (
+        f"unknown metric '{metric}'.{did_you_mean(metric, known)} Tuning metrics are "
+        "val/{pseudo_base,pseudo_new,avg}/{acc,ece,ace,mce,nll,confidence} and val/hm"
+    )
 
 
 def _checked_options(method: str, options: dict[str, Any], allow_lists: bool) -> dict[str, Any]:
@@ -389,15 +433,20 @@ def _checked_options(method: str, options: dict[str, Any], allow_lists: bool) ->
     problems, out = [], {}
     for key, value in options.items():
         if key not in defaults:
-            problems.append(f"unknown option '{key}' for {method}.{did_you_mean(key, defaults)} "
-                            f"{method} takes: {', '.join(sorted(defaults))}.")
+            problems.append(
+                f"unknown option '{key}' for {method}.{did_you_mean(key, defaults)} "
+                f"{method} takes: {', '.join(sorted(defaults))}."
+            )
             continue
         if isinstance(value, list) and not allow_lists:
             problems.append(f"{key}: a fixed option takes one value; search lists under space.options")
             continue
         try:
-            out[key] = ([_coerce_option(key, v, defaults[key]) for v in value] if isinstance(value, list)
-                        else _coerce_option(key, value, defaults[key]))
+            out[key] = (
+                [_coerce_option(key, v, defaults[key]) for v in value]
+                if isinstance(value, list)
+                else _coerce_option(key, value, defaults[key])
+            )
         except ValueError as err:
             problems.append(f"{key}: {err}")
     if problems:
@@ -419,47 +468,69 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
     return parse_sweep(data, str(path), path.parent, node)
 
 
-def parse_sweep(data: Any, source: str = "<sweep>", base_dir: str | os.PathLike[str] | None = None,
-                node: Any = None) -> Sweep:
+def parse_sweep(
+    data: Any, source: str = "<sweep>", base_dir: str | os.PathLike[str] | None = None, node: Any = None
+) -> Sweep:
     """Check already-parsed sweep data."""
     from orchestrator.config import BenchmarkError
 
     if not isinstance(data, dict):
-        raise BenchmarkError(source, ["the top level must be a mapping of settings (name:, dataset:, "
-                                      "method:, space: ...)"], kind="Sweep")
+        raise BenchmarkError(
+            source, ["the top level must be a mapping of settings (name:, dataset:, method:, space: ...)"], kind="Sweep"
+        )
     return validate_settings(Sweep, data, source, base_dir, node, kind="Sweep")
 
 
 def describe_sweep(s: Sweep) -> str:
     """The sweep in words (what ``dor-bench validate`` prints for a sweep file)."""
     trials = s.grid_size() or s.search.samples
-    lines = [f"Sweep '{s.name}': {trials} trials ({s.search.algorithm} search"
-             + (f", seed {s.search.seed}" if s.search.algorithm != "grid" else "")
-             + f"), at most {s.search.concurrency} at once"]
+    lines = [
+        f"Sweep '{s.name}': {trials} trials ({s.search.algorithm} search"
+        + (f", seed {s.search.seed}" if s.search.algorithm != "grid" else "")
+        + f"), at most {s.search.concurrency} at once"
+    ]
 
     def row(label: str, text: str) -> None:
         lines.append(f"  {label:<11} {text}")
 
     pretrained = s.model.pretrained if s.model.pretrained is not None else "none (random init)"
     options = ", ".join(f"{k}={v}" for k, v in s.method.options.items())
-    row("base trial", f"{s.method.name}{f' ({options})' if options else ''} on {s.dataset}, "
-                      f"{s.shots} shots, seeds {', '.join(map(str, s.seeds))}, "
-                      f"{s.model.arch}/{pretrained}, {s.epochs} epochs")
+    row(
+        "base trial",
+        f"{s.method.name}{f' ({options})' if options else ''} on {s.dataset}, "
+        f"{s.shots} shots, seeds {', '.join(map(str, s.seeds))}, "
+        f"{s.model.arch}/{pretrained}, {s.epochs} epochs",
+    )
     for i, (key, dim) in enumerate(s.space.dimensions().items()):
-        text = (f"{dim.kind} [{_fmt(dim.bounds[0])}, {_fmt(dim.bounds[1])}]" if isinstance(dim, Range)
-                else ", ".join(_fmt(v) for v in dim))
+        text = (
+            f"{dim.kind} [{_fmt(dim.bounds[0])}, {_fmt(dim.bounds[1])}]"
+            if isinstance(dim, Range)
+            else ", ".join(_fmt(v) for v in dim)
+        )
         row("space" if i == 0 else "", f"{key}: {text}")
-    row("validation", f"{_fmt(s.validation.pseudo_new)} of the base classes held out as pseudo-new "
-                      f"(holdout seed {s.validation.holdout_seed}); scored on validation images "
-                      "after every epoch")
+    row(
+        "validation",
+        f"{_fmt(s.validation.pseudo_new)} of the base classes held out as pseudo-new "
+        f"(holdout seed {s.validation.holdout_seed}); scored on validation images "
+        "after every epoch",
+    )
     row("objective", s.objective.describe() + (" (floor misses rank last)" if s.objective.floor else ""))
     if s.leaky:
         row("LEAKY", "the real test split is scored too; the sweep is tagged leaky")
-    row("scheduler", f"ASHA on the objective: grace {s.scheduler.grace_period}, reduction factor "
-                     f"{_fmt(s.scheduler.reduction_factor)}, max {s.max_t} reports" if s.scheduler.asha
-        else f"none (every trial runs {s.max_t} reports)")
+    row(
+        "scheduler",
+        f"ASHA on the objective: grace {s.scheduler.grace_period}, reduction factor "
+        f"{_fmt(s.scheduler.reduction_factor)}, max {s.max_t} reports"
+        if s.scheduler.asha
+        else f"none (every trial runs {s.max_t} reports)",
+    )
     row("resources", f"{_fmt(float(s.resources.cpus))} CPU, {_fmt(float(s.resources.gpus))} GPU per trial")
     row("tracking", f"experiment '{s.name}' at {s.tracking_uri}")
     if s.testing.exit_driver_after_trials:
         row("TESTING", f"the driver exits after {s.testing.exit_driver_after_trials} trials end")
     return "\n".join(lines)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a mapping, else an empty one (the schema reports the wrong type)."""
+    return value if isinstance(value, dict) else {}

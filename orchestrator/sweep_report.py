@@ -15,8 +15,12 @@ from orchestrator.sweep_config import Sweep
 from orchestrator.tracking import Tracker
 from workers.models.clip import tuning_recipe
 
-SHOWN_METRICS = (("val/pseudo_base/acc", "pb acc"), ("val/pseudo_new/acc", "pn acc"),
-                 ("val/pseudo_new/ece", "pn ECE"), ("val/hm", "val HM"))
+SHOWN_METRICS = (
+    ("val/pseudo_base/acc", "pb acc"),
+    ("val/pseudo_new/acc", "pn acc"),
+    ("val/pseudo_new/ece", "pn ECE"),
+    ("val/hm", "val HM"),
+)
 KNOB_LABELS = {"lam": "lambda", "outliers_per_step": "B", "pool_size": "K", "pool_strategy": "pool"}
 
 
@@ -43,17 +47,28 @@ def ranked(sweep: Sweep, runs: list) -> list[Row]:
     that meet the floor first, then by the objective (in the sweep's direction)."""
     from orchestrator.sweep import TRIAL_STATUS, TUNE_TRIAL
 
-    rows = [Row(r.data.tags[TUNE_TRIAL],
-                {k.removeprefix("tune."): yaml.safe_load(v) for k, v in r.data.params.items()
-                 if k.startswith("tune.")},
-                r.data.tags.get(TRIAL_STATUS, "errored"), dict(r.data.metrics)) for r in runs]
+    rows = [
+        Row(
+            r.data.tags[TUNE_TRIAL],
+            {k.removeprefix("tune."): yaml.safe_load(v) for k, v in r.data.params.items() if k.startswith("tune.")},
+            r.data.tags.get(TRIAL_STATUS, "errored"),
+            dict(r.data.metrics),
+        )
+        for r in runs
+    ]
     order = {"completed": 0, "early-stopped": 1, "errored": 2}
     sign = 1 if sweep.objective.mode == "min" else -1
 
     def key(row: Row) -> tuple:
         value = row.objective
-        return (order.get(row.status, 2), value is None, not row.floor_met,
-                sign * value if value is not None else 0.0, row.trial_id)
+        return (
+            order.get(row.status, 2),
+            value is None,
+            not row.floor_met,
+            sign * value if value is not None else 0.0,
+            row.trial_id,
+        )
+
     return sorted(rows, key=key)
 
 
@@ -71,15 +86,35 @@ def _cell(value: Any) -> str:
 def table(sweep: Sweep, rows: list[Row]) -> str:
     """A Markdown table of every trial, ranked."""
     keys = list(sweep.space.dimensions())
-    head = ["rank", "trial", "status", "objective", *[KNOB_LABELS.get(k, k.removeprefix("options."))
-                                                       for k in keys],
-            *[label for _, label in SHOWN_METRICS], "epochs"]
+    head = [
+        "rank",
+        "trial",
+        "status",
+        "objective",
+        *[KNOB_LABELS.get(k, k.removeprefix("options.")) for k in keys],
+        *[label for _, label in SHOWN_METRICS],
+        "epochs",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, row in enumerate(rows, start=1):
-        objective = "-" if row.objective is None else (
-            _cell(row.objective) if row.floor_met else f"floor missed ({_cell(row.metrics.get(sweep.objective.metric))})")
-        cells = [str(i), row.trial_id, row.status, objective, *[_cell(row.config.get(k)) for k in keys],
-                 *[_cell(row.metrics.get(m)) for m, _ in SHOWN_METRICS], _cell(int(row.metrics.get("reports", 0)))]
+        objective = (
+            "-"
+            if row.objective is None
+            else (
+                _cell(row.objective)
+                if row.floor_met
+                else f"floor missed ({_cell(row.metrics.get(sweep.objective.metric))})"
+            )
+        )
+        cells = [
+            str(i),
+            row.trial_id,
+            row.status,
+            objective,
+            *[_cell(row.config.get(k)) for k in keys],
+            *[_cell(row.metrics.get(m)) for m, _ in SHOWN_METRICS],
+            _cell(int(row.metrics.get("reports", 0))),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -92,15 +127,19 @@ def knob(sweep: Sweep, row: Row, name: str) -> Any:
 def plot(sweep: Sweep, rows: list[Row], name: str, path: Path) -> Path | None:
     """Objective against one knob (``lam`` or ``outliers_per_step``), completed trials filled,
     early-stopped hollow; trials that missed the floor are left out. None when the knob is unset."""
-    points = [(knob(sweep, r, name), r) for r in rows if r.objective is not None and r.floor_met]
-    points = [(x, r) for x, r in points if x is not None]
+    points = [
+        (x, r) for r in rows if r.objective is not None and r.floor_met and (x := knob(sweep, r, name)) is not None
+    ]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for status, style in (("completed", {"color": "tab:blue"}),
-                          ("early-stopped", {"facecolors": "none", "edgecolors": "tab:orange"})):
+    styles: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("completed", {"color": "tab:blue"}),
+        ("early-stopped", {"facecolors": "none", "edgecolors": "tab:orange"}),
+    )
+    for status, style in styles:
         xs = [float(x) for x, r in points if r.status == status]
-        ys = [r.objective for x, r in points if r.status == status]
+        ys = [float(r.objective or 0.0) for x, r in points if r.status == status]  # filtered: never None
         if xs:
             ax.scatter(xs, ys, label=status, **style)
     xs = [float(x) for x, _ in points]
@@ -109,8 +148,11 @@ def plot(sweep: Sweep, rows: list[Row], name: str, path: Path) -> Path | None:
     elif min(xs) == 0 and max(xs) > 0:
         ax.set_xscale("symlog", linthresh=min(x for x in xs if x > 0))
     label = "lambda" if name == "lam" else "B (outliers per step)"
-    ax.set(xlabel=label, ylabel=f"objective: {sweep.objective.metric}",
-           title=f"{sweep.name}: {sweep.objective.mode} objective vs {label.split()[0]}")
+    ax.set(
+        xlabel=label,
+        ylabel=f"objective: {sweep.objective.metric}",
+        title=f"{sweep.name}: {sweep.objective.mode} objective vs {label.split()[0]}",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -120,13 +162,23 @@ def plot(sweep: Sweep, rows: list[Row], name: str, path: Path) -> Path | None:
 
 def best_command(sweep: Sweep, row: Row) -> str:
     """A ``dor-bench trial`` command that runs the best configuration on the real test split."""
-    options = {**sweep.method.options, **{k.removeprefix("options."): v for k, v in row.config.items()
-                                          if k.startswith("options.")}}
+    options = {
+        **sweep.method.options,
+        **{k.removeprefix("options."): v for k, v in row.config.items() if k.startswith("options.")},
+    }
     parts = ["dor-bench", "trial", "--method", sweep.method.name, "--dataset", sweep.dataset]
     if sweep.data_root:
         parts += ["--root", sweep.data_root]
-    parts += ["--model", sweep.model.arch, "--pretrained", sweep.model.pretrained or "none",
-              "--shots", str(sweep.shots), "--seed", str(sweep.seeds[0])]
+    parts += [
+        "--model",
+        sweep.model.arch,
+        "--pretrained",
+        sweep.model.pretrained or "none",
+        "--shots",
+        str(sweep.shots),
+        "--seed",
+        str(sweep.seeds[0]),
+    ]
     if tuning_recipe(sweep.model.arch, sweep.model.pretrained, sweep.method.name):
         parts.append("--no-recipe")  # the sweep tuned from the method's defaults, not the recipe
     for k, v in options.items():
@@ -135,8 +187,12 @@ def best_command(sweep: Sweep, row: Row) -> str:
     parts += ["--dor-lambda", _cell(float(lam) if lam is not None else None)]
     if knob(sweep, row, "outliers_per_step") is not None:
         parts += ["--outliers-per-step", str(knob(sweep, row, "outliers_per_step"))]
-    parts += ["--pool-size", str(knob(sweep, row, "pool_size")),
-              "--pool-strategy", str(knob(sweep, row, "pool_strategy"))]
+    parts += [
+        "--pool-size",
+        str(knob(sweep, row, "pool_size")),
+        "--pool-strategy",
+        str(knob(sweep, row, "pool_strategy")),
+    ]
     if sweep.dor.vocabulary != "wordnet":
         parts += ["--dor-vocabulary", sweep.dor.vocabulary]
     return " ".join(shlex.quote(p) for p in parts)
@@ -145,21 +201,35 @@ def best_command(sweep: Sweep, row: Row) -> str:
 def best_fragment(sweep: Sweep, row: Row) -> str:
     """A benchmark file that runs the best configuration (with and without DOR) on the test
     split over seeds 1 2 3."""
-    options = {**sweep.method.options, **{k.removeprefix("options."): v for k, v in row.config.items()
-                                          if k.startswith("options.")}}
+    options = {
+        **sweep.method.options,
+        **{k.removeprefix("options."): v for k, v in row.config.items() if k.startswith("options.")},
+    }
     lam = knob(sweep, row, "lam")
     bench: dict[str, Any] = {
-        "name": f"{sweep.name}-best", "tracking_uri": sweep.tracking_uri,
+        "name": f"{sweep.name}-best",
+        "tracking_uri": sweep.tracking_uri,
         "model": {"arch": sweep.model.arch, "pretrained": sweep.model.pretrained},
         **({"data_root": sweep.data_root} if sweep.data_root else {}),
-        "datasets": [sweep.dataset], "shots": sweep.shots, "seeds": [1, 2, 3],
-        "methods": [{"name": sweep.method.name, **({"options": options} if options else {}),
-                     "dor": [False] if not lam else [False, True]}],
+        "datasets": [sweep.dataset],
+        "shots": sweep.shots,
+        "seeds": [1, 2, 3],
+        "methods": [
+            {
+                "name": sweep.method.name,
+                **({"options": options} if options else {}),
+                "dor": [False] if not lam else [False, True],
+            }
+        ],
     }
     if lam:
-        bench["dor"] = {"lam": float(lam), "pool_size": knob(sweep, row, "pool_size"),
-                        "outliers_per_step": knob(sweep, row, "outliers_per_step"),
-                        "pool_strategy": knob(sweep, row, "pool_strategy"), "vocabulary": sweep.dor.vocabulary}
+        bench["dor"] = {
+            "lam": float(lam),
+            "pool_size": knob(sweep, row, "pool_size"),
+            "outliers_per_step": knob(sweep, row, "outliers_per_step"),
+            "pool_strategy": knob(sweep, row, "pool_strategy"),
+            "vocabulary": sweep.dor.vocabulary,
+        }
     return yaml.safe_dump(bench, sort_keys=False)
 
 
@@ -172,22 +242,39 @@ def report(sweep: Sweep, tracker: Tracker, parent: str, out: Path, source: str) 
     rows = ranked(sweep, [r for r in tracker.children(parent) if TUNE_TRIAL in r.data.tags])
     out.mkdir(parents=True, exist_ok=True)
     leaky = " [LEAKY: scored on the real test split]" if sweep.leaky else ""
-    text = [f"## Sweep '{sweep.name}': {len(rows)} trials, objective {sweep.objective.describe()}{leaky}",
-            "", table(sweep, rows), ""]
+    text = [
+        f"## Sweep '{sweep.name}': {len(rows)} trials, objective {sweep.objective.describe()}{leaky}",
+        "",
+        table(sweep, rows),
+        "",
+    ]
     best = best_row(rows)
     if best is None:
         text.append("No trial ran to the end, so there is no best configuration yet.")
     else:
         config = ", ".join(f"{KNOB_LABELS.get(k, k)}={_cell(v)}" for k, v in best.config.items())
-        text += [f"Best configuration (trial {best.trial_id}): {config}; objective "
-                 f"{sweep.objective.metric} = {_cell(best.metrics.get(sweep.objective.metric))}"
-                 + ("" if best.floor_met else " (NO trial met the floor: this is the least bad)"),
-                 "", "Run it on the test split (one seed):", "", "    " + best_command(sweep, best), "",
-                 "or over seeds 1 2 3, with and without DOR, as a benchmark file (dor-bench run FILE):",
-                 "", *["    " + line for line in best_fragment(sweep, best).splitlines()]]
+        text += [
+            f"Best configuration (trial {best.trial_id}): {config}; objective "
+            f"{sweep.objective.metric} = {_cell(best.metrics.get(sweep.objective.metric))}"
+            + ("" if best.floor_met else " (NO trial met the floor: this is the least bad)"),
+            "",
+            "Run it on the test split (one seed):",
+            "",
+            "    " + best_command(sweep, best),
+            "",
+            "or over seeds 1 2 3, with and without DOR, as a benchmark file (dor-bench run FILE):",
+            "",
+            *["    " + line for line in best_fragment(sweep, best).splitlines()],
+        ]
         (out / "best-benchmark.yaml").write_text(best_fragment(sweep, best))
-    plots = [p for p in (plot(sweep, rows, "lam", out / "objective_vs_lambda.png"),
-                         plot(sweep, rows, "outliers_per_step", out / "objective_vs_B.png")) if p]
+    plots = [
+        p
+        for p in (
+            plot(sweep, rows, "lam", out / "objective_vs_lambda.png"),
+            plot(sweep, rows, "outliers_per_step", out / "objective_vs_B.png"),
+        )
+        if p
+    ]
     if plots:
         text += ["", "Plots: " + ", ".join(str(p) for p in plots)]
     body = "\n".join(text)
@@ -196,7 +283,7 @@ def report(sweep: Sweep, tracker: Tracker, parent: str, out: Path, source: str) 
     client = tracker.client
     for file in sorted(out.iterdir()):
         client.log_artifact(parent, str(file))
-    if best is not None:
+    if best is not None and best.objective is not None:
         client.set_tag(parent, "dor_bench.best_trial", best.trial_id)
         client.log_metric(parent, "best_objective", best.objective)
     if sweep.leaky:

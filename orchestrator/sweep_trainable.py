@@ -73,8 +73,7 @@ def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.fmean(r[k] for r in rows) for k in sorted(keys)}
 
 
-def sweep_trial(config: dict[str, Any], *, base: dict[str, Any], seeds: list[int],
-                objective: dict[str, Any]) -> None:
+def sweep_trial(config: dict[str, Any], *, base: dict[str, Any], seeds: list[int], objective: dict[str, Any]) -> None:
     """Tune function trainable. Reports per epoch: the current seed's metrics (val/*, train/*,
     lr), ``seed``, ``epoch``, and ``objective`` / ``floor_met`` of the running mean over the seeds
     trained so far (the finished seeds' final metrics and the current seed's latest)."""
@@ -89,7 +88,7 @@ def sweep_trial(config: dict[str, Any], *, base: dict[str, Any], seeds: list[int
                 shutil.copytree(folder, work, dirs_exist_ok=True)
             state = json.loads((work / STATE).read_text())
         options = RunOptions(checkpoint_dir=str(work), progress=False, device="auto")
-        for seed in seeds[len(state["finals"]):]:
+        for seed in seeds[len(state["finals"]) :]:
             spec = trial_spec(base, config, seed)
 
             def on_epoch(epoch: int, row: dict[str, float], seed: int = seed) -> None:

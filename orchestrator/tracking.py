@@ -34,8 +34,9 @@ def dor_bench_version() -> str:
 def git_commit() -> str | None:
     """The commit of the dor-bench checkout, when it is one."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -73,8 +74,11 @@ class Tracker:
         self.client = MlflowClient(tracking_uri)
         try:
             found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (found.experiment_id if found is not None else self.client.create_experiment(
-                experiment, artifact_location=artifact_location(tracking_uri)))
+            self.experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self.client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
+            )
         except Exception as err:  # the store itself is unusable: say which and how to fix
             raise DorBenchError(
                 f"Cannot open the MLflow tracking store '{tracking_uri}': {err}",
@@ -83,9 +87,15 @@ class Tracker:
             ) from None
 
     def start_parent(self, name: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            "dor_bench.version": dor_bench_version(), **({"dor_bench.git_commit": c}
-                                                         if (c := git_commit()) else {}), **tags})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={
+                "dor_bench.version": dor_bench_version(),
+                **({"dor_bench.git_commit": c} if (c := git_commit()) else {}),
+                **tags,
+            },
+        )
         return run.info.run_id
 
     def end_parent(self, run_id: str, status: str) -> None:
@@ -96,10 +106,11 @@ class Tracker:
         out: dict[str, list] = {}
         token = None
         while True:
-            page = self.client.search_runs([self.experiment_id], f"tags.`{RUN_KEY}` != ''",
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id], f"tags.`{RUN_KEY}` != ''", max_results=1000, page_token=token
+            )
             for run in page:
-                key = run.data.tags.get(RUN_KEY)
+                key = run.data.tags[RUN_KEY]  # the query asks for runs that have it
                 if keys is None or key in keys:
                     out.setdefault(key, []).append(run)
             token = page.token
@@ -107,8 +118,7 @@ class Tracker:
                 return out
 
     def finished_keys(self, keys: set[str]) -> set[str]:
-        return {k for k, runs in self.runs_by_key(keys).items()
-                if any(r.info.status == "FINISHED" for r in runs)}
+        return {k for k, runs in self.runs_by_key(keys).items() if any(r.info.status == "FINISHED" for r in runs)}
 
     def close_stale(self, keys: set[str]) -> int:
         """Mark runs left RUNNING by an interrupted driver as KILLED; returns how many."""
@@ -119,8 +129,9 @@ class Tracker:
 
     def find_parent(self, tag: str, value: str) -> str | None:
         """The newest parent run (no parent of its own) with ``tag`` = ``value``, if any."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{tag}` = '{value}'",
-                                       order_by=["attributes.start_time DESC"], max_results=50)
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`{tag}` = '{value}'", order_by=["attributes.start_time DESC"], max_results=50
+        )
         parents = [r for r in runs if PARENT not in r.data.tags]
         return parents[0].info.run_id if parents else None
 
@@ -132,37 +143,57 @@ class Tracker:
         """Every child run of ``parent_id`` (all statuses)."""
         out, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], f"tags.`{PARENT}` = '{parent_id}'",
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}'", max_results=1000, page_token=token
+            )
             out += list(page)
             token = page.token
             if not token:
                 return out
 
-    def record_run(self, parent_id: str, name: str, tags: dict[str, str], params: dict[str, str],
-                   metrics: dict[str, float], history: list[dict[str, float]], status: str,
-                   artifacts: dict[str, Any]) -> str:
+    def record_run(
+        self,
+        parent_id: str,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, str],
+        metrics: dict[str, float],
+        history: list[dict[str, float]],
+        status: str,
+        artifacts: dict[str, Any],
+    ) -> str:
         """A child run from plain data: ``history`` rows become ``epoch/<key>`` metrics at step =
         row number (1-based); ``artifacts`` maps file names to JSON data."""
-        run_id = self.client.create_run(self.experiment_id, run_name=name,
-                                        tags={PARENT: parent_id, **tags}).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags={PARENT: parent_id, **tags}).info.run_id
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
         rows = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         for step, row in enumerate(history, start=1):
             rows += [Metric(f"epoch/{k}", float(v), now, step) for k, v in row.items()]
         for start in range(0, len(rows), 1000):
-            self.client.log_batch(run_id, metrics=rows[start:start + 1000])
+            self.client.log_batch(run_id, metrics=rows[start : start + 1000])
         for file, data in artifacts.items():
             self.client.log_dict(run_id, data, file)
         self.client.set_terminated(run_id, status)
         return run_id
 
-    def record(self, parent_id: str, name: str, spec: TrialSpec, result: TrialResult | None,
-               error: str | None = None, attempts: int = 1) -> str:
+    def record(
+        self,
+        parent_id: str,
+        name: str,
+        spec: TrialSpec,
+        result: TrialResult | None,
+        error: str | None = None,
+        attempts: int = 1,
+    ) -> str:
         """Write one trial as a child run, FINISHED with its metrics or FAILED with its error."""
-        tags = {PARENT: parent_id, RUN_KEY: spec.key(), TRIAL_NAME: name,
-                "dor_bench.version": dor_bench_version(), "dor_bench.attempts": str(attempts)}
+        tags = {
+            PARENT: parent_id,
+            RUN_KEY: spec.key(),
+            TRIAL_NAME: name,
+            "dor_bench.version": dor_bench_version(),
+            "dor_bench.attempts": str(attempts),
+        }
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         now = int(time.time() * 1000)
         params = [Param(k, v[:6000]) for k, v in flat_params(spec).items()]
@@ -178,9 +209,10 @@ class Tracker:
             step = int(row["epoch"])
             metrics += [Metric(f"epoch/{k}", float(v), now, step) for k, v in row.items() if k != "epoch"]
         for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
-        self.client.log_dict(run_id, {"per_class": [c.model_dump() for c in result.per_class],
-                                      "info": result.info}, "per_class.json")
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        self.client.log_dict(
+            run_id, {"per_class": [c.model_dump() for c in result.per_class], "info": result.info}, "per_class.json"
+        )
         self.client.log_dict(run_id, result.model_dump(mode="json"), "result.json")
         if result.reliability:
             fig = reliability_figure(result.reliability, name)

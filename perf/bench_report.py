@@ -49,8 +49,11 @@ def specs(n_lams: int) -> list[TrialSpec]:
 
 
 def metrics(rng: random.Random) -> dict[str, float]:
-    m = {f"{split}/{name}": rng.uniform(1, 90) for split in ("base", "new")
-         for name in ("acc", "ece", "ace", "mce", "piece", "nll", "confidence")}
+    m = {
+        f"{split}/{name}": rng.uniform(1, 90)
+        for split in ("base", "new")
+        for name in ("acc", "ece", "ace", "mce", "piece", "nll", "confidence")
+    }
     m["hm"] = 2 * m["base/acc"] * m["new/acc"] / (m["base/acc"] + m["new/acc"])
     m.update({f"avg/{k}": (m[f"base/{k}"] + m[f"new/{k}"]) / 2 for k in ("acc", "ece", "ace", "mce", "piece")})
     return m
@@ -62,15 +65,28 @@ def synthetic_table(trials: list[TrialSpec], failed: int, rng: random.Random) ->
         ok = i >= failed
         values = spec_values(spec)
         spec_keys |= values.keys()
-        rows.append({"run_id": f"r{i}", "parent_run_id": "p", "run_key": spec.key(), "trial": f"t{i}",
-                     "status": "FINISHED" if ok else "FAILED", "error": None if ok else "boom",
-                     "attempts": 1, "start_time": i, "end_time": i + 1, "artifact_uri": None,
-                     **values, **(metrics(rng) if ok else {})})
+        rows.append(
+            {
+                "run_id": f"r{i}",
+                "parent_run_id": "p",
+                "run_key": spec.key(),
+                "trial": f"t{i}",
+                "status": "FINISHED" if ok else "FAILED",
+                "error": None if ok else "boom",
+                "attempts": 1,
+                "start_time": i,
+                "end_time": i + 1,
+                "artifact_uri": None,
+                **values,
+                **(metrics(rng) if ok else {}),
+            }
+        )
     metric_cols = sorted(metrics(rng))
     names = [*rows[0].keys() - spec_keys, *sorted(spec_keys), *metric_cols]
     table = pa.table({n: [r.get(n) for r in rows] for n in dict.fromkeys(names)})
-    return table.replace_schema_metadata({SPEC_COLUMNS_KEY: json.dumps(sorted(spec_keys)).encode(),
-                                          METRIC_COLUMNS_KEY: json.dumps(metric_cols).encode()})
+    return table.replace_schema_metadata(
+        {SPEC_COLUMNS_KEY: json.dumps(sorted(spec_keys)).encode(), METRIC_COLUMNS_KEY: json.dumps(metric_cols).encode()}
+    )
 
 
 def timed(label: str, fn, timings: dict[str, float]):
@@ -109,14 +125,19 @@ def from_mlflow(n_runs: int, rng: random.Random) -> tuple[str, dict[str, float]]
             ok = i < len(trials)
             run = client.create_run(exp, tags={PARENT: parent, RUN_KEY: spec.key(), TRIAL_NAME: f"t{i}"})
             now = int(time.time() * 1000)
-            client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flat_params(spec).items()],
-                             metrics=[Metric(k, v, now, 0) for k, v in metrics(rng).items()] if ok else [])
+            client.log_batch(
+                run.info.run_id,
+                params=[Param(k, v) for k, v in flat_params(spec).items()],
+                metrics=[Metric(k, v, now, 0) for k, v in metrics(rng).items()] if ok else [],
+            )
             client.set_terminated(run.info.run_id, "FINISHED" if ok else "FAILED")
         n = len(trials) + 20
         print(f"(logging {n} runs took {time.perf_counter() - t:.0f} s; not part of the report)")
         timings: dict[str, float] = {}
         _, found = timed("open store", lambda: open_experiment(uri, "perf"), timings)
-        runs = timed("search_runs (paged, 1000 per page)", lambda: search_child_runs(client, found.experiment_id), timings)
+        runs = timed(
+            "search_runs (paged, 1000 per page)", lambda: search_child_runs(client, found.experiment_id), timings
+        )
         table = timed("runs -> Arrow table", lambda: runs_to_table(runs, {"experiment": "perf"}), timings)
         report = timed("build all tables", lambda: build_tables(table), timings)
         for name, fn in (("markdown", markdown), ("latex", latex), ("csv", csv_text)):
@@ -139,11 +160,18 @@ def html_diagrams(rng: random.Random) -> tuple[str, dict[str, float]]:
                 for seed in (1, 2, 3):
                     spec = TrialSpec(method="coop", dataset=dataset, seed=seed, dor=dor)
                     counts = [rng.randint(0, 50) for _ in range(10)]
-                    bins = ReliabilityBins(edges=[i / 10 for i in range(11)], count=counts,
-                                           accuracy=[rng.random() for _ in counts],
-                                           confidence=[rng.random() for _ in counts])
-                    tracker.record(parent, f"t{dataset}{seed}{dor}", spec, TrialResult(
-                        spec=spec, metrics=metrics(rng), reliability={"base": bins, "new": bins}))
+                    bins = ReliabilityBins(
+                        edges=[i / 10 for i in range(11)],
+                        count=counts,
+                        accuracy=[rng.random() for _ in counts],
+                        confidence=[rng.random() for _ in counts],
+                    )
+                    tracker.record(
+                        parent,
+                        f"t{dataset}{seed}{dor}",
+                        spec,
+                        TrialResult(spec=spec, metrics=metrics(rng), reliability={"base": bins, "new": bins}),
+                    )
         timings = build_report(uri, "html", out_dir=Path(tmp) / "out").timings
         return "36 trials (4 datasets x 2 columns x 3 seeds), 8 pooled diagrams, every format:", timings
 

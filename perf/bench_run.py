@@ -52,8 +52,7 @@ def main() -> int:
             path = Path(tmp) / "bench.yaml"
             path.write_text(yaml.safe_dump(config))
             start = time.perf_counter()
-            cli(["run", str(path), "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
-                 "--checkpoint-dir", f"{tmp}/ckpt"])
+            cli(["run", str(path), "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--checkpoint-dir", f"{tmp}/ckpt"])
             timings[actors] = time.perf_counter() - start
     ray.shutdown()
 
@@ -62,8 +61,10 @@ def main() -> int:
     print(f"{'how':28} {'seconds':>8} {'trials/min':>11} {'overhead/trial s':>17}")
     print(f"{'plain loop (no Ray/MLflow)':28} {loop:8.1f} {60 * n / loop:11.1f} {'-':>17}")
     for actors, secs in timings.items():
-        print(f"{f'dor-bench run, {actors} actor(s)':28} {secs:8.1f} {60 * n / secs:11.1f} "
-              f"{(secs - loop / min(actors, n)) / n:17.2f}")
+        print(
+            f"{f'dor-bench run, {actors} actor(s)':28} {secs:8.1f} {60 * n / secs:11.1f} "
+            f"{(secs - loop / min(actors, n)) / n:17.2f}"
+        )
     print(f"speed-up 2 actors vs 1: {timings[1] / timings[2]:.2f}x")
     return 0
 

@@ -33,7 +33,7 @@ def step_time(model, names, regularizer, image, labels, scale, steps) -> float:
         text = model.encode_names(names + words, image)
         loss = F.cross_entropy(class_logits(scale, image, text[: len(names)]), labels)
         if regularizer:
-            loss = loss + regularizer.loss(text[len(names):], zero_shot)
+            loss = loss + regularizer.loss(text[len(names) :], zero_shot)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

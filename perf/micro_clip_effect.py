@@ -67,12 +67,28 @@ def mean_pairwise_cosine(features: torch.Tensor) -> float:
     return 100.0 * float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
 
 
-def run_one(method_name: str, seed: int, weights: str, method_options: dict, dor: dict | None,
-            shots: int, test_per_class: int | None, zs_new: torch.Tensor | None) -> dict:
+def run_one(
+    method_name: str,
+    seed: int,
+    weights: str,
+    method_options: dict,
+    dor: dict | None,
+    shots: int,
+    test_per_class: int | None,
+    zs_new: torch.Tensor | None,
+) -> dict:
     """One trial (as ``run_trial`` does it); returns its metrics plus text-feature measurements."""
-    spec = TrialSpec(method=method_name, dataset="shapes", model="micro-clip", pretrained=weights,
-                     seed=seed, shots=shots, method_options=method_options,
-                     dor=None if dor is None else DorSpec(**dor), test_per_class=test_per_class)
+    spec = TrialSpec(
+        method=method_name,
+        dataset="shapes",
+        model="micro-clip",
+        pretrained=weights,
+        seed=seed,
+        shots=shots,
+        method_options=method_options,
+        dor=None if dor is None else DorSpec(**dor),
+        test_per_class=test_per_class,
+    )
     options = RunOptions(device="cpu", progress=False)
     started = time.monotonic()
     seed_everything(spec.seed)
@@ -85,8 +101,7 @@ def run_one(method_name: str, seed: int, weights: str, method_options: dict, dor
     history = []
     if method.trains:
         regularizer = make_regularizer(spec, clip, data, config, data.base_classnames + data.new_classnames)
-        history = train(model, method, config, data, clip, features, regularizer, spec.seed,
-                        None, None, False)
+        history = train(model, method, config, data, clip, features, regularizer, spec.seed, None, None, False)
     model.eval()
     scores = score_tests(model, method, data, clip, features)
     metrics = dict(evaluate(scores, n_bins=spec.ece_bins).metrics)
@@ -126,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="shapes", help="shipped tag or micro-clip weights file")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--shots", type=int, default=16)
-    p.add_argument("--methods", nargs="+", default=["zeroshot", "coop", "coop+dor"],
-                   choices=["zeroshot", "coop", "coop+dor"])
+    p.add_argument(
+        "--methods", nargs="+", default=["zeroshot", "coop", "coop+dor"], choices=["zeroshot", "coop", "coop+dor"]
+    )
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--lr", type=float, default=0.002)
     p.add_argument("--batch-size", type=int, default=32)
@@ -143,13 +159,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write all metrics to this JSON file")
     args = p.parse_args(argv)
 
-    coop = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "n_ctx": args.n_ctx,
-            "ctx_init": args.ctx_init, "augment_views": args.augment_views,
-            "min_crop_scale": args.min_crop_scale}
-    dor = {"lam": args.dor_lambda, "pool_size": args.dor_pool_size,
-           "outliers_per_step": args.dor_per_step, "pool_strategy": args.dor_strategy}
-    print(f"weights {args.weights} | shots {args.shots} | CoOp {json.dumps(coop)} | DOR {json.dumps(dor)}"
-          f" | test_per_class {args.test_per_class}", flush=True)
+    coop = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "n_ctx": args.n_ctx,
+        "ctx_init": args.ctx_init,
+        "augment_views": args.augment_views,
+        "min_crop_scale": args.min_crop_scale,
+    }
+    dor = {
+        "lam": args.dor_lambda,
+        "pool_size": args.dor_pool_size,
+        "outliers_per_step": args.dor_per_step,
+        "pool_strategy": args.dor_strategy,
+    }
+    print(
+        f"weights {args.weights} | shots {args.shots} | CoOp {json.dumps(coop)} | DOR {json.dumps(dor)}"
+        f" | test_per_class {args.test_per_class}",
+        flush=True,
+    )
     results: dict[str, dict[int, dict]] = {m: {} for m in args.methods}
     zs_cache: dict[int, torch.Tensor] = {}
     print(f"{'':<22}" + " ".join(h.rjust(len(h) + 1) for _, h, _ in COLUMNS), flush=True)
@@ -165,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 r = run_one("coop", seed, args.weights, coop, dor, args.shots, args.test_per_class, zs_new)
             results[m][seed] = r
-            print(fmt_row(f"{m} s{seed}", r) + f"   ({r['seconds']:.0f}s, train loss "
-                  f"{r['train/loss']:.3f})", flush=True)
+            print(
+                fmt_row(f"{m} s{seed}", r) + f"   ({r['seconds']:.0f}s, train loss {r['train/loss']:.3f})", flush=True
+            )
     print("\nmean +- std over seeds " + " ".join(map(str, args.seeds)))
     for m in args.methods:
         print(fmt_mean(m, list(results[m].values())))
@@ -175,12 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         ok_over = all(results["coop"][s]["new/gap"] > 0 for s in args.seeds)
         ok_down = all(results["coop+dor"][s]["new/ece"] < results["coop"][s]["new/ece"] for s in args.seeds)
         margins = [results["coop"][s]["new/ece"] - results["coop+dor"][s]["new/ece"] for s in args.seeds]
-        print(f"\nverdict: CoOp new ECE > zero-shot in every seed: {ok_up}; CoOp overconfident on new "
-              f"(conf > acc) in every seed: {ok_over}; DOR lowers new ECE in every seed: {ok_down} "
-              f"(margins CoOp - DOR: {', '.join(f'{x:.2f}' for x in margins)})")
+        print(
+            f"\nverdict: CoOp new ECE > zero-shot in every seed: {ok_up}; CoOp overconfident on new "
+            f"(conf > acc) in every seed: {ok_over}; DOR lowers new ECE in every seed: {ok_down} "
+            f"(margins CoOp - DOR: {', '.join(f'{x:.2f}' for x in margins)})"
+        )
     if args.json:
-        clean = {m: {s: {k: v for k, v in r.items() if not k.startswith("_")} for s, r in rs.items()}
-                 for m, rs in results.items()}
+        clean = {
+            m: {s: {k: v for k, v in r.items() if not k.startswith("_")} for s, r in rs.items()}
+            for m, rs in results.items()
+        }
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": clean}, indent=1))
     return 0
 

@@ -35,10 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.config import validate_file  # noqa: E402
-from workers.models.pretrain import PretrainConfig, pretrain  # noqa: E402
-from workers.spec import RunOptions, TrialSpec  # noqa: E402
-from workers.trial import run_trial  # noqa: E402
+from orchestrator.config import validate_file
+from pretraining.micro_clip import PretrainConfig, pretrain
+from workers.spec import RunOptions, TrialSpec
+from workers.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -58,10 +58,14 @@ def weights_for(out: Path, seed: int, scale: str, pretrain_missing: bool = True)
             return None
         started = time.monotonic()
         config = PretrainConfig(seed=seed, init_logit_scale=SCALES[scale], threads=1)
-        record = pretrain(config, path, progress=False,
-                          command=f"perf/micro_clip_robustness.py (seed {seed}, logit start {scale})")
-        print(f"pretrained {path.name} in {time.monotonic() - started:.0f}s: "
-              f"final logit scale {record.get('final_logit_scale', float('nan')):.1f}", flush=True)
+        record = pretrain(
+            config, path, progress=False, command=f"perf/micro_clip_robustness.py (seed {seed}, logit start {scale})"
+        )
+        print(
+            f"pretrained {path.name} in {time.monotonic() - started:.0f}s: "
+            f"final logit scale {record.get('final_logit_scale', float('nan')):.1f}",
+            flush=True,
+        )
     return str(path)
 
 
@@ -92,8 +96,7 @@ def run_cells(out: Path, pretrain_missing: bool = True, reverse: bool = False) -
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     done = {(r["seed"], r["scale"], r["split"], r["variant"]) for r in rows}
     specs = demo_specs()
-    todo = [(*cell, v) for cell in cell_order()[::-1 if reverse else 1] for v in VARIANTS
-            if (*cell, v) not in done]
+    todo = [(*cell, v) for cell in cell_order()[:: -1 if reverse else 1] for v in VARIANTS if (*cell, v) not in done]
     total = len(SEEDS) * len(SCALES) * len(SPLITS) * len(VARIANTS)
     while todo:
         ready = todo if pretrain_missing else [t for t in todo if weights_for(out, t[0], t[1], False)]
@@ -105,16 +108,23 @@ def run_cells(out: Path, pretrain_missing: bool = True, reverse: bool = False) -
         spec = specs[variant].model_copy(update={"pretrained": weights_for(out, seed, scale), "dataset": split})
         started = time.monotonic()
         result = run_trial(spec, RunOptions(device="cpu", progress=False))
-        row = {"seed": seed, "scale": scale, "split": split, "variant": variant,
-               "seconds": round(time.monotonic() - started, 1),
-               **{k: result.metrics[k] for k in ("new/ece", "new/acc", "new/confidence",
-                                                "base/acc", "base/ece", "hm")}}
+        row = {
+            "seed": seed,
+            "scale": scale,
+            "split": split,
+            "variant": variant,
+            "seconds": round(time.monotonic() - started, 1),
+            **{k: result.metrics[k] for k in ("new/ece", "new/acc", "new/confidence", "base/acc", "base/ece", "hm")},
+        }
         rows.append(row)
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"[{len(rows)}/{total}] seed {seed} start {scale} {split} {variant}: "
-              f"new ECE {row['new/ece']:.2f}, new acc {row['new/acc']:.1f} "
-              f"({row['seconds']:.0f}s)", flush=True)
+        print(
+            f"[{len(rows)}/{total}] seed {seed} start {scale} {split} {variant}: "
+            f"new ECE {row['new/ece']:.2f}, new acc {row['new/acc']:.1f} "
+            f"({row['seconds']:.0f}s)",
+            flush=True,
+        )
     return rows
 
 
@@ -123,13 +133,16 @@ def report(rows: list[dict]) -> str:
     cells: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         cells.setdefault((r["scale"], r["seed"], r["split"]), {})[r["variant"]] = r
-    lines = ["| logit start | pretrain seed | split | zero-shot new ECE | CoOp new ECE (conf - acc) "
-             "| CoOp+DOR new ECE | zs / CoOp / DOR new acc | holds |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| logit start | pretrain seed | split | zero-shot new ECE | CoOp new ECE (conf - acc) "
+        "| CoOp+DOR new ECE | zs / CoOp / DOR new acc | holds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     verdict: dict[str, list[bool]] = {}
     deltas: dict[str, list[tuple[float, float]]] = {}
-    for (scale, seed, split), v in sorted(cells.items(), key=lambda kv: (list(SCALES).index(kv[0][0]),
-                                                                         kv[0][1], kv[0][2])):
+    for (scale, seed, split), v in sorted(
+        cells.items(), key=lambda kv: (list(SCALES).index(kv[0][0]), kv[0][1], kv[0][2])
+    ):
         if set(v) != set(VARIANTS):
             continue
         zs, coop, dor = (v[name] for name in VARIANTS)
@@ -137,16 +150,22 @@ def report(rows: list[dict]) -> str:
         verdict.setdefault(scale, []).append(up and down)
         deltas.setdefault(scale, []).append((coop["new/ece"] - zs["new/ece"], coop["new/ece"] - dor["new/ece"]))
         gap = coop["new/confidence"] - coop["new/acc"]
-        lines.append(f"| {scale} | {seed} | {split} | {zs['new/ece']:.2f} | {coop['new/ece']:.2f} ({gap:+.1f}) "
-                     f"| {dor['new/ece']:.2f} | {zs['new/acc']:.1f} / {coop['new/acc']:.1f} / "
-                     f"{dor['new/acc']:.1f} | {'yes' if up and down else 'no' + (' (up)' if not up else '') + (' (down)' if not down else '')} |")
-    lines += ["", "| logit start | cells where the effect holds | CoOp - zero-shot new ECE | CoOp - DOR new ECE |",
-              "|---|---|---|---|"]
+        holds = "yes" if up and down else "no" + (" (up)" if not up else "") + (" (down)" if not down else "")
+        lines.append(
+            f"| {scale} | {seed} | {split} | {zs['new/ece']:.2f} | {coop['new/ece']:.2f} ({gap:+.1f}) "
+            f"| {dor['new/ece']:.2f} | {zs['new/acc']:.1f} / {coop['new/acc']:.1f} / "
+            f"{dor['new/acc']:.1f} | {holds} |"
+        )
+    lines += [
+        "",
+        "| logit start | cells where the effect holds | CoOp - zero-shot new ECE | CoOp - DOR new ECE |",
+        "|---|---|---|---|",
+    ]
     for scale in SCALES:
         if scale not in verdict:
             continue
         ups, downs = zip(*deltas[scale])
-        spread = lambda xs: f"{statistics.fmean(xs):+.2f} (min {min(xs):+.2f})"  # noqa: E731
+        spread = lambda xs: f"{statistics.fmean(xs):+.2f} (min {min(xs):+.2f})"
         lines.append(f"| {scale} | {sum(verdict[scale])} of {len(verdict[scale])} | {spread(ups)} | {spread(downs)} |")
     return "\n".join(lines)
 
@@ -155,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("robustness-study"))
     p.add_argument("--report-only", action="store_true", help="only print the report of what is done")
-    p.add_argument("--wait-for-weights", action="store_true",
-                   help="another process pretrains: run cells as their weights appear")
-    p.add_argument("--reverse", action="store_true",
-                   help="take the cells in reverse order (a second process on a second core)")
+    p.add_argument(
+        "--wait-for-weights", action="store_true", help="another process pretrains: run cells as their weights appear"
+    )
+    p.add_argument(
+        "--reverse", action="store_true", help="take the cells in reverse order (a second process on a second core)"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)

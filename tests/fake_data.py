@@ -134,9 +134,7 @@ def write_classnames(folder: Path, num_classes: int) -> list[str]:
     return names
 
 
-def make_imagenet(
-    root: Path, num_classes: int, train: int | Sequence[int] = 6, val: int = 2
-) -> Path:
+def make_imagenet(root: Path, num_classes: int, train: int | Sequence[int] = 6, val: int = 2) -> Path:
     """imagenet/: classnames.txt, images/train/<wnid>/*.JPEG, images/val/<wnid>/*.JPEG."""
     base = root / "imagenet"
     write_classnames(base, num_classes)
@@ -158,9 +156,7 @@ def make_imagenetv2(root: Path, num_classes: int, per_class: int = 2) -> Path:
     return base
 
 
-def make_wnid_variant(
-    root: Path, name: str, num_classes: int, present: Sequence[int], per_class: int = 2
-) -> Path:
+def make_wnid_variant(root: Path, name: str, num_classes: int, present: Sequence[int], per_class: int = 2) -> Path:
     """An ImageNet variant (``name`` in WNID_VARIANTS) with folders for the ``present`` classes.
 
     Its classnames.txt lists all ``num_classes`` ImageNet classes; a README.txt sits beside the

@@ -48,8 +48,7 @@ def evaluate(splits: list[SplitScores], n_bins: int = 10) -> Evaluation:
         report = calibration_report(s.logits, s.labels, n_bins=n_bins, proximity=s.proximity)
         out.metrics.update({f"{s.split}/{k}": float(v) for k, v in report.items()})
         out.metrics[f"{s.split}/n"] = float(len(s.labels))
-        out.per_class += [ClassStat(split=s.split, **row)
-                          for row in per_class_stats(s.logits, s.labels, s.classnames)]
+        out.per_class += [ClassStat(split=s.split, **row) for row in per_class_stats(s.logits, s.labels, s.classnames)]
         conf, correct = top1(s.logits, s.labels)
         out.reliability[s.split] = ReliabilityBins(**reliability_bins(conf, correct, n_bins=n_bins))
     m = out.metrics

@@ -46,8 +46,9 @@ def encode_images(
     progress: bool = True,
 ) -> torch.Tensor:
     """Image features (float32, not normalised) of ``items`` in order, straight from the encoder."""
-    loader = DataLoader(ImageDataset(list(items), transform), batch_size=batch_size,
-                        num_workers=num_workers, shuffle=False)
+    loader = DataLoader(
+        ImageDataset(list(items), transform), batch_size=batch_size, num_workers=num_workers, shuffle=False
+    )
     bar = Progress(len(items), desc, enabled=progress)
     dtype = next(clip.model.visual.parameters()).dtype
     chunks = []

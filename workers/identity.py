@@ -25,8 +25,9 @@ def normalise(spec: TrialSpec) -> TrialSpec:
     defaults = METHODS.get(spec.method).defaults
     options = dict(spec.method_options)
     lam_option = options.pop("dor_lambda", None)
-    options = {k: v for k, v in options.items()
-               if not (k in defaults and v == defaults[k] and type(v) is type(defaults[k]))}
+    options = {
+        k: v for k, v in options.items() if not (k in defaults and v == defaults[k] and type(v) is type(defaults[k]))
+    }
     dor = spec.dor
     if dor is not None and dor.lam is None:
         lam = lam_option if lam_option is not None else defaults.get("dor_lambda")

@@ -42,8 +42,7 @@ class Registry(Generic[T]):
             known = [*self._entries, *self._aliases]
             raise NotFoundError(
                 f"Unknown {self.kind} '{name}'.{did_you_mean(name, known)}",
-                f"choose one of: {', '.join(sorted(self._entries))}"
-                " (`dor-bench ls` lists them).",
+                f"choose one of: {', '.join(sorted(self._entries))} (`dor-bench ls` lists them).",
             ) from None
 
     def names(self) -> list[str]:

@@ -35,11 +35,11 @@ class DorSpec(BaseModel):
     )
     pool_strategy: PoolStrategy = "near"
     exclude: PoolExclude = Field(
-        "base", description="class names removed from the pool: the base classes', or 'all' the "
-        "dataset's (the authors' choice is not public)")
-    vocabulary: str = Field(
-        "wordnet", description="'wordnet' (nouns), or a text file with one outlier word per line"
+        "base",
+        description="class names removed from the pool: the base classes', or 'all' the "
+        "dataset's (the authors' choice is not public)",
     )
+    vocabulary: str = Field("wordnet", description="'wordnet' (nouns), or a text file with one outlier word per line")
 
 
 #: DOR's defaults, read by the CLI and both settings schemas (their one home is DorSpec).
@@ -58,9 +58,7 @@ class ValidationSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pseudo_new: float = Field(
-        0.5, gt=0, description="below 1: the share of base classes held out; 1 or more: how many"
-    )
+    pseudo_new: float = Field(0.5, gt=0, description="below 1: the share of base classes held out; 1 or more: how many")
     holdout_seed: int = Field(0, description="which base classes are held out")
     leaky: bool = Field(False, description="also score the real test splits (base/*, new/*)")
 
@@ -104,8 +102,10 @@ class TrialSpec(BaseModel):
     @classmethod
     def _current_protocol(cls, value: int) -> int:
         if value != PROTOCOL:
-            raise ValueError(f"this dor-bench computes protocol {PROTOCOL}, not {value}; an older "
-                             "result cannot be recomputed as it was")
+            raise ValueError(
+                f"this dor-bench computes protocol {PROTOCOL}, not {value}; an older "
+                "result cannot be recomputed as it was"
+            )
         return value
 
     @field_validator("pretrained")

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from workers.datasets import load_trial_data
@@ -38,6 +37,7 @@ from workers.evaluation import Evaluation, SplitScores, evaluate, piece_setup
 from workers.features import cached_image_features
 from workers.identity import normalise
 from workers.methods import METHODS
+from workers.methods.base import PromptMethod, PromptModel
 from workers.metrics import proximity_scores
 from workers.models.clip import ClipBundle, load_clip
 from workers.paths import atomic_write_bytes
@@ -71,8 +71,7 @@ def run_trial(
             f"Unknown option(s) {unknown} for method '{spec.method}'.",
             f"{spec.method} takes: {', '.join(sorted(method.defaults)) or 'no options'}.",
         )
-    data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample,
-                           spec.test_per_class)
+    data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample, spec.test_per_class)
     holdout = hold_out(data, spec.validation) if spec.validation else None
     trained_on = holdout.training if holdout else data  # tuning mode: the pseudo-base classes
     clip = warm_clip(spec.model, spec.pretrained, options.device)
@@ -80,23 +79,44 @@ def run_trial(
     features = FeatureSource(clip, data.name, options)
     score_epoch = epoch_scorer(spec, model, method, clip, features, data, holdout)
 
-    info: dict[str, Any] = {"device": str(clip.device), "logit_scale": clip.logit_scale,
-                            "activation": clip.activation}
+    info: dict[str, Any] = {"device": str(clip.device), "logit_scale": clip.logit_scale, "activation": clip.activation}
     if holdout:
         info["pseudo_new_classes"] = holdout.pseudo_new_classnames
     history: list[dict[str, float]] = []
     if method.trains:
-        regularizer = make_regularizer(spec, clip, trained_on, config,
-                                       every_class=data.base_classnames + data.new_classnames)
-        info["dor"] = None if regularizer is None else {
-            "lambda": regularizer.lam, "outliers_per_step": regularizer.sampler.per_step,
-            "pool_size": len(regularizer.pool.words), "pool_strategy": regularizer.pool.strategy}
-        info["augmentation"] = ("online: images encoded each step" if not config["augment_views"]
-                                or not method.frozen_image_encoder
-                                else f"{config['augment_views']} cached augmented views per image")
+        regularizer = make_regularizer(
+            spec, clip, trained_on, config, every_class=data.base_classnames + data.new_classnames
+        )
+        info["dor"] = (
+            None
+            if regularizer is None
+            else {
+                "lambda": regularizer.lam,
+                "outliers_per_step": regularizer.sampler.per_step,
+                "pool_size": len(regularizer.pool.words),
+                "pool_strategy": regularizer.pool.strategy,
+            }
+        )
+        info["augmentation"] = (
+            "online: images encoded each step"
+            if not config["augment_views"] or not method.frozen_image_encoder
+            else f"{config['augment_views']} cached augmented views per image"
+        )
         checkpoint = Path(options.checkpoint_dir) / f"{spec.key()}.pt" if options.checkpoint_dir else None
-        history = train(model, method, config, trained_on, clip, features, regularizer, spec.seed,
-                        checkpoint, on_epoch, options.progress, score_epoch)
+        history = train(
+            model,
+            method,
+            config,
+            trained_on,
+            clip,
+            features,
+            regularizer,
+            spec.seed,
+            checkpoint,
+            on_epoch,
+            options.progress,
+            score_epoch,
+        )
 
     model.eval()
     ev = Evaluation()
@@ -110,8 +130,9 @@ def run_trial(
         ev.metrics.update({k: v for k, v in last.items() if k.startswith("val/")})
     info["seconds"] = round(time.monotonic() - started, 3)
     info["feature_cache_hits"] = features.hits
-    return TrialResult(spec=spec, metrics=ev.metrics, per_class=ev.per_class,
-                       reliability=ev.reliability, history=history, info=info)
+    return TrialResult(
+        spec=spec, metrics=ev.metrics, per_class=ev.per_class, reliability=ev.reliability, history=history, info=info
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -133,8 +154,9 @@ class FeatureSource:
         self.clip, self.dataset, self.options = clip, dataset, options
         self.hits: dict[str, bool] = {}
 
-    def get(self, items: list[Datum], split: str, train_view: int | None = None,
-            min_crop_scale: float = 0.08) -> torch.Tensor:
+    def get(
+        self, items: list[Datum], split: str, train_view: int | None = None, min_crop_scale: float = 0.08
+    ) -> torch.Tensor:
         """Test-transform features, or (``train_view`` = v) the v-th seeded augmented view."""
         size = self.clip.image_size
         if train_view is None:
@@ -145,23 +167,36 @@ class FeatureSource:
         with torch.random.fork_rng(devices=[]):  # a view's augmentations never touch the trial's RNG
             torch.manual_seed(train_view or 0)
             feats, hit = cached_image_features(
-                self.clip, items, transform, tid, dataset=self.dataset, split=split,
-                use_cache=self.options.feature_cache, progress=self.options.progress)
+                self.clip,
+                items,
+                transform,
+                tid,
+                dataset=self.dataset,
+                split=split,
+                use_cache=self.options.feature_cache,
+                progress=self.options.progress,
+            )
         self.hits[split if train_view is None else f"{split}-view{train_view}"] = hit
         return feats
 
 
-def make_regularizer(spec: TrialSpec, clip: ClipBundle, data: TrialData, config: dict[str, Any],
-                     every_class: list[str]) -> DynamicOutlierRegularizer | None:
+def make_regularizer(
+    spec: TrialSpec, clip: ClipBundle, data: TrialData, config: dict[str, Any], every_class: list[str]
+) -> DynamicOutlierRegularizer | None:
     """DOR for this trial, or None when it is off or its weight is 0 (then the plain method).
     The pool leaves out the base class names, or with ``dor.exclude: all`` ``every_class``."""
     if spec.dor is None or not spec.dor.lam:  # normalise() resolved a null weight
         return None
     lam = spec.dor.lam
-    pool = build_pool(clip, data.base_classnames, strategy=spec.dor.pool_strategy,
-                      size=spec.dor.pool_size, seed=spec.seed,
-                      vocabulary=read_word_list(spec.dor.vocabulary),
-                      exclude=every_class if spec.dor.exclude == "all" else data.base_classnames)
+    pool = build_pool(
+        clip,
+        data.base_classnames,
+        strategy=spec.dor.pool_strategy,
+        size=spec.dor.pool_size,
+        seed=spec.seed,
+        vocabulary=read_word_list(spec.dor.vocabulary),
+        exclude=every_class if spec.dor.exclude == "all" else data.base_classnames,
+    )
     per_step = spec.dor.outliers_per_step or len(data.base_classnames)
     return DynamicOutlierRegularizer(pool, lam, per_step, seed=spec.seed, device=clip.device)
 
@@ -172,8 +207,10 @@ def read_word_list(vocabulary: str) -> list[str] | None:
         return None
     path = Path(vocabulary)
     if not path.is_file():
-        raise DorBenchError(f"DOR vocabulary file '{path}' does not exist.",
-                            "use 'wordnet' or a text file with one outlier word per line.")
+        raise DorBenchError(
+            f"DOR vocabulary file '{path}' does not exist.",
+            "use 'wordnet' or a text file with one outlier word per line.",
+        )
     words = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not words:
         raise DorBenchError(f"DOR vocabulary file '{path}' has no words.", "one word per line.")
@@ -181,8 +218,8 @@ def read_word_list(vocabulary: str) -> list[str] | None:
 
 
 def train(
-    model: nn.Module,
-    method: Any,
+    model: PromptModel,
+    method: PromptMethod,
     config: dict[str, Any],
     data: TrialData,
     clip: ClipBundle,
@@ -198,11 +235,13 @@ def train(
     (with ``score_epoch()``'s metrics of the model after each epoch, in tuning mode)."""
     epochs, names = int(config["epochs"]), data.base_classnames
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"],
-                                weight_decay=config["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
-        epochs, config["warmup_epochs"], config["warmup_lr"] / config["lr"]))
-    loader = training_batches(model, method, config, data, clip, features, seed)
+    optimizer = torch.optim.SGD(
+        params, lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(epochs, config["warmup_epochs"], config["warmup_lr"] / config["lr"])
+    )
+    loader = training_batches(method, config, data, clip, features, seed)
     history: list[dict[str, float]] = []
     start = 0
     if checkpoint is not None and checkpoint.is_file():
@@ -220,7 +259,7 @@ def train(
                 image = inputs if inputs.dim() == 2 else model.encode_images(inputs)
                 words, zero_shot = regularizer.draw() if regularizer else ([], None)
                 text = model.encode_names(names + words, image)  # one pass: classes + outliers
-                class_text, outlier_text = text[..., :len(names), :], text[..., len(names):, :]
+                class_text, outlier_text = text[..., : len(names), :], text[..., len(names) :, :]
                 logits = class_logits(clip.logit_scale, image, class_text)
                 loss = F.cross_entropy(logits.float(), labels)
                 extra = model.extra_loss(class_text)
@@ -230,9 +269,10 @@ def train(
                 if dor is not None:
                     loss = loss + dor
             if not torch.isfinite(loss):
-                raise TrialError(f"Training diverged: the loss is {loss.item()} at epoch {epoch + 1}, "
-                                 f"step {step + 1}.", "lower the learning rate (method_options.lr) "
-                                 "or the DOR weight, or check the data.")
+                raise TrialError(
+                    f"Training diverged: the loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}.",
+                    "lower the learning rate (method_options.lr) or the DOR weight, or check the data.",
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -241,9 +281,12 @@ def train(
             totals["correct"] += (logits.argmax(-1) == labels).sum().item()
             totals["n"] += len(labels)
         scheduler.step()
-        row = {"epoch": float(epoch + 1), "train/loss": totals["loss"] / totals["n"],
-               "train/acc": 100 * totals["correct"] / totals["n"],
-               "lr": lr}
+        row = {
+            "epoch": float(epoch + 1),
+            "train/loss": totals["loss"] / totals["n"],
+            "train/acc": 100 * totals["correct"] / totals["n"],
+            "lr": lr,
+        }
         if regularizer:
             row["train/dor"] = totals["dor"] / totals["n"]
         if score_epoch is not None:
@@ -258,23 +301,29 @@ def train(
     return history
 
 
-def epoch_scorer(spec: TrialSpec, model: nn.Module, method: Any, clip: ClipBundle,
-                 features: FeatureSource, data: TrialData,
-                 holdout: Holdout | None) -> Callable[[], dict[str, float]] | None:
+def epoch_scorer(
+    spec: TrialSpec,
+    model: PromptModel,
+    method: PromptMethod,
+    clip: ClipBundle,
+    features: FeatureSource,
+    data: TrialData,
+    holdout: Holdout | None,
+) -> Callable[[], dict[str, float]] | None:
     """Tuning mode: what is scored after each epoch (validation metrics of the pseudo-base and
     pseudo-new classes; with ``leaky``, the real test splits' metrics too); None otherwise."""
     if holdout is None:
         return None
 
-    def logits(model: nn.Module, items: list[Datum], split: str, names: list[str]) -> torch.Tensor:
-        return scoring_logits(model, clip, scoring_features(model, method, clip, features, items, split),
-                              names).cpu()
+    def logits(model: PromptModel, items: list[Datum], split: str, names: list[str]) -> torch.Tensor:
+        return scoring_logits(model, clip, scoring_features(model, method, clip, features, items, split), names).cpu()
 
     def score() -> dict[str, float]:
         metrics = validation_metrics(model, holdout, logits, spec.ece_bins)
         if holdout.leaky:
             metrics.update(evaluate(score_tests(model, method, data, clip, features), spec.ece_bins).metrics)
         return metrics
+
     return score
 
 
@@ -283,10 +332,12 @@ def warmup_cosine(epochs: int, warmup: int, warmup_factor: float) -> Callable[[i
     epochs, then ``CosineAnnealingLR(T_max=epochs)`` started after them (``WARMUP_RECOUNT: True``,
     the CoOp-family configs): epoch e >= warmup runs at ``(1 + cos(pi * (e - warmup) / epochs)) / 2``,
     so the first epoch after the warm-up runs at the full lr."""
+
     def factor(epoch: int) -> float:
         if epoch < warmup:
             return warmup_factor
         return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / epochs))
+
     return factor
 
 
@@ -298,8 +349,14 @@ def class_logits(scale: float, image: torch.Tensor, text: torch.Tensor) -> torch
     return scale * image @ text.float().T
 
 
-def training_batches(model, method, config, data: TrialData, clip: ClipBundle,
-                     features: FeatureSource, seed: int) -> Callable[[], DataLoader]:
+def training_batches(
+    method: PromptMethod,
+    config: dict[str, Any],
+    data: TrialData,
+    clip: ClipBundle,
+    features: FeatureSource,
+    seed: int,
+) -> Callable[[], DataLoader]:
     """A factory of one epoch's shuffled batches: (images or cached features, labels). As Dassl's
     training loader, the last incomplete batch is dropped when there is at least one full batch."""
     labels = torch.tensor([d.label for d in data.train])
@@ -307,19 +364,21 @@ def training_batches(model, method, config, data: TrialData, clip: ClipBundle,
     batch = int(config["batch_size"])
     drop_last = len(labels) >= batch
     if views and method.frozen_image_encoder:
-        bank = torch.stack([features.get(data.train, "train", seed * 1000 + v, config["min_crop_scale"])
-                            for v in range(views)])  # [V, N, D]
+        bank = torch.stack(
+            [features.get(data.train, "train", seed * 1000 + v, config["min_crop_scale"]) for v in range(views)]
+        )  # [V, N, D]
 
         def cached() -> DataLoader:
             pick = torch.randint(views, (len(labels),))
             chosen = bank[pick, torch.arange(len(labels))]
-            return DataLoader(TensorDataset(chosen, labels), batch_size=batch, shuffle=True,
-                              drop_last=drop_last)
+            return DataLoader(TensorDataset(chosen, labels), batch_size=batch, shuffle=True, drop_last=drop_last)
+
         return cached
     dataset = ImageDataset(data.train, train_transform(clip.image_size, config["min_crop_scale"]))
 
     def online() -> DataLoader:
         return DataLoader(_PairDataset(dataset), batch_size=batch, shuffle=True, drop_last=drop_last)
+
     return online
 
 
@@ -337,8 +396,9 @@ class _PairDataset(torch.utils.data.Dataset):
         return image, label
 
 
-def scoring_features(model: nn.Module, method: Any, clip: ClipBundle, features: FeatureSource,
-                        items: list[Datum], split: str) -> torch.Tensor:
+def scoring_features(
+    model: PromptModel, method: PromptMethod, clip: ClipBundle, features: FeatureSource, items: list[Datum], split: str
+) -> torch.Tensor:
     """Test-transform image features: from the cache when the image encoder is frozen."""
     if method.frozen_image_encoder:
         return features.get(items, split).to(clip.device)
@@ -346,41 +406,55 @@ def scoring_features(model: nn.Module, method: Any, clip: ClipBundle, features: 
     return torch.cat([model.encode_images(x.to(clip.device)) for x, _, _ in loader])
 
 
-def scoring_logits(model: nn.Module, clip: ClipBundle, image: torch.Tensor, names: list[str]) -> torch.Tensor:
+def scoring_logits(model: PromptModel, clip: ClipBundle, image: torch.Tensor, names: list[str]) -> torch.Tensor:
     """Logits of ``image`` against ``names``; image-conditioned prompts are encoded per chunk."""
     if model.image_conditioned:
-        return torch.cat([class_logits(clip.logit_scale, chunk, model.encode_names(names, chunk))
-                          for chunk in image.split(64)])
+        return torch.cat(
+            [class_logits(clip.logit_scale, chunk, model.encode_names(names, chunk)) for chunk in image.split(64)]
+        )
     return class_logits(clip.logit_scale, image, model.encode_names(names))
 
 
 @torch.no_grad()
-def score_tests(model: nn.Module, method: Any, data: TrialData, clip: ClipBundle,
-                features: FeatureSource) -> list[SplitScores]:
+def score_tests(
+    model: PromptModel, method: PromptMethod, data: TrialData, clip: ClipBundle, features: FeatureSource
+) -> list[SplitScores]:
     """Logits on the base and new test splits, with PIECE's proximity as DAC computes it: to the
     ``k`` nearest base-class validation images (ImageNet: its test images, CoOp's val = test)."""
     k, source = piece_setup(data.name)
-    images = {f"test-{split}": scoring_features(model, method, clip, features, items, f"test-{split}")
-              for split, items in (("base", data.test_base), ("new", data.test_new)) if items}
-    val = images["test-base"] if source == "test" else scoring_features(model, method, clip, features,
-                                                                         data.val, "val")
+    images = {
+        f"test-{split}": scoring_features(model, method, clip, features, items, f"test-{split}")
+        for split, items in (("base", data.test_base), ("new", data.test_new))
+        if items
+    }
+    val = images["test-base"] if source == "test" else scoring_features(model, method, clip, features, data.val, "val")
     reference = F.normalize(val.float().cpu(), dim=-1)
     out = []
-    for split, items, names in (("base", data.test_base, data.base_classnames),
-                                ("new", data.test_new, data.new_classnames)):
+    for split, items, names in (
+        ("base", data.test_base, data.base_classnames),
+        ("new", data.test_new, data.new_classnames),
+    ):
         if not items:
             continue
         image = images[f"test-{split}"]
         labels = torch.tensor([d.label for d in items])
         normed = F.normalize(image.float().cpu(), dim=-1)
-        out.append(SplitScores(split, scoring_logits(model, clip, image, names).cpu(), labels, names,
-                               proximity=proximity_scores(normed, reference, k=min(k, len(reference)))))
+        out.append(
+            SplitScores(
+                split,
+                scoring_logits(model, clip, image, names).cpu(),
+                labels,
+                names,
+                proximity=proximity_scores(normed, reference, k=min(k, len(reference))),
+            )
+        )
     return out
 
 
 @torch.no_grad()
-def score_targets(spec: TrialSpec, model: nn.Module, method: Any, clip: ClipBundle,
-                  options: RunOptions) -> list[SplitScores]:
+def score_targets(
+    spec: TrialSpec, model: PromptModel, method: PromptMethod, clip: ClipBundle, options: RunOptions
+) -> list[SplitScores]:
     """Domain shift: the tuned model on each target dataset's test split, with its own classes."""
     out = []
     for target in spec.targets:
@@ -404,12 +478,13 @@ def add_target_average(metrics: dict[str, float], targets: list[str]) -> None:
 def save_checkpoint(path: Path, epoch: int, history, model, optimizer, scheduler, regularizer) -> None:
     """Only what training changes: learnable parameters, optimizer, schedule, sampler and RNGs."""
     state = {
-        "epoch": epoch, "history": history,
+        "epoch": epoch,
+        "history": history,
         "params": model.state_dict(),  # CLIP is not a submodule: this is the prompt alone
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
         "regularizer": regularizer.state_dict() if regularizer else None,
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                "numpy": np.random.get_state()},
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -427,4 +502,3 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, regularizer) -> tup
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
     return state["epoch"], state["history"]
-

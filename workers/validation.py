@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from workers.datasets.base import Datum, TrialData
 from workers.datasets.sampling import relabel
 from workers.errors import DorBenchError
 from workers.evaluation import SplitScores, evaluate
+from workers.methods.base import PromptModel
 from workers.metrics import harmonic_mean
 from workers.spec import ValidationSpec
 
@@ -54,26 +54,33 @@ def hold_out(data: TrialData, spec: ValidationSpec) -> Holdout:
     new = sorted(random.Random(spec.holdout_seed).sample(range(n), pseudo_new_count(n, spec.pseudo_new)))
     base = [label for label in range(n) if label not in new]
     training = TrialData(
-        name=data.name, template=data.template,
-        base_classnames=[data.base_classnames[i] for i in base], new_classnames=[],
-        train=relabel(data.train, base), val=relabel(data.val, base), test_base=[], test_new=[],
+        name=data.name,
+        template=data.template,
+        base_classnames=[data.base_classnames[i] for i in base],
+        new_classnames=[],
+        train=relabel(data.train, base),
+        val=relabel(data.val, base),
+        test_base=[],
+        test_new=[],
     )
     return Holdout(training, [data.base_classnames[i] for i in new], relabel(data.val, new), spec.leaky)
 
 
-LogitsFn = Callable[[nn.Module, list[Datum], str, list[str]], torch.Tensor]
+LogitsFn = Callable[[PromptModel, list[Datum], str, list[str]], torch.Tensor]
 
 
 @torch.no_grad()
-def validation_metrics(model: nn.Module, holdout: Holdout, logits: LogitsFn, n_bins: int) -> dict[str, float]:
+def validation_metrics(model: PromptModel, holdout: Holdout, logits: LogitsFn, n_bins: int) -> dict[str, float]:
     """``val/pseudo_base/*``, ``val/pseudo_new/*``, ``val/avg/*`` and ``val/hm`` of ``model``.
 
     ``logits(model, items, split, classnames)`` scores validation items against class names (the
     trial loop supplies it, with its image-feature cache). The model must be in eval mode.
     """
     splits = []
-    for split, items, names in (("val/pseudo_base", holdout.training.val, holdout.training.base_classnames),
-                                ("val/pseudo_new", holdout.val_new, holdout.pseudo_new_classnames)):
+    for split, items, names in (
+        ("val/pseudo_base", holdout.training.val, holdout.training.base_classnames),
+        ("val/pseudo_new", holdout.val_new, holdout.pseudo_new_classnames),
+    ):
         labels = torch.tensor([d.label for d in items])
         splits.append(SplitScores(split, logits(model, items, split.replace("/", "-"), names), labels, names))
     m = evaluate(splits, n_bins=n_bins).metrics

@@ -21,16 +21,31 @@ def store(folder: Path, experiment: str) -> tuple[str, Tracker]:
 
 
 def spec(method: str, dataset: str, seed: int, lam: float | None = None, **fields) -> TrialSpec:
-    return TrialSpec(method=method, dataset=dataset, seed=seed, model="ViT-B-16", pretrained="openai",
-                     dor=DorSpec(lam=lam) if lam is not None else None, **fields)
+    return TrialSpec(
+        method=method,
+        dataset=dataset,
+        seed=seed,
+        model="ViT-B-16",
+        pretrained="openai",
+        dor=DorSpec(lam=lam) if lam is not None else None,
+        **fields,
+    )
 
 
 def b2n_metrics(base_acc: float, new_acc: float, base_ece: float, new_ece: float) -> dict[str, float]:
     """The final metrics a base-to-new trial reports (evaluation.evaluate's keys)."""
-    return {"base/acc": base_acc, "new/acc": new_acc, "hm": harmonic_mean(base_acc, new_acc),
-            "base/ece": base_ece, "new/ece": new_ece, "avg/ece": (base_ece + new_ece) / 2,
-            "base/ace": base_ece + 1, "new/ace": new_ece + 1, "avg/ace": (base_ece + new_ece) / 2 + 1,
-            "avg/acc": (base_acc + new_acc) / 2}
+    return {
+        "base/acc": base_acc,
+        "new/acc": new_acc,
+        "hm": harmonic_mean(base_acc, new_acc),
+        "base/ece": base_ece,
+        "new/ece": new_ece,
+        "avg/ece": (base_ece + new_ece) / 2,
+        "base/ace": base_ece + 1,
+        "new/ace": new_ece + 1,
+        "avg/ace": (base_ece + new_ece) / 2 + 1,
+        "avg/acc": (base_acc + new_acc) / 2,
+    }
 
 
 def bins(counts: list[int], acc: list[float], conf: list[float]) -> ReliabilityBins:
@@ -38,11 +53,21 @@ def bins(counts: list[int], acc: list[float], conf: list[float]) -> ReliabilityB
     return ReliabilityBins(edges=[i / k for i in range(k + 1)], count=counts, accuracy=acc, confidence=conf)
 
 
-def log_trial(tracker: Tracker, parent: str, trial_spec: TrialSpec, metrics: dict[str, float] | None,
-              error: str | None = None, reliability: dict[str, ReliabilityBins] | None = None) -> str:
+def log_trial(
+    tracker: Tracker,
+    parent: str,
+    trial_spec: TrialSpec,
+    metrics: dict[str, float] | None,
+    error: str | None = None,
+    reliability: dict[str, ReliabilityBins] | None = None,
+) -> str:
     """One child run: FINISHED with ``metrics``, or FAILED with ``error`` when metrics is None."""
     name = f"{trial_spec.method}{'+dor' if trial_spec.dor else ''}/{trial_spec.dataset}/seed{trial_spec.seed}"
-    result = None if metrics is None else TrialResult(
-        spec=trial_spec, metrics=metrics, reliability=reliability or {},
-        history=[{"epoch": 1, "train/loss": 1.0}])
+    result = (
+        None
+        if metrics is None
+        else TrialResult(
+            spec=trial_spec, metrics=metrics, reliability=reliability or {}, history=[{"epoch": 1, "train/loss": 1.0}]
+        )
+    )
     return tracker.record(parent, name, trial_spec, result, error)

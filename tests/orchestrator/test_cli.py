@@ -58,8 +58,20 @@ def test_invalid_trial_settings(capsys):
 
 
 def test_unknown_method_option(capsys):
-    code, _, err = run(capsys, "trial", "--method", "coop", "--dataset", "shapes", "--model",
-                       "tiny-clip", "--pretrained", "none", "--option", "n_cxt=4")
+    code, _, err = run(
+        capsys,
+        "trial",
+        "--method",
+        "coop",
+        "--dataset",
+        "shapes",
+        "--model",
+        "tiny-clip",
+        "--pretrained",
+        "none",
+        "--option",
+        "n_cxt=4",
+    )
     assert code == 2 and "n_cxt" in err and "n_ctx" in err
 
 
@@ -71,8 +83,17 @@ def test_ls_lists_registries(capsys):
 
 
 def test_pretrain_logit_scale_start_is_checked(capsys, tmp_path):
-    code, _, err = run(capsys, "micro-clip", "pretrain", "--arch", "tiny-clip", "--out", str(tmp_path / "w.pt"),
-                       "--init-logit-scale", "250")
+    code, _, err = run(
+        capsys,
+        "micro-clip",
+        "pretrain",
+        "--arch",
+        "tiny-clip",
+        "--out",
+        str(tmp_path / "w.pt"),
+        "--init-logit-scale",
+        "250",
+    )
     assert code == 2 and "init_logit_scale must lie in [1, 100] (got 250.0)" in err
     assert not (tmp_path / "w.pt").exists()
 
@@ -88,4 +109,5 @@ def test_progress_log_writes_a_line_only_when_the_counts_change(capsys):
     assert capsys.readouterr().err.splitlines() == [
         "[dor-bench] 1/9 done, 2 running, 0 failed, 6 queued, ETA 80s",
         "[dor-bench] 2/9 done, 2 running, 0 failed, 5 queued, ETA 70s",
-        "[dor-bench] trial 'x' FAILED: boom"]
+        "[dor-bench] trial 'x' FAILED: boom",
+    ]

@@ -45,14 +45,17 @@ def the_problem(problems: list[str], path: str) -> str:
 
 
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         name: x
         datasets: [shapes]
         methods:
           - zeroshot
         seeds: [1, 2
         shots: 4
-        """)
+        """,
+    )
     with pytest.raises(DorBenchError) as info:
         load_benchmark(path)
     message = info.value.message
@@ -78,13 +81,16 @@ def test_empty_file(tmp_path):
 
 
 def test_unknown_method_did_you_mean_with_path(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         name: x
         datasets: [shapes]
         methods:
           - zeroshot
           - cop
-        """)
+        """,
+    )
     problem = the_problem(problems_of(path), "methods[1].name")
     assert "unknown method 'cop'. Did you mean 'coop'?" in problem
     assert "[line 5]" in problem
@@ -113,7 +119,9 @@ def test_missing_data_root_for_a_real_dataset(tmp_path):
 
 
 def test_unknown_method_option_did_you_mean(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         name: x
         datasets: [shapes]
         methods:
@@ -121,10 +129,12 @@ def test_unknown_method_option_did_you_mean(tmp_path):
             options: {epochz: 3, n_ctx: [4, 2.5]}
           - name: zeroshot
             options: {epochs: 3}
-        """)
+        """,
+    )
     problems = problems_of(path)
     assert "unknown option 'epochz' for coop. Did you mean 'epochs'?" in the_problem(
-        problems, "methods[0].options.epochz")
+        problems, "methods[0].options.epochz"
+    )
     assert "must be an integer" in the_problem(problems, "methods[0].options.n_ctx[1]")
     assert "zeroshot takes no options" in the_problem(problems, "methods[1].options.epochs")
 
@@ -135,14 +145,17 @@ def test_zeroshot_never_gets_dor(tmp_path):
 
 
 def test_unknown_settings_and_names_suggest_the_right_ones(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         name: x
         datasets: [shapes, oxford_pet]
         data_root: /data
         model: {arch: ViT-B-61}
         methods: [coop]
         dor: {pool_strategy: [near, farr], pool_siz: 3}
-        """)
+        """,
+    )
     problems = problems_of(path)
     assert "Did you mean 'oxford_pets'?" in the_problem(problems, "datasets[1]")
     assert "Did you mean 'ViT-B-16'?" in the_problem(problems, "model.arch")
@@ -151,7 +164,9 @@ def test_unknown_settings_and_names_suggest_the_right_ones(tmp_path):
 
 
 def test_several_problems_reported_together(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         name: x
         datasets: [oxford_pets, caltec101]
         seeds: []
@@ -163,10 +178,20 @@ def test_several_problems_reported_together(tmp_path):
             options: {epochz: 3}
         dor: {lam: -1}
         resources: {gpus: -1, cpus: 0}
-        """)
+        """,
+    )
     problems = problems_of(path)
-    for where in ["data_root", "datasets[1]", "seeds", "shots[0]", "methods[1].name",
-                  "methods[2].options.epochz", "dor.lam", "resources.gpus", "resources.cpus"]:
+    for where in [
+        "data_root",
+        "datasets[1]",
+        "seeds",
+        "shots[0]",
+        "methods[1].name",
+        "methods[2].options.epochz",
+        "dor.lam",
+        "resources.gpus",
+        "resources.cpus",
+    ]:
         the_problem(problems, where)
     assert len(problems) == 9
     lines = [int(p.rsplit("[line ", 1)[1].rstrip("]")) for p in problems]
@@ -208,8 +233,7 @@ def test_tiny_plan():
         assert t.spec.dor.lam == 8 and t.spec.dor.outliers_per_step == 4
         vocabulary = Path(t.spec.dor.vocabulary)
         assert vocabulary.is_absolute() and vocabulary == TINY.parent / "words.txt"
-    assert [t.name for t in trials[:3]] == [
-        "zeroshot/shapes/seed1", "coop/shapes/seed1", "coop/shapes/seed1/dor-lam8"]
+    assert [t.name for t in trials[:3]] == ["zeroshot/shapes/seed1", "coop/shapes/seed1", "coop/shapes/seed1/dor-lam8"]
     assert "6 trials = 1 dataset x 2 seeds x (zeroshot 1 + coop 2 (DOR off/on))" in describe_plan(bench, trials)
 
 
@@ -224,12 +248,18 @@ def test_list_valued_options_and_dor_axes_expand_the_grid(tmp_path):
     options = grid(tmp_path, "", "[zeroshot, {name: coop, options: {n_ctx: [4, 8, 16], epochs: 5}}]")
     assert len(options) == 2 * (1 + 3 * 2)
     assert {t.name for t in options if t.spec.seed == 1 and t.spec.dor is None} == {
-        "zeroshot/shapes/seed1", "coop/shapes/seed1/n_ctx=4", "coop/shapes/seed1/n_ctx=8",
-        "coop/shapes/seed1/n_ctx=16"}
+        "zeroshot/shapes/seed1",
+        "coop/shapes/seed1/n_ctx=4",
+        "coop/shapes/seed1/n_ctx=8",
+        "coop/shapes/seed1/n_ctx=16",
+    }
     lams = grid(tmp_path, "dor: {lam: [1, 4, 8]}")
     assert len(lams) == 2 * (1 + 1 + 3)
-    both = grid(tmp_path, "dor: {lam: [1, 4], pool_size: [100, 1000], pool_strategy: [near, far]}",
-                "[{name: coop, options: {n_ctx: [4, 16]}, dor: [false, true]}]")
+    both = grid(
+        tmp_path,
+        "dor: {lam: [1, 4], pool_size: [100, 1000], pool_strategy: [near, far]}",
+        "[{name: coop, options: {n_ctx: [4, 16]}, dor: [false, true]}]",
+    )
     assert len(both) == 2 * 2 * (1 + 2 * 2 * 2)
     assert len({t.name for t in both}) == len(both)
     assert any(t.name.endswith("/dor-lam4/K1000/far") for t in both)
@@ -261,8 +291,10 @@ def test_benchmarks_yaml_is_the_papers_grid():
     lams = {(t.spec.method, t.spec.dor.lam) for t in trials if t.spec.dor is not None}
     assert lams == {("coop", 8), ("cocoop", 2), ("kgcoop", 2), ("maple", 2)}
     assert all(t.spec.method_options == {} for t in trials)  # the published defaults
-    assert text.startswith("Benchmark 'dor-base2new': 297 trials = 11 datasets x 3 seeds x "
-                           "(zeroshot 1 + 4 methods (coop, cocoop, kgcoop, maple) x 2 (DOR off/on))")
+    assert text.startswith(
+        "Benchmark 'dor-base2new': 297 trials = 11 datasets x 3 seeds x "
+        "(zeroshot 1 + 4 methods (coop, cocoop, kgcoop, maple) x 2 (DOR off/on))"
+    )
 
 
 def test_domain_shift_example_keeps_its_targets():
@@ -279,10 +311,12 @@ def test_demo_yaml_plans_nine_trials():
     assert bench.model.arch == "micro-clip" and bench.model.pretrained == "shapes"
     coop = [t for t in trials if t.spec.method == "coop"]
     # epochs 200 is CoOp's default, so it is not part of the spec (same run_key either way)
-    assert all(t.spec.method_options == {"lr": 0.05, "n_ctx": 4,
-                                         "ctx_init": "a photo of a", "augment_views": 8,
-                                         "min_crop_scale": 1.0} and t.spec.shots == 4
-               for t in coop)
+    assert all(
+        t.spec.method_options
+        == {"lr": 0.05, "n_ctx": 4, "ctx_init": "a photo of a", "augment_views": 8, "min_crop_scale": 1.0}
+        and t.spec.shots == 4
+        for t in coop
+    )
     assert sorted(t.spec.dor.lam for t in coop if t.spec.dor) == [8, 8, 8]
     assert "9 trials = 1 dataset x 3 seeds x (zeroshot 1 + coop 2 (DOR off/on))" in text
 

@@ -21,26 +21,61 @@ WORDS = str(Path(__file__).parents[2] / "examples" / "words.txt")
 
 def test_the_same_builtin_trial_has_one_run_key_from_every_entry_point(tmp_path):
     # dor-bench trial: a --root it does not need, epochs at its default, DOR's weight from the method
-    args = build_parser().parse_args([
-        "trial", "--method", "coop", "--dataset", "shapes", "--root", str(tmp_path), "--model",
-        "tiny-clip", "--pretrained", "none", "--shots", "4", "--option", "n_ctx=4", "--option",
-        "epochs=200", "--dor-lambda", "8", "--outliers-per-step", "4", "--dor-vocabulary", WORDS])
+    args = build_parser().parse_args(
+        [
+            "trial",
+            "--method",
+            "coop",
+            "--dataset",
+            "shapes",
+            "--root",
+            str(tmp_path),
+            "--model",
+            "tiny-clip",
+            "--pretrained",
+            "none",
+            "--shots",
+            "4",
+            "--option",
+            "n_ctx=4",
+            "--option",
+            "epochs=200",
+            "--dor-lambda",
+            "8",
+            "--outliers-per-step",
+            "4",
+            "--dor-vocabulary",
+            WORDS,
+        ]
+    )
     from_cli = trial_spec(args)
 
     # a benchmark file: a data_root for a real target-less grid, lam left to the method (CoOp: 8)
-    bench = {"name": "same", "data_root": str(tmp_path), "datasets": ["shapes"], "shots": 4,
-             "seeds": [1], "model": {"arch": "tiny-clip", "pretrained": "none"},
-             "methods": [{"name": "coop", "options": {"n_ctx": 4}, "dor": [True]}],
-             "dor": {"outliers_per_step": 4, "vocabulary": WORDS}}
+    bench = {
+        "name": "same",
+        "data_root": str(tmp_path),
+        "datasets": ["shapes"],
+        "shots": 4,
+        "seeds": [1],
+        "model": {"arch": "tiny-clip", "pretrained": "none"},
+        "methods": [{"name": "coop", "options": {"n_ctx": 4}, "dor": [True]}],
+        "dor": {"outliers_per_step": 4, "vocabulary": WORDS},
+    }
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
     (from_file,) = plan(load_benchmark(tmp_path / "bench.yaml"))
 
     # a sweep over lam: its trial for lam 8, seed 1, out of tuning mode
-    sweep = {"name": "same-sweep", "model": {"arch": "tiny-clip", "pretrained": "none"},
-             "dataset": "shapes", "shots": 4, "seeds": [1],
-             "method": {"name": "coop", "options": {"n_ctx": 4, "dor_lambda": 8}},
-             "dor": {"outliers_per_step": 4, "vocabulary": WORDS}, "space": {"lam": [2, 8]},
-             "objective": {"metric": "val/pseudo_new/ece", "mode": "min"}}
+    sweep = {
+        "name": "same-sweep",
+        "model": {"arch": "tiny-clip", "pretrained": "none"},
+        "dataset": "shapes",
+        "shots": 4,
+        "seeds": [1],
+        "method": {"name": "coop", "options": {"n_ctx": 4, "dor_lambda": 8}},
+        "dor": {"outliers_per_step": 4, "vocabulary": WORDS},
+        "space": {"lam": [2, 8]},
+        "objective": {"metric": "val/pseudo_new/ece", "mode": "min"},
+    }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     base = base_spec(load_sweep(tmp_path / "sweep.yaml")).model_dump(mode="json")
     from_sweep = sweep_trial_spec(base, {"lam": 8.0}, seed=1).model_copy(update={"validation": None})
@@ -51,8 +86,13 @@ def test_the_same_builtin_trial_has_one_run_key_from_every_entry_point(tmp_path)
 
 
 def test_normalise_is_idempotent_and_resolves_the_weight():
-    spec = TrialSpec(method="kgcoop", dataset="shapes", root="/data", method_options={
-        "dor_lambda": 3, "kg_weight": 8.0, "lr": 0.01}, dor=DorSpec())
+    spec = TrialSpec(
+        method="kgcoop",
+        dataset="shapes",
+        root="/data",
+        method_options={"dor_lambda": 3, "kg_weight": 8.0, "lr": 0.01},
+        dor=DorSpec(),
+    )
     once = normalise(spec)
     assert once.dor.lam == 3.0 and once.method_options == {"lr": 0.01} and once.root is None
     assert normalise(once) == once

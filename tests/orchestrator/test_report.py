@@ -50,8 +50,13 @@ def store(tmp_path_factory):
     for (dataset, lam), seeds in VALUES.items():
         for seed, v in enumerate(seeds, start=1):
             log_trial(tracker, parent, spec("coop", dataset, seed, lam), b2n_metrics(*v))
-    log_trial(tracker, parent, spec("coop", "oxford_pets", 3, 8.0), None,
-              error="Traceback (most recent call last):\nRuntimeError: CUDA out of memory")
+    log_trial(
+        tracker,
+        parent,
+        spec("coop", "oxford_pets", 3, 8.0),
+        None,
+        error="Traceback (most recent call last):\nRuntimeError: CUDA out of memory",
+    )
     tracker.end_parent(parent, "FAILED")
     return uri, folder
 
@@ -86,8 +91,9 @@ def test_average_row_only_over_complete_datasets_and_incomplete_cells_marked(rep
     acc = next(t for t in report.tables if t.key == "acc")
     full = acc.cell("Average", "CoOp", "base")
     assert full.mean == pytest.approx((72 + 91 + 86) / 3) and full.datasets == (3, 3) and full.complete
-    per_seed = [statistics.mean(VALUES[(d, None)][s][0] for d in ("imagenet", "caltech101", "oxford_pets"))
-                for s in range(3)]
+    per_seed = [
+        statistics.mean(VALUES[(d, None)][s][0] for d in ("imagenet", "caltech101", "oxford_pets")) for s in range(3)
+    ]
     assert full.std == pytest.approx(statistics.stdev(per_seed))
     part = acc.cell("Average", "CoOp+DOR(λ=8)", "base")  # OxfordPets has 2 of 3 seeds: left out
     assert part.mean == pytest.approx((73 + 92) / 2) and part.datasets == (2, 3) and not part.complete
@@ -104,8 +110,10 @@ def test_markdown_to_the_digit(report):
     md = markdown(report)
     row = next(line for line in md.splitlines() if line.startswith("| ImageNet |") and "HM" not in line)
     imagenet = VALUES[("imagenet", None)]
-    assert row.startswith(f"| ImageNet | 72.00 ± 1.00 (3) | {cell([v[1] for v in imagenet])} | "
-                          f"{hm(72, 61.5):.2f} ± {statistics.stdev(hm(b, n) for b, n, *_ in imagenet):.2f} (3) |")
+    assert row.startswith(
+        f"| ImageNet | 72.00 ± 1.00 (3) | {cell([v[1] for v in imagenet])} | "
+        f"{hm(72, 61.5):.2f} ± {statistics.stdev(hm(b, n) for b, n, *_ in imagenet):.2f} (3) |"
+    )
     assert "| 70.00 (1/3)† |" in row  # one seed of three
     assert "**73.00 ± 1.00** (3)" in row  # best base accuracy on ImageNet
     pets = next(line for line in md.splitlines() if line.startswith("| OxfordPets |"))
@@ -123,8 +131,10 @@ def test_markdown_to_the_digit(report):
 def test_formats_and_parquet_via_the_cli(store, tmp_path, capsys):
     uri, _ = store
     out = tmp_path / "out"
-    assert main(["report", "--tracking-uri", uri, "--experiment", "calib", "--out", str(out),
-                 "--format", "md,latex,csv"]) == 0
+    assert (
+        main(["report", "--tracking-uri", uri, "--experiment", "calib", "--out", str(out), "--format", "md,latex,csv"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| ImageNet | 72.00 ± 1.00 (3) |" in printed and "## ECE, base-to-new" in printed
     assert sorted(p.name for p in out.iterdir()) == ["report.md", "report.tex", "results.parquet", "tables.csv"]
@@ -132,8 +142,11 @@ def test_formats_and_parquet_via_the_cli(store, tmp_path, capsys):
     assert "\\toprule" in tex and "\\multicolumn{3}{c}{CoOp+DOR($\\lambda$=8)}" in tex
     assert "\\textbf{73.00}{\\scriptsize$\\pm$1.00}$^{3}$" in tex and "\\bottomrule" in tex
     rows = list(csv.DictReader(io.StringIO((out / "tables.csv").read_text())))
-    pets = next(r for r in rows if (r["table"], r["row"], r["group"], r["column"]) ==
-                ("acc", "OxfordPets", "CoOp+DOR(λ=8)", "base"))
+    pets = next(
+        r
+        for r in rows
+        if (r["table"], r["row"], r["group"], r["column"]) == ("acc", "OxfordPets", "CoOp+DOR(λ=8)", "base")
+    )
     assert (float(pets["mean"]), pets["n"], pets["expected"], pets["complete"]) == (86.5, "2", "3", "0")
     table = pq.read_table(out / "results.parquet")
     assert table.num_rows == 20 and sorted(set(table.column("status").to_pylist())) == ["FAILED", "FINISHED"]
@@ -170,8 +183,19 @@ def test_user_mistakes_are_one_paragraph(store, tmp_path, capsys):
     assert "Experiment 'empty'" in err and "has no trial runs" in err
 
 
-PAPER = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-         "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
+PAPER = [
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+]
 TARGETS = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
 
 
@@ -183,8 +207,14 @@ def test_published_comparison_and_domain_shift(tmp_path):
         log_trial(tracker, parent, spec("coop", d, 1, 8.0, shots=16), b2n_metrics(80, 75, 2.5, 6.0))
     log_trial(tracker, parent, spec("cocoop", "imagenet", 1), b2n_metrics(80, 75, 2.5, 6.0))
     for seed, ece in ((1, 7.0), (2, 8.0)):
-        metrics = {"base/acc": 71.0, "base/ece": 2.0, "target/avg/acc": 60.0, "target/avg/ece": ece,
-                   **{f"target/{t}/acc": 60.0 for t in TARGETS}, **{f"target/{t}/ece": ece for t in TARGETS}}
+        metrics = {
+            "base/acc": 71.0,
+            "base/ece": 2.0,
+            "target/avg/acc": 60.0,
+            "target/avg/ece": ece,
+            **{f"target/{t}/acc": 60.0 for t in TARGETS},
+            **{f"target/{t}/ece": ece for t in TARGETS},
+        }
         log_trial(tracker, parent, spec("coop", "imagenet", seed, subsample="all", targets=TARGETS), metrics)
     report = build_tables(collect(uri, "paper"))
     got = {(c.variant, c.metric): (round(c.ours.mean, 2), c.published, round(c.delta, 2)) for c in report.comparisons}
@@ -194,14 +224,25 @@ def test_published_comparison_and_domain_shift(tmp_path):
     assert got[("CoOp", "ECE target avg (domain shift)")] == (7.5, 7.18, 0.32)
     assert not any(v.startswith("CoCoOp") for v, _ in got)  # one dataset of 11: no comparison
     shift = next(t for t in report.tables if t.key == "shift/imagenet")
-    assert [c.group for c in shift.columns[::2]] == ["ImageNet (source)", "ImageNet-V2", "ImageNet-Sketch",
-                                                     "ImageNet-A", "ImageNet-R", "Target avg"]
+    assert [c.group for c in shift.columns[::2]] == [
+        "ImageNet (source)",
+        "ImageNet-V2",
+        "ImageNet-Sketch",
+        "ImageNet-A",
+        "ImageNet-R",
+        "Target avg",
+    ]
     s = shift.cell("CoOp", "Target avg", "ECE")
     assert (s.mean, s.std, s.n) == (7.5, pytest.approx(statistics.stdev([7.0, 8.0])), 2)
 
 
 def test_run_report_end_to_end_writes_every_format(store, tmp_path):
     out = build_report(store[0], "calib", out_dir=tmp_path / "r")
-    assert {p.name for p in out.files.values()} == {"results.parquet", "report.md", "report.tex",
-                                                     "tables.csv", "report.html"}
+    assert {p.name for p in out.files.values()} == {
+        "results.parquet",
+        "report.md",
+        "report.tex",
+        "tables.csv",
+        "report.html",
+    }
     assert "## Accuracy, base-to-new" in out.terminal and "ACE" not in out.terminal.split("Full report")[0]

@@ -49,8 +49,13 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
         for lam in (None, 8.0):
             for seed in (1, 2):
                 rel = {split: bins([5, 10 * seed, 20], [0.2, 0.5, 0.9], [0.15, 0.6, 0.95]) for split in ("base", "new")}
-                log_trial(tracker, parent, spec("coop", dataset, seed, lam),
-                          b2n_metrics(70 + seed, 60 + seed, 2.0, 10.0 - 4 * (lam is not None)), reliability=rel)
+                log_trial(
+                    tracker,
+                    parent,
+                    spec("coop", dataset, seed, lam),
+                    b2n_metrics(70 + seed, 60 + seed, 2.0, 10.0 - 4 * (lam is not None)),
+                    reliability=rel,
+                )
     out = build_report(uri, "html", out_dir=tmp_path / "report", formats=["html"])
     page = out.files["html"]
     text = page.read_text()
@@ -58,8 +63,15 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     assert text.count('src="data:image/png;base64,') == 4  # 2 datasets x 2 columns, seeds pooled
 
     browser = chromium()
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             "--enable-logging=stderr", "--v=0"]
+    flags = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert '<table id="acc">' in dom.stdout and "EuroSAT" in dom.stdout and "CoOp+DOR" in dom.stdout
@@ -67,11 +79,18 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "report-html.png"
     shot.unlink(missing_ok=True)
-    run = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,2000", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1400,2000", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
-    page_errors = [line for line in (dom.stderr + run.stderr).splitlines()
-                   if "CONSOLE" in line or "Uncaught" in line or "net::ERR" in line or "Failed to load" in line]
+    page_errors = [
+        line
+        for line in (dom.stderr + run.stderr).splitlines()
+        if "CONSOLE" in line or "Uncaught" in line or "net::ERR" in line or "Failed to load" in line
+    ]
     assert page_errors == []
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1400, 2000)

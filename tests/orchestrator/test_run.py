@@ -40,8 +40,19 @@ def child_runs(uri: str, experiment: str) -> list:
 
 
 def run(path: Path, uri: str, folder: Path, *extra: str) -> int:
-    return main(["run", str(path), "--tracking-uri", uri, "--checkpoint-dir", str(folder / "ckpt"),
-                 "--report-dir", str(folder / "report"), *extra])
+    return main(
+        [
+            "run",
+            str(path),
+            "--tracking-uri",
+            uri,
+            "--checkpoint-dir",
+            str(folder / "ckpt"),
+            "--report-dir",
+            str(folder / "report"),
+            *extra,
+        ]
+    )
 
 
 def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
@@ -61,7 +72,12 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
     shapes = next(line for line in out.out.splitlines() if line.startswith("| shapes |"))
     assert shapes.count("(2)") == 9 and "†" not in shapes  # 3 columns x base/new/HM, 2 seeds each
     assert {p.name for p in (tmp_path / "report").iterdir()} == {
-        "results.parquet", "report.md", "report.tex", "tables.csv", "report.html"}
+        "results.parquet",
+        "report.md",
+        "report.tex",
+        "tables.csv",
+        "report.html",
+    }
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
     assert {"trial_spec.json", "result.json", "per_class.json"} <= artifacts
     assert runs[0].info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside mlflow.db
@@ -72,8 +88,7 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
 
 
 def test_killed_worker_is_retried_without_duplicates(tmp_path, capsys):
-    path = write_benchmark(tmp_path, name="kill",
-                           testing={"kill_worker": {"trial": "coop/shapes/seed1", "epoch": 1}})
+    path = write_benchmark(tmp_path, name="kill", testing={"kill_worker": {"trial": "coop/shapes/seed1", "epoch": 1}})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert run(path, uri, tmp_path) == 0
     assert "worker died during 'coop/shapes/seed1'" in capsys.readouterr().err
@@ -98,9 +113,14 @@ def test_failing_trial_is_recorded_failed_and_the_rest_finish(tmp_path, capsys):
 
 
 def test_preflight_failure_schedules_nothing(tmp_path, capsys):
-    config = {"name": "pre", "data_root": str(tmp_path / "no-such-data"), "datasets": ["oxford_pets"],
-              "model": {"arch": "tiny-clip", "pretrained": "none"}, "seeds": [1],
-              "methods": ["zeroshot"]}
+    config = {
+        "name": "pre",
+        "data_root": str(tmp_path / "no-such-data"),
+        "datasets": ["oxford_pets"],
+        "model": {"arch": "tiny-clip", "pretrained": "none"},
+        "seeds": [1],
+        "methods": ["zeroshot"],
+    }
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -133,8 +153,9 @@ def test_runs_of_an_older_protocol_are_rerun_and_never_averaged_in(tmp_path, cap
     parent = client.create_run(experiment).info.run_id
     for trial in plan(load_benchmark(path)):  # the same grid, recorded before the parity fixes
         params = {k: v for k, v in flat_params(trial.spec).items() if k not in ("protocol", "dor.exclude")}
-        run_id = client.create_run(experiment, tags={PARENT: parent, RUN_KEY: legacy_key(trial.spec),
-                                                     TRIAL_NAME: trial.name}).info.run_id
+        run_id = client.create_run(
+            experiment, tags={PARENT: parent, RUN_KEY: legacy_key(trial.spec), TRIAL_NAME: trial.name}
+        ).info.run_id
         for k, v in params.items():
             client.log_param(run_id, k, v)
         for k in ("base/acc", "new/acc", "hm", "base/ece", "new/ece", "avg/ece"):
@@ -145,8 +166,22 @@ def test_runs_of_an_older_protocol_are_rerun_and_never_averaged_in(tmp_path, cap
     assert run(path, uri, tmp_path) == 0
     assert "0 of 6 trials already finished" in capsys.readouterr().err
     assert len(child_runs(uri, "legacy")) == 12
-    assert main(["report", "--experiment", "legacy", "--tracking-uri", uri, "--out", str(tmp_path / "all"),
-                 "--format", "md"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--experiment",
+                "legacy",
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path / "all"),
+                "--format",
+                "md",
+            ]
+        )
+        == 0
+    )
     report = (tmp_path / "all" / "report.md").read_text()
     assert "6 runs of an older protocol left out" in report
     shapes = next(line for line in report.splitlines() if line.startswith("| shapes |"))

@@ -25,17 +25,21 @@ def test_ui_starts_answers_http_and_stops(tmp_path):
     uri, _ = store(tmp_path, "ui-check")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", uri,
-                             "--port", str(port)], stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         assert f"http://127.0.0.1:{port}" in proc.stderr.readline()
         deadline, body = time.monotonic() + 90, ""
         while time.monotonic() < deadline and not body:
             try:
                 with urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=10",
-                        timeout=5) as response:
+                    f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=10", timeout=5
+                ) as response:
                     body = response.read().decode()
             except OSError:
                 assert proc.poll() is None, "the UI exited early"

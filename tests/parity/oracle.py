@@ -39,7 +39,7 @@ def tokenize(texts: list[str], context_length: int = 77) -> torch.Tensor:
     out = torch.zeros(len(texts), context_length, dtype=torch.long)
     for i, text in enumerate(texts):
         ids = [sot, *_tokenizer.encode(text), eot]
-        out[i, :len(ids)] = torch.tensor(ids)
+        out[i, : len(ids)] = torch.tensor(ids)
     return out
 
 
@@ -48,9 +48,18 @@ def random_vit_b16(seed: int = 0, mlp_gain: float = 6.0) -> dict[str, torch.Tens
     OpenAI's files. The MLP input weights are scaled by ``mlp_gain`` so that pre-activations reach
     the range where QuickGELU and GELU differ (at CLIP's init they are too small to tell)."""
     torch.manual_seed(seed)
-    net = model.CLIP(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                     vision_patch_size=16, context_length=77, vocab_size=49408,
-                     transformer_width=512, transformer_heads=8, transformer_layers=12)
+    net = model.CLIP(
+        embed_dim=512,
+        image_resolution=224,
+        vision_layers=12,
+        vision_width=768,
+        vision_patch_size=16,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=512,
+        transformer_heads=8,
+        transformer_layers=12,
+    )
     state = net.state_dict()
     for name in state:
         if name.endswith("mlp.c_fc.weight"):
@@ -59,8 +68,9 @@ def random_vit_b16(seed: int = 0, mlp_gain: float = 6.0) -> dict[str, torch.Tens
 
 
 @torch.no_grad()
-def features(state: dict[str, torch.Tensor], images: torch.Tensor,
-             texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def features(
+    state: dict[str, torch.Tensor], images: torch.Tensor, texts: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """OpenAI's image and text features (fp32, not normalised) of ``state``, as ``clip.load`` on a
     CPU builds them (``build_model`` then ``float()``)."""
     net = model.build_model(dict(state)).float().eval()

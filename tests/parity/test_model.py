@@ -15,8 +15,12 @@ from tests.parity import oracle
 from workers.errors import DorBenchError
 from workers.models.clip import is_torchscript, load_clip
 
-TEXTS = ["a photo of a american bulldog.", "a photo of a Yorkshire terrier, a type of pet.",
-         "X X X X 7-Eleven.", "a centered satellite photo of Annual Crop Land."]
+TEXTS = [
+    "a photo of a american bulldog.",
+    "a photo of a Yorkshire terrier, a type of pet.",
+    "X X X X 7-Eleven.",
+    "a centered satellite photo of Annual Crop Land.",
+]
 HF_REPO = "timm/vit_base_patch16_clip_224.openai"  # open_clip's hub entry for ('ViT-B-16', 'openai')
 
 
@@ -75,9 +79,28 @@ def test_openai_torchscript_file(torchscript_file, inputs, expected) -> None:
 
 
 def test_trial_command_runs_on_an_openai_torchscript_file(torchscript_file, capsys) -> None:
-    assert main(["trial", "--method", "zeroshot", "--dataset", "shapes", "--model", "ViT-B-16",
-                 "--pretrained", torchscript_file, "--shots", "1", "--test-per-class", "1",
-                 "--json", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "trial",
+                "--method",
+                "zeroshot",
+                "--dataset",
+                "shapes",
+                "--model",
+                "ViT-B-16",
+                "--pretrained",
+                torchscript_file,
+                "--shots",
+                "1",
+                "--test-per-class",
+                "1",
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["info"]["activation"] == "QuickGELU"
     assert result["metrics"]["base/n"] == 30 and result["spec"]["pretrained"] == torchscript_file

@@ -86,8 +86,12 @@ def test_class_names_are_written_with_spaces_everywhere(pets_root, clip):
     assert {d.classname for d in data.train} == set(data.base_classnames)
     # zero-shot prompts: the dataset template on the name as text
     zs = METHODS.get("zeroshot")().build(clip, data.base_classnames, data.name, data.template, {})
-    expected = F.normalize(clip.model.encode_text(oracle.tokenize(
-        [f"a photo of a {n.replace('_', ' ')}, a type of pet." for n in PETS[:3]], 32)), dim=-1)
+    expected = F.normalize(
+        clip.model.encode_text(
+            oracle.tokenize([f"a photo of a {n.replace('_', ' ')}, a type of pet." for n in PETS[:3]], 32)
+        ),
+        dim=-1,
+    )
     assert torch.allclose(zs.encode_names(data.base_classnames), expected, atol=1e-6)
 
 
@@ -116,6 +120,7 @@ def test_coop_family_context_length_follows_ctx_init(clip, method):
 def test_coop_random_context_prompt_tokens(clip):
     model = METHODS.get("coop")().build(clip, ["x"], "oxford_pets", "", METHODS.get("coop").defaults)
     from workers.methods.prompting import placeholder_tokens
+
     tokens = placeholder_tokens(clip, ["great pyrenees"], model.prefix)
     assert torch.equal(tokens, oracle.tokenize([" ".join(["X"] * 16) + " great pyrenees."], 32))
 
@@ -133,15 +138,22 @@ def test_maple_learns_the_first_n_ctx_tokens_of_its_init(clip):
     assert random_init.prefix == "X X"  # DAC's MaPLe config (CTX_INIT: "")
 
 
-@pytest.mark.parametrize("dataset,template", [("dtd", "a photo of a {}, a type of texture."),
-                                              ("eurosat", "a centered satellite photo of {}."),
-                                              ("imagenet", "a photo of a {}.")])
+@pytest.mark.parametrize(
+    "dataset,template",
+    [
+        ("dtd", "a photo of a {}, a type of texture."),
+        ("eurosat", "a centered satellite photo of {}."),
+        ("imagenet", "a photo of a {}."),
+    ],
+)
 def test_kgcoop_anchor_is_kgcoops_own_template(clip, dataset, template):
     zero_shot_template = DATASETS.get(dataset).template
-    model = METHODS.get("kgcoop")().build(clip, ["banded", "lined"], dataset, zero_shot_template,
-                                          METHODS.get("kgcoop").defaults)
-    expected = F.normalize(clip.model.encode_text(oracle.tokenize(
-        [template.format(n) for n in ("banded", "lined")], 32)), dim=-1)
+    model = METHODS.get("kgcoop")().build(
+        clip, ["banded", "lined"], dataset, zero_shot_template, METHODS.get("kgcoop").defaults
+    )
+    expected = F.normalize(
+        clip.model.encode_text(oracle.tokenize([template.format(n) for n in ("banded", "lined")], 32)), dim=-1
+    )
     assert torch.allclose(model.anchor, expected, atol=1e-6)
 
 
@@ -163,8 +175,15 @@ def dassl_lrs(lr: float, epochs: int, warmup_lr: float) -> list[float]:
 
 @pytest.mark.parametrize("method,epochs", [("coop", 5), ("maple", 5)])
 def test_each_epoch_trains_at_dassls_lr(method, epochs):
-    spec = {"method": method, "dataset": "shapes", "model": "tiny-clip", "pretrained": None, "shots": 1,
-            "test_per_class": 1, "method_options": {"epochs": epochs, "batch_size": 16, "lr": 0.0035}}
+    spec = {
+        "method": method,
+        "dataset": "shapes",
+        "model": "tiny-clip",
+        "pretrained": None,
+        "shots": 1,
+        "test_per_class": 1,
+        "method_options": {"epochs": epochs, "batch_size": 16, "lr": 0.0035},
+    }
     history = run_trial(spec, {"progress": False}).history
     expected = dassl_lrs(0.0035, epochs, 1e-5)
     assert [row["lr"] for row in history] == pytest.approx(expected, rel=1e-9)
@@ -180,7 +199,7 @@ def test_last_incomplete_batch_is_dropped(clip, views):
     features = FeatureSource(clip, data.name, RunOptions(progress=False))
     for batch, steps in ((8, 3), (64, 1)):
         config = {**method.defaults, "batch_size": batch, "augment_views": views}
-        loader = training_batches(None, method, config, data, clip, features, seed=1)
+        loader = training_batches(method, config, data, clip, features, seed=1)
         sizes = [len(labels) for _, labels in loader()]
         assert len(sizes) == steps and sizes == [min(batch, 30)] * steps
 
@@ -195,19 +214,25 @@ def test_weighted_mce_is_dacs_mce():
     correct = torch.rand(500, generator=g) < conf
     c, k = conf.numpy().astype(np.float64), correct.numpy()
     index = np.digitize(c, np.linspace(0, 1, 11)[1:-1])
-    gaps = [abs(k[index == b].mean() - c[index == b].mean()) * (index == b).sum() / len(c)
-            for b in range(10) if (index == b).any()]
+    gaps = [
+        abs(k[index == b].mean() - c[index == b].mean()) * (index == b).sum() / len(c)
+        for b in range(10)
+        if (index == b).any()
+    ]
     assert mce_weighted(conf, correct) == pytest.approx(100 * max(gaps), rel=1e-6)
 
 
 def test_dor_loss_is_one_minus_mean_cosine(clip):
     """DOR's term: ``lam * (1 - mean_b cos(psi_tuned(o_b), psi_zs(o_b)))``, psi_zs from "a photo of a {o}."."""
     from workers.dor import DynamicOutlierRegularizer, build_pool
+
     words = ["violin", "zebra", "teapot", "glacier", "cactus", "anchor"]
     pool = build_pool(clip, ["pug"], size=6, vocabulary=words, progress=False)
     reg = DynamicOutlierRegularizer(pool, 2.0, 3, seed=1)
     drawn, zero_shot = reg.draw()
-    expected_zs = F.normalize(clip.model.encode_text(oracle.tokenize([f"a photo of a {w}." for w in drawn], 32)), dim=-1)
+    expected_zs = F.normalize(
+        clip.model.encode_text(oracle.tokenize([f"a photo of a {w}." for w in drawn], 32)), dim=-1
+    )
     assert torch.allclose(zero_shot, expected_zs, atol=2e-3)  # the pool caches features in fp16
     tuned = F.normalize(torch.randn(3, 64, generator=torch.Generator().manual_seed(0)), dim=-1)
     expected = 2.0 * (1 - F.cosine_similarity(tuned, zero_shot, dim=-1).mean())
@@ -245,14 +270,30 @@ def test_pool_exclusion_base_or_every_class(clip):
     words = ["pug", "Bengal", "great_pyrenees", "violin", "zebra", "teapot"]
     base, new = ["great pyrenees", "pug"], ["Bengal"]
     from workers.dor import build_pool
+
     assert set(build_pool(clip, base, size=10, vocabulary=words, progress=False).words) == {
-        "Bengal", "violin", "zebra", "teapot"}
-    assert set(build_pool(clip, base, size=10, vocabulary=words, progress=False,
-                          exclude=base + new).words) == {"violin", "zebra", "teapot"}
+        "Bengal",
+        "violin",
+        "zebra",
+        "teapot",
+    }
+    assert set(build_pool(clip, base, size=10, vocabulary=words, progress=False, exclude=base + new).words) == {
+        "violin",
+        "zebra",
+        "teapot",
+    }
 
 
 def test_optimizer_is_not_a_knob():
     """Every reference config trains with SGD; an ``optimizer`` option would be a knob that does nothing."""
     with pytest.raises(DorBenchError, match=r"Unknown option\(s\) \['optimizer'\]"):
-        run_trial({"method": "coop", "dataset": "shapes", "model": "tiny-clip", "pretrained": None,
-                   "method_options": {"optimizer": "adam"}}, {"progress": False})
+        run_trial(
+            {
+                "method": "coop",
+                "dataset": "shapes",
+                "model": "tiny-clip",
+                "pretrained": None,
+                "method_options": {"optimizer": "adam"},
+            },
+            {"progress": False},
+        )

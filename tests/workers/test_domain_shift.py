@@ -11,9 +11,17 @@ def test_targets_are_scored_with_their_own_classes(tmp_path):
     make_imagenet(tmp_path, num_classes=4)
     make_imagenetv2(tmp_path, num_classes=4, per_class=3)
     make_wnid_variant(tmp_path, "imagenet_r", num_classes=4, present=[1, 3], per_class=2)
-    spec = {"method": "coop", "dataset": "imagenet", "root": str(tmp_path), "subsample": "all",
-            "model": "tiny-clip", "pretrained": None, "shots": 2,
-            "targets": ["imagenetv2", "imagenet_r"], "method_options": {"epochs": 1, "batch_size": 4}}
+    spec = {
+        "method": "coop",
+        "dataset": "imagenet",
+        "root": str(tmp_path),
+        "subsample": "all",
+        "model": "tiny-clip",
+        "pretrained": None,
+        "shots": 2,
+        "targets": ["imagenetv2", "imagenet_r"],
+        "method_options": {"epochs": 1, "batch_size": 4},
+    }
     result = run_trial(spec, {"progress": False})
     m = result.metrics
     assert m["target/imagenetv2/n"] == 12 and m["target/imagenet_r/n"] == 4

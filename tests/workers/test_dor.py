@@ -60,6 +60,7 @@ def small_vocabulary(cold_vocabulary) -> list[str]:
 
 # --- vocabulary ---------------------------------------------------------------------------------
 
+
 def test_noun_vocabulary_is_all_wordnet_nouns_and_cached(cold_vocabulary, monkeypatch):
     words, cold_seconds, root, _ = cold_vocabulary
     assert len(words) > 80_000
@@ -117,6 +118,7 @@ def test_missing_wordnet_says_how_to_get_it(tmp_path, monkeypatch):
 
 # --- loss ---------------------------------------------------------------------------------------
 
+
 def test_dor_loss_matches_hand_computation():
     tuned = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
     zero_shot = torch.tensor([[1.0, 1.0], [0.0, 2.0]])
@@ -126,8 +128,7 @@ def test_dor_loss_matches_hand_computation():
 
 
 def test_dor_loss_broadcasts_image_conditioned_features():
-    tuned = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
-                          [[0.0, 0.0, 2.0], [0.0, 3.0, 0.0]]])  # [N=2, B=2, D=3]
+    tuned = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[0.0, 0.0, 2.0], [0.0, 3.0, 0.0]]])  # [N=2, B=2, D=3]
     zero_shot = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
     # image 1: cos = 1 and 1/sqrt(2); image 2: cos = 0 and 1/sqrt(2)
     expected = 1 - (1 + 1 / math.sqrt(2) + 0 + 1 / math.sqrt(2)) / 4
@@ -155,6 +156,7 @@ def test_dor_gradient_reaches_only_tuned_outlier_features():
 
 # --- sampler ------------------------------------------------------------------------------------
 
+
 def test_sampler_draws_fresh_distinct_reproducible_and_resumable():
     sampler = OutlierSampler(pool_size=100, per_step=10, seed=3)
     first, second = sampler.draw(), sampler.draw()
@@ -177,7 +179,8 @@ def test_sampler_rejects_more_per_step_than_the_pool():
         OutlierSampler(pool_size=5, per_step=6, seed=0)
     with pytest.raises(DorBenchError, match="same pool size"):
         OutlierSampler(pool_size=10, per_step=2, seed=0).load_state_dict(
-            OutlierSampler(pool_size=20, per_step=2, seed=0).state_dict())
+            OutlierSampler(pool_size=20, per_step=2, seed=0).state_dict()
+        )
 
 
 # --- pool ---------------------------------------------------------------------------------------
@@ -196,16 +199,17 @@ def test_pool_never_contains_a_base_class_name(clip, small_vocabulary, tmp_path,
     pool = build_pool(clip, BASE, "near", size=10_000, vocabulary=small_vocabulary, progress=False)
     banned = {"dog", "ice cream", "violin", "airplane"}
     assert not any(" ".join(w.replace("_", " ").split()).casefold() in banned for w in pool.words)
-    kept = [w for w in small_vocabulary
-            if " ".join(w.replace("_", " ").split()).casefold() not in banned]
+    kept = [w for w in small_vocabulary if " ".join(w.replace("_", " ").split()).casefold() not in banned]
     assert sorted(pool.words) == sorted(kept)
     assert len(pool) < pool.size and "fewer than the 10000" in pool.note
 
 
 def test_strategies_differ_and_respect_the_size(clip, small_vocabulary, tmp_path, monkeypatch):
     monkeypatch.setenv("DOR_BENCH_CACHE", str(tmp_path))
-    pools = {s: build_pool(clip, BASE, s, size=50, seed=1, vocabulary=small_vocabulary, progress=False)
-             for s in ("near", "far", "random")}
+    pools = {
+        s: build_pool(clip, BASE, s, size=50, seed=1, vocabulary=small_vocabulary, progress=False)
+        for s in ("near", "far", "random")
+    }
     for strategy, pool in pools.items():
         assert len(pool) == 50 and len(pool.words) == len(set(pool.words)) and not pool.note
         assert pool.zero_shot.shape == (50, 64) and pool.zero_shot.dtype == torch.float32

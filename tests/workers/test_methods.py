@@ -11,21 +11,60 @@ from workers.methods import METHODS
 from workers.models.clip import load_clip
 from workers.trial import run_trial
 
-QUICK = {"dataset": "shapes", "model": "tiny-clip", "pretrained": None, "shots": 2, "seed": 3,
-         "test_per_class": 5}
+QUICK = {"dataset": "shapes", "model": "tiny-clip", "pretrained": None, "shots": 2, "seed": 3, "test_per_class": 5}
 
 
 @pytest.fixture(scope="module")
 def words(tmp_path_factory):
     """A small outlier vocabulary file, so these tests never encode all of WordNet."""
     path = tmp_path_factory.mktemp("vocab") / "words.txt"
-    path.write_text("\n".join(["apple", "bicycle", "cloud", "dragon", "engine", "forest", "guitar",
-                               "harbor", "island", "jacket", "kettle", "ladder", "mountain",
-                               "needle", "orchard", "pencil", "quilt", "river", "saddle",
-                               "tunnel", "umbrella", "violin", "wagon", "yacht", "zebra",
-                               "Red Star", "anchor", "bridge", "candle", "desert", "feather", "garden",
-                               "hammer", "igloo", "jungle", "kite", "lantern", "meadow", "nest",
-                               "ocean", "pillow"]))
+    path.write_text(
+        "\n".join(
+            [
+                "apple",
+                "bicycle",
+                "cloud",
+                "dragon",
+                "engine",
+                "forest",
+                "guitar",
+                "harbor",
+                "island",
+                "jacket",
+                "kettle",
+                "ladder",
+                "mountain",
+                "needle",
+                "orchard",
+                "pencil",
+                "quilt",
+                "river",
+                "saddle",
+                "tunnel",
+                "umbrella",
+                "violin",
+                "wagon",
+                "yacht",
+                "zebra",
+                "Red Star",
+                "anchor",
+                "bridge",
+                "candle",
+                "desert",
+                "feather",
+                "garden",
+                "hammer",
+                "igloo",
+                "jungle",
+                "kite",
+                "lantern",
+                "meadow",
+                "nest",
+                "ocean",
+                "pillow",
+            ]
+        )
+    )
     return str(path)
 
 
@@ -87,8 +126,9 @@ def test_non_finite_loss_names_epoch_and_step():
 
 
 def test_kgcoop_loss_matches_its_formula(clip):
-    model = METHODS.get("kgcoop")().build(clip, ["red circle", "blue star"], "shapes", "a photo of a {}.",
-                                          {**METHODS.get("kgcoop").defaults})
+    model = METHODS.get("kgcoop")().build(
+        clip, ["red circle", "blue star"], "shapes", "a photo of a {}.", {**METHODS.get("kgcoop").defaults}
+    )
     anchor = model.anchor
     tuned = F.normalize(anchor + 0.3 * torch.randn(anchor.shape, generator=torch.Generator().manual_seed(0)), dim=-1)
     expected = 8.0 * (1 - sum(float(tuned[i] @ anchor[i]) for i in range(2)) / 2)
@@ -134,8 +174,13 @@ def test_maple_changes_the_image_encoder(clip):
 @pytest.mark.parametrize("method", ["kgcoop", "cocoop", "maple"])
 def test_every_method_runs_a_trial_with_dor(method, words):
     options = {"epochs": 1, "batch_size": 8 if method != "cocoop" else 4}
-    spec = {**QUICK, "shots": 1, "method": method, "method_options": options,
-            "dor": {"lam": 2.0, "vocabulary": words, "outliers_per_step": 4}}
+    spec = {
+        **QUICK,
+        "shots": 1,
+        "method": method,
+        "method_options": options,
+        "dor": {"lam": 2.0, "vocabulary": words, "outliers_per_step": 4},
+    }
     result = run_trial(spec, {"progress": False})
     assert result.history[-1]["train/dor"] > 0
     assert 0 <= result.metrics["new/ece"] <= 100

@@ -18,8 +18,7 @@ SETTINGS = {
     "cocoop": {"epochs": 2, "batch_size": 1, "augment_views": 1, "lr": 0.01},
     "maple": {"epochs": 2, "batch_size": 8},
 }
-BASE = {"dataset": "shapes", "model": "micro-clip", "pretrained": "shapes", "shots": 4, "seed": 1,
-        "test_per_class": 10}
+BASE = {"dataset": "shapes", "model": "micro-clip", "pretrained": "shapes", "shots": 4, "seed": 1, "test_per_class": 10}
 
 
 @pytest.fixture(scope="module")

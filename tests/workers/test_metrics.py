@@ -95,10 +95,8 @@ def test_ece_mce_reliability_use_the_same_bins():
     rb = reliability_bins(conf, correct, n_bins=15)
     n = sum(rb["count"])
     assert n == 5000
-    ece_from_bins = sum(c / n * abs(a - p) for c, a, p in
-                        zip(rb["count"], rb["accuracy"], rb["confidence"]))
-    mce_from_bins = max(abs(a - p) for c, a, p in
-                        zip(rb["count"], rb["accuracy"], rb["confidence"]) if c > 0)
+    ece_from_bins = sum(c / n * abs(a - p) for c, a, p in zip(rb["count"], rb["accuracy"], rb["confidence"]))
+    mce_from_bins = max(abs(a - p) for c, a, p in zip(rb["count"], rb["accuracy"], rb["confidence"]) if c > 0)
     assert ece(conf, correct, n_bins=15) == pytest.approx(100 * ece_from_bins, rel=1e-9)
     assert mce(conf, correct, n_bins=15) == pytest.approx(100 * mce_from_bins, rel=1e-9)
     # The data is overconfident (acc ~ conf^2), so the ECE is far from 0.
@@ -124,8 +122,7 @@ def test_agrees_with_torchmetrics_when_no_confidence_is_one():
     conf = torch.rand(2000, generator=g, dtype=F64) * 0.98 + 0.01
     correct = (torch.rand(2000, generator=g, dtype=F64) < conf).to(F64)
     assert ece(conf, correct, 10) == pytest.approx(100 * float(_ce_compute(conf, correct, 10)), rel=1e-9)
-    assert mce(conf, correct, 10) == pytest.approx(
-        100 * float(_ce_compute(conf, correct, 10, norm="max")), rel=1e-9)
+    assert mce(conf, correct, 10) == pytest.approx(100 * float(_ce_compute(conf, correct, 10, norm="max")), rel=1e-9)
 
 
 def test_equal_mass_bins_with_leftovers():
@@ -230,8 +227,9 @@ def test_piece_at_least_ece():
     e = ece(conf, correct)
     p = piece(conf, correct, prox)
     assert p > e + 5
-    report = calibration_report(torch.randn(n, 5, generator=g, dtype=F64) * 3,
-                                torch.randint(0, 5, (n,), generator=g), proximity=prox)
+    report = calibration_report(
+        torch.randn(n, 5, generator=g, dtype=F64) * 3, torch.randint(0, 5, (n,), generator=g), proximity=prox
+    )
     assert report["piece"] >= report["ece"] - 1e-9
 
 
@@ -255,13 +253,15 @@ def test_nll_equals_cross_entropy_and_report_fields():
 
 def test_per_class_stats():
     # 3 classes; class 2 has no samples.
-    logits = torch.tensor([
-        [2.0, 0.0, 0.0],   # label 0, predicted 0 (right)
-        [0.0, 2.0, 0.0],   # label 0, predicted 1 (wrong)
-        [0.0, 3.0, 0.0],   # label 1, predicted 1 (right)
-        [0.0, 1.0, 0.0],   # label 1, predicted 1 (right)
-        [5.0, 0.0, 0.0],   # label 1, predicted 0 (wrong)
-    ])
+    logits = torch.tensor(
+        [
+            [2.0, 0.0, 0.0],  # label 0, predicted 0 (right)
+            [0.0, 2.0, 0.0],  # label 0, predicted 1 (wrong)
+            [0.0, 3.0, 0.0],  # label 1, predicted 1 (right)
+            [0.0, 1.0, 0.0],  # label 1, predicted 1 (right)
+            [5.0, 0.0, 0.0],  # label 1, predicted 0 (wrong)
+        ]
+    )
     labels = torch.tensor([0, 0, 1, 1, 1])
     rows = per_class_stats(logits, labels, ["cat", "dog", "owl"])
     p2 = math.exp(2) / (math.exp(2) + 2)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from pretraining.micro_clip import zero_shot_report
 from workers.models.clip import SHIPPED_WEIGHTS, default_pretrained, load_clip
-from workers.models.pretrain import zero_shot_report
 
 WEIGHTS = SHIPPED_WEIGHTS["micro-clip"]["shapes"]
 
@@ -41,15 +41,20 @@ def test_recipe_matches_the_demo_and_applies_only_to_shipped_weights():
 
     recipe = tuning_recipe("micro-clip", "shapes", "coop")
     assert recipe["shots"] == 4
-    assert recipe["options"] == {"augment_views": 8, "min_crop_scale": 1.0, "epochs": 200, "lr": 0.05,
-                                 "n_ctx": 4, "ctx_init": "a photo of a"}
+    assert recipe["options"] == {
+        "augment_views": 8,
+        "min_crop_scale": 1.0,
+        "epochs": 200,
+        "lr": 0.05,
+        "n_ctx": 4,
+        "ctx_init": "a photo of a",
+    }
     _, trials, _ = validate_file(Path(__file__).parents[2] / "examples" / "demo.yaml")
     coop = next(t.spec for t in trials if t.spec.method == "coop")
     defaults = METHODS.get("coop").defaults
     assert coop.shots == recipe["shots"]
     assert {k: coop.method_options.get(k, defaults.get(k)) for k in recipe["options"]} == recipe["options"]
-    assert tuning_recipe("micro-clip", "shapes", "kgcoop")["options"] == {"augment_views": 8,
-                                                                          "min_crop_scale": 1.0}
+    assert tuning_recipe("micro-clip", "shapes", "kgcoop")["options"] == {"augment_views": 8, "min_crop_scale": 1.0}
     assert tuning_recipe("micro-clip", "/some/other.pt", "coop") == {}
     assert tuning_recipe("ViT-B-16", "openai", "coop") == {}
 
@@ -57,16 +62,49 @@ def test_recipe_matches_the_demo_and_applies_only_to_shipped_weights():
 def test_trial_command_uses_the_recipe_and_flags_override_it(capsys):
     from orchestrator.cli import main
 
-    code = main(["trial", "--method", "coop", "--model", "micro-clip", "--dataset", "demo", "--epochs", "1",
-                 "--test-per-class", "2", "--quiet", "--json"])
+    code = main(
+        [
+            "trial",
+            "--method",
+            "coop",
+            "--model",
+            "micro-clip",
+            "--dataset",
+            "demo",
+            "--epochs",
+            "1",
+            "--test-per-class",
+            "2",
+            "--quiet",
+            "--json",
+        ]
+    )
     out = capsys.readouterr()
     spec = json.loads(out.out)["spec"]
     assert code == 0 and spec["shots"] == 4
     assert spec["method_options"]["epochs"] == 1 and spec["method_options"]["lr"] == 0.05
     assert spec["method_options"]["ctx_init"] == "a photo of a"
     assert "micro-clip/shapes recipe for coop" in out.err
-    code = main(["trial", "--method", "coop", "--model", "micro-clip", "--dataset", "demo", "--epochs", "1",
-                 "--shots", "1", "--test-per-class", "2", "--quiet", "--json", "--no-recipe"])
+    code = main(
+        [
+            "trial",
+            "--method",
+            "coop",
+            "--model",
+            "micro-clip",
+            "--dataset",
+            "demo",
+            "--epochs",
+            "1",
+            "--shots",
+            "1",
+            "--test-per-class",
+            "2",
+            "--quiet",
+            "--json",
+            "--no-recipe",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0 and json.loads(out.out)["spec"]["method_options"] == {"epochs": 1}
     assert "recipe" not in out.err

@@ -13,18 +13,17 @@ import pytest
 from workers.trial import run_trial
 
 BASE = {"dataset": "shapes", "model": "micro-clip", "pretrained": "shapes", "shots": 4}
-COOP = {"epochs": 200, "lr": 0.05, "n_ctx": 4, "ctx_init": "a photo of a", "augment_views": 8,
-        "min_crop_scale": 1.0}
+COOP = {"epochs": 200, "lr": 0.05, "n_ctx": 4, "ctx_init": "a photo of a", "augment_views": 8, "min_crop_scale": 1.0}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_coop_overconfident_on_new_classes_and_dor_fixes_it(seed):
     zs = run_trial({**BASE, "seed": seed}, {"progress": False}).metrics
-    coop = run_trial({**BASE, "seed": seed, "method": "coop", "method_options": COOP},
-                     {"progress": False}).metrics
-    dor = run_trial({**BASE, "seed": seed, "method": "coop", "method_options": COOP,
-                     "dor": {"lam": 8.0}}, {"progress": False}).metrics
+    coop = run_trial({**BASE, "seed": seed, "method": "coop", "method_options": COOP}, {"progress": False}).metrics
+    dor = run_trial(
+        {**BASE, "seed": seed, "method": "coop", "method_options": COOP, "dor": {"lam": 8.0}}, {"progress": False}
+    ).metrics
     assert coop["new/ece"] > zs["new/ece"] + 1.0
     assert coop["new/confidence"] > coop["new/acc"] + 1.5  # overconfident, not just miscalibrated
     assert dor["new/ece"] < coop["new/ece"] - 1.0

@@ -132,7 +132,11 @@ def test_registered():
     reader = DATASETS.get("shapes")
     assert reader is shapes.SHAPES
     assert (reader.name, reader.folder, reader.template, reader.builtin) == (
-        "shapes", "shapes", "a photo of a {}.", True)
+        "shapes",
+        "shapes",
+        "a photo of a {}.",
+        True,
+    )
 
 
 def test_demo_classes(demo):

@@ -14,12 +14,40 @@ TINY = {"dataset": "shapes", "model": "tiny-clip", "pretrained": None, "shots": 
 
 
 def test_zero_shot_cli_prints_json_metrics(capsys):
-    assert main(["trial", "--method", "zeroshot", "--dataset", "shapes", "--model", "tiny-clip",
-                 "--pretrained", "none", "--shots", "4", "--json", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "trial",
+                "--method",
+                "zeroshot",
+                "--dataset",
+                "shapes",
+                "--model",
+                "tiny-clip",
+                "--pretrained",
+                "none",
+                "--shots",
+                "4",
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     metrics = result["metrics"]
-    for key in ("base/acc", "base/ece", "base/ace", "base/mce", "base/piece", "base/nll",
-                "new/acc", "new/ece", "hm", "avg/ece"):
+    for key in (
+        "base/acc",
+        "base/ece",
+        "base/ace",
+        "base/mce",
+        "base/piece",
+        "base/nll",
+        "new/acc",
+        "new/ece",
+        "hm",
+        "avg/ece",
+    ):
         assert key in metrics
     # 30 base and 30 new classes, 50 test images each
     assert metrics["base/n"] == 1500 and metrics["new/n"] == 1500

@@ -20,8 +20,15 @@ WORDS = str(Path(__file__).parents[2] / "examples" / "words.txt")
 def test_specs_without_validation_keep_their_recorded_keys():
     # keys of protocol 2 (the parity fixes changed every key on purpose: protocol 1 recorded
     # faae985dccdfbd80 and 175cd80affb542e0 for these two); validation, added later, stays out
-    spec = TrialSpec(method="coop", dataset="shapes", model="tiny-clip", pretrained=None, shots=4,
-                     method_options={"epochs": 2}, dor=DorSpec(lam=8, outliers_per_step=4))
+    spec = TrialSpec(
+        method="coop",
+        dataset="shapes",
+        model="tiny-clip",
+        pretrained=None,
+        shots=4,
+        method_options={"epochs": 2},
+        dor=DorSpec(lam=8, outliers_per_step=4),
+    )
     assert spec.key() == "1c62cce2fd4584a7"
     assert TrialSpec().key() == "8938c1395c0ec09c"
     assert "validation" not in json.loads(spec.canonical_json())
@@ -59,10 +66,17 @@ def garbage_tests(tmp_path) -> tuple[Path, list[Path]]:
 
 
 def tuning_spec(root: Path, **validation) -> dict:
-    return {"method": "coop", "dataset": "oxford_pets", "root": str(root), "model": "tiny-clip",
-            "pretrained": None, "shots": 2, "method_options": {"epochs": 2, "batch_size": 4, "n_ctx": 2},
-            "dor": {"lam": 8, "outliers_per_step": 3, "vocabulary": WORDS},
-            "validation": {"pseudo_new": 2, **validation}}
+    return {
+        "method": "coop",
+        "dataset": "oxford_pets",
+        "root": str(root),
+        "model": "tiny-clip",
+        "pretrained": None,
+        "shots": 2,
+        "method_options": {"epochs": 2, "batch_size": 4, "n_ctx": 2},
+        "dor": {"lam": 8, "outliers_per_step": 3, "vocabulary": WORDS},
+        "validation": {"pseudo_new": 2, **validation},
+    }
 
 
 def test_tuning_mode_never_reads_test_images_and_leaky_mode_does(garbage_tests):

@@ -45,15 +45,14 @@ def load_trial_data(
 
     ``subsample="base2new"``: train/val/test_base hold the first ceil(n/2) classes and test_new
     the rest, each relabelled from 0. Class names come as text (``text_name``: underscores to
-    spaces), the form every prompt, anchor, outlier pool and report uses. ``subsample="all"``: every class is base, test_new is empty.
+    spaces), the form every prompt, anchor, outlier pool and report uses. ``subsample="all"``:
+    every class is base, test_new is empty.
     ``root`` may be None only for built-in datasets. ``test_per_class`` keeps at most that many
     test images per class (a fixed draw, the same for every seed), for quick runs.
     """
     reader = DATASETS.get(dataset)
     if subsample not in SUBSAMPLES:
-        raise DorBenchError(
-            f"Unknown subsample '{subsample}'.", f"use one of: {', '.join(SUBSAMPLES)}."
-        )
+        raise DorBenchError(f"Unknown subsample '{subsample}'.", f"use one of: {', '.join(SUBSAMPLES)}.")
     if shots < 1:
         raise DorBenchError(f"shots must be at least 1, not {shots}.", "pass --shots 1 or more.")
     if root is None and not reader.builtin:

@@ -23,7 +23,7 @@ class FGVCAircraftReader:
         "'fgvc_aircraft/images_variant_{train,val,test}.txt' (CoOp's DATASETS.md)"
     )
 
-    def read(self, root: Path) -> DatasetSplits:
+    def read(self, root: Path | None) -> DatasetSplits:
         """Read the variant names and the three split files."""
         folder = dataset_dir(root, self, self.layout)
         image_dir = require_dir(folder / "images", self.name, self.layout)
@@ -39,8 +39,7 @@ class FGVCAircraftReader:
                     raise DorBenchError(
                         f"Dataset '{self.name}': line {number} of '{split_file}' names the variant "
                         f"'{variant}', which is not in '{folder / 'variants.txt'}'.",
-                        "lines must read '<image id> <variant>'; re-download the dataset "
-                        "(CoOp's DATASETS.md).",
+                        "lines must read '<image id> <variant>'; re-download the dataset (CoOp's DATASETS.md).",
                     )
                 items.append(Datum(str(image_dir / f"{image_id}.jpg"), label_of[variant], variant))
             splits[split] = items

@@ -48,9 +48,7 @@ def read_wnid_folders(
     return items
 
 
-def wnid_subfolders(
-    image_dir: Path, names: dict[str, str], classnames_file: Path, dataset: str
-) -> list[str]:
+def wnid_subfolders(image_dir: Path, names: dict[str, str], classnames_file: Path, dataset: str) -> list[str]:
     """The sorted class folders of ``image_dir``; each must be a wnid in ``classnames_file``."""
     wnids = sorted(p.name for p in image_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [w for w in wnids if w not in names]
@@ -76,7 +74,7 @@ class ImageNetReader:
         "'imagenet/images/train/<wnid>/*' and 'imagenet/images/val/<wnid>/*' (CoOp's DATASETS.md)"
     )
 
-    def read(self, root: Path) -> DatasetSplits:
+    def read(self, root: Path | None) -> DatasetSplits:
         """Read the class names and the train and val folders of every class."""
         folder = dataset_dir(root, self, self.layout)
         classnames_file = folder / "classnames.txt"
@@ -112,7 +110,7 @@ class WnidFolderReader:
             f"'{self.folder}/{self.image_dir}/<wnid>/*' (CoOp's DATASETS.md)"
         )
 
-    def read(self, root: Path) -> DatasetSplits:
+    def read(self, root: Path | None) -> DatasetSplits:
         """Read the class folders present; every image is a test image."""
         folder = dataset_dir(root, self, self.layout)
         classnames_file = folder / "classnames.txt"

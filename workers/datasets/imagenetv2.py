@@ -26,7 +26,7 @@ class ImageNetV2Reader:
         "'imagenetv2/imagenetv2-matched-frequency-format-val/<label index>/*' (CoOp's DATASETS.md)"
     )
 
-    def read(self, root: Path) -> DatasetSplits:
+    def read(self, root: Path | None) -> DatasetSplits:
         """Read one numbered folder per class; every image is a test image."""
         folder = dataset_dir(root, self, self.layout)
         names = read_wnid_classnames(folder / "classnames.txt", self.name, self.layout)

@@ -2,7 +2,8 @@
 
 Sampling happens over **all** classes, before the base/new split, as in CoOp:
 for each label, in the order labels first appear in the split (Dassl's
-``split_dataset_by_label`` fills a dict as it walks the items), K training items are drawn with ``random.Random(seed).sample``
+``split_dataset_by_label`` fills a dict as it walks the items), K training items are drawn with
+``random.Random(seed).sample``
 (all of them when a class has fewer than K), then min(K, 4) validation items per label with the
 same generator. A dataset without a validation split (ImageNet) gets its validation items drawn
 from the training items not picked for training.
@@ -69,13 +70,10 @@ def fingerprint(splits: DatasetSplits) -> str:
 
 def fewshot_cache_path(splits: DatasetSplits, shots: int, seed: int, fprint: str) -> Path:
     """Where the draw for (dataset, shots, seed, split fingerprint) is cached."""
-    return (cache_dir("fewshot", splits.name)
-            / f"v{SAMPLING_VERSION}-shot_{shots}-seed_{seed}-{fprint[:16]}.json")
+    return cache_dir("fewshot", splits.name) / f"v{SAMPLING_VERSION}-shot_{shots}-seed_{seed}-{fprint[:16]}.json"
 
 
-def _read_cache(
-    path: Path, fprint: str, n_train: int, n_val: int
-) -> tuple[list[int], list[int]] | None:
+def _read_cache(path: Path, fprint: str, n_train: int, n_val: int) -> tuple[list[int], list[int]] | None:
     """The cached indices, or None when the file is absent, stale or damaged (then redrawn)."""
     try:
         data = json.loads(path.read_text())

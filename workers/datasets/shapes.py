@@ -93,21 +93,20 @@ def _generate(tmp: Path, final: Path, split: int = 0) -> None:
     """Write the whole dataset into ``tmp`` (images, then the split file last)."""
     classes = demo_classes(split)
     total = len(classes) * sum(PER_CLASS.values())
-    progress = Progress(total, f"shapes: generating the built-in dataset {final.name}", unit="images",
-                        delay=1.0)
-    splits: dict[str, list[list]] = {split: [] for split in PER_CLASS}
+    progress = Progress(total, f"shapes: generating the built-in dataset {final.name}", unit="images", delay=1.0)
+    splits: dict[str, list[list]] = {name: [] for name in PER_CLASS}
     done = 0
     for label, classname in enumerate(classes):
         folder = classname.replace(" ", "_")
         (tmp / "images" / folder).mkdir(parents=True)
         ci, si = world.COLOURS.index(classname.split()[0]), world.SHAPES.index(classname.split()[1])
-        for split_index, (split, count) in enumerate(PER_CLASS.items()):
+        for split_index, (name, count) in enumerate(PER_CLASS.items()):
             rng = np.random.default_rng([SEED, ci, si, split_index])
             for i in range(count):
                 image, _ = world.render(classname, rng)
-                relpath = f"{folder}/{split}_{i}.png"
+                relpath = f"{folder}/{name}_{i}.png"
                 image.save(tmp / "images" / relpath, format="PNG", compress_level=1)
-                splits[split].append([relpath, label, classname])
+                splits[name].append([relpath, label, classname])
             done += count
             progress.set(done)
     (tmp / SPLIT_FILE).write_text(json.dumps(splits))

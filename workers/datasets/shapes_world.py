@@ -84,8 +84,11 @@ POSITION_PHRASES: dict[str, str] = {
     "bottom": "at the bottom",
     "bottom right": "in the bottom right corner",
 }
-_POSITION_GRID = (("top left", "top", "top right"), ("left", "center", "right"),
-                  ("bottom left", "bottom", "bottom right"))
+_POSITION_GRID = (
+    ("top left", "top", "top right"),
+    ("left", "center", "right"),
+    ("bottom left", "bottom", "bottom right"),
+)
 
 #: Caption templates; "a photo of a {}." (the zero-shot template) is drawn twice as often.
 TEMPLATES: tuple[str, ...] = (
@@ -107,8 +110,26 @@ TEMPLATES: tuple[str, ...] = (
 _TEMPLATE_P = np.array([2.0] + [1.0] * (len(TEMPLATES) - 1)) / (len(TEMPLATES) + 1)
 
 FILLER_WORDS: tuple[str, ...] = (
-    "look", "here", "is", "see", "this", "nice", "quick", "simple", "tiny", "toy",
-    "scene", "sample", "example", "random", "synthetic", "new", "old", "just", "another", "one",
+    "look",
+    "here",
+    "is",
+    "see",
+    "this",
+    "nice",
+    "quick",
+    "simple",
+    "tiny",
+    "toy",
+    "scene",
+    "sample",
+    "example",
+    "random",
+    "synthetic",
+    "new",
+    "old",
+    "just",
+    "another",
+    "one",
 )
 MAX_FILLER = 12
 _SIZE_WORD_PROB = 0.35
@@ -137,8 +158,9 @@ def _unit_shapes() -> dict[str, list[tuple]]:
     heart = np.stack([16 * np.sin(t) ** 3, 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)], 1)
     heart = heart / 16.5 + np.array([0.0, 0.1])
     w, e = 0.3, 0.95
-    cross = np.array([(-w, e), (w, e), (w, w), (e, w), (e, -w), (w, -w), (w, -e), (-w, -e), (-w, -w),
-                      (-e, -w), (-e, w), (-w, w)])
+    cross = np.array(
+        [(-w, e), (w, e), (w, w), (e, w), (e, -w), (w, -w), (w, -e), (-w, -e), (-w, -w), (-e, -w), (-e, w), (-w, w)]
+    )
     arrow = np.array([(-1.0, 0.22), (0.1, 0.22), (0.1, 0.7), (1.0, 0.0), (0.1, -0.7), (0.1, -0.22), (-1.0, -0.22)])
     return {
         "circle": [("disc", (0.0, 0.0), 0.92, 1)],
@@ -192,22 +214,28 @@ def balanced_subset(classes: list[str], per_item: int, shape_order: list[int] | 
     allowed = {_parse(c) for c in classes}
     chosen: set[tuple[int, int]] = set()
     for _ in range(per_item):
-        match: dict[int, int] = {}  # shape -> colour
-
-        def augment(ci: int, visited: set[int]) -> bool:
-            for si in order:
-                if (ci, si) in allowed and (ci, si) not in chosen and si not in visited:
-                    visited.add(si)
-                    if si not in match or augment(match[si], visited):
-                        match[si] = ci
-                        return True
-            return False
-
-        for ci in range(len(COLOURS)):
-            if not augment(ci, set()):
-                raise ValueError(f"no subset with {per_item} classes per colour and per shape")
+        match = _perfect_matching(allowed - chosen, order)
+        if match is None:
+            raise ValueError(f"no subset with {per_item} classes per colour and per shape")
         chosen |= {(ci, si) for si, ci in match.items()}
     return [f"{COLOURS[ci]} {SHAPES[si]}" for ci, si in sorted(chosen)]
+
+
+def _perfect_matching(edges: set[tuple[int, int]], order: list[int]) -> dict[int, int] | None:
+    """A colour-shape matching covering every colour (shape -> colour) along ``edges``, by
+    augmenting paths trying shapes in ``order``; None when there is none."""
+    match: dict[int, int] = {}
+
+    def augment(ci: int, visited: set[int]) -> bool:
+        for si in order:
+            if (ci, si) in edges and si not in visited:
+                visited.add(si)
+                if si not in match or augment(match[si], visited):
+                    match[si] = ci
+                    return True
+        return False
+
+    return match if all(augment(ci, set()) for ci in range(len(COLOURS))) else None
 
 
 def _parse(classname: str) -> tuple[int, int]:
@@ -224,7 +252,7 @@ def _parse(classname: str) -> tuple[int, int]:
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates (x, y) of a size x size image, cached."""
     if size not in _GRIDS:
-        _GRIDS[size] = tuple(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5))  # type: ignore[assignment]
+        _GRIDS[size] = tuple(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5))
     return _GRIDS[size]
 
 
@@ -254,7 +282,7 @@ def _mask(shape: str, cx: float, cy: float, radius: float, angle: float, size: i
             px, py = (np.array([ux, uy]) @ rot.T * np.array([1.0, -1.0]) * scale + centre).tolist()
             rr = r * scale
             draw.ellipse((px - rr, py - rr, px + rr, py + rr), fill=255 * fill)
-    small = big.resize((size, size), Image.BOX)
+    small = big.resize((size, size), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
@@ -335,7 +363,9 @@ def caption(classname: str, attrs: dict, rng: np.random.Generator) -> str:
     return text
 
 
-def sample(n: int, seed: int, classes: list[str] | None = None, size: int = 32) -> Iterator[tuple[Image.Image, str, str]]:
+def sample(
+    n: int, seed: int, classes: list[str] | None = None, size: int = 32
+) -> Iterator[tuple[Image.Image, str, str]]:
     """``n`` (image, caption, class name) triples, deterministic in ``seed``.
 
     Classes are drawn uniformly from ``classes``; the default is ``seen_classes()`` (the 70

@@ -26,8 +26,7 @@ def train_transform(image_size: int, min_crop_scale: float = 0.08) -> T.Compose:
     if min_crop_scale >= 1:
         crop = [T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size)]
     else:
-        crop = [T.RandomResizedCrop(image_size, scale=(min_crop_scale, 1.0),
-                                    interpolation=T.InterpolationMode.BICUBIC)]
+        crop = [T.RandomResizedCrop(image_size, scale=(min_crop_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC)]
     return T.Compose([*crop, T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
 
 
@@ -43,13 +42,16 @@ def test_transform(image_size: int) -> T.Compose:
     )
 
 
-test_transform.__test__ = False  # not a pytest test, even when a test module imports it
+test_transform.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when a test imports it
 
 
 def describe_transform(kind: Literal["train", "test"], image_size: int, min_crop_scale: float = 0.08) -> str:
     """A stable text identity of ``train_transform``/``test_transform`` (for cache keys)."""
-    crop = (f"resize{image_size}(bicubic)+centercrop{image_size}" if min_crop_scale >= 1
-            else f"rrc{image_size}({min_crop_scale:g}-1,bicubic)")
+    crop = (
+        f"resize{image_size}(bicubic)+centercrop{image_size}"
+        if min_crop_scale >= 1
+        else f"rrc{image_size}({min_crop_scale:g}-1,bicubic)"
+    )
     steps = {
         "train": f"{crop}+hflip",
         "test": f"resize{image_size}(bicubic)+centercrop{image_size}",

@@ -58,7 +58,7 @@ def encode_words(
     bar = Progress(len(words), f"encoding {len(words)} words", enabled=progress)
     chunks = []
     for start in range(0, len(words), batch_size):
-        batch = words[start:start + batch_size]
+        batch = words[start : start + batch_size]
         tokens = clip.tokenizer([template.format(w) for w in batch]).to(clip.device)
         chunks.append(F.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu())
         bar.update(len(batch))
@@ -105,11 +105,15 @@ def build_pool(
             f"use one of: {', '.join(STRATEGIES)}.",
         )
     if size < 1:
-        raise DorBenchError(f"The outlier pool size must be at least 1, got {size}.",
-                            "set the pool size (K) to a positive number, e.g. 5000.")
+        raise DorBenchError(
+            f"The outlier pool size must be at least 1, got {size}.",
+            "set the pool size (K) to a positive number, e.g. 5000.",
+        )
     if not base_classnames:
-        raise DorBenchError("An outlier pool needs the dataset's base class names; none were given.",
-                            "pass the base-class names of the dataset split.")
+        raise DorBenchError(
+            "An outlier pool needs the dataset's base class names; none were given.",
+            "pass the base-class names of the dataset split.",
+        )
     words = list(vocabulary) if vocabulary is not None else noun_vocabulary()
     exclude = list(base_classnames if exclude is None else exclude)
     path = cache_dir("pools") / f"{_pool_key(clip, words, base_classnames, exclude, strategy, size, seed)}.pt"
@@ -135,8 +139,10 @@ def _select(
     banned = {_normalise(name) for name in exclude}
     keep = torch.tensor([i for i, w in enumerate(words) if _normalise(w) not in banned], dtype=torch.long)
     if len(keep) == 0:
-        raise DorBenchError("No outlier words remain after removing the class names.",
-                            "use the WordNet vocabulary (vocabulary=None) or pass more words.")
+        raise DorBenchError(
+            "No outlier words remain after removing the class names.",
+            "use the WordNet vocabulary (vocabulary=None) or pass more words.",
+        )
     base = encode_words(clip, list(base_classnames), progress=False)
     scores = (features[keep] @ base.T).mean(dim=1)
     k = min(size, len(keep))
@@ -144,9 +150,13 @@ def _select(
         order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed))[:k]
     else:
         order = scores.topk(k, largest=strategy == "near").indices
-    note = "" if k == size else (
-        f"only {len(keep)} words remain after removing the class names, fewer than the "
-        f"{size} asked for; the pool keeps all of them"
+    note = (
+        ""
+        if k == size
+        else (
+            f"only {len(keep)} words remain after removing the class names, fewer than the "
+            f"{size} asked for; the pool keeps all of them"
+        )
     )
     chosen = keep[order]
     return OutlierPool(
@@ -177,8 +187,13 @@ def _key(clip: ClipBundle, *parts: str) -> str:
 
 
 def _pool_key(
-    clip: ClipBundle, words: list[str], base_classnames: Sequence[str], exclude: Sequence[str],
-    strategy: str, size: int, seed: int
+    clip: ClipBundle,
+    words: list[str],
+    base_classnames: Sequence[str],
+    exclude: Sequence[str],
+    strategy: str,
+    size: int,
+    seed: int,
 ) -> str:
     bases = hashlib.sha256("\n".join(sorted(base_classnames)).encode("utf-8")).hexdigest()
     banned = hashlib.sha256("\n".join(sorted(exclude)).encode("utf-8")).hexdigest()

@@ -51,8 +51,12 @@ class OutlierSampler:
         return torch.randperm(self.pool_size, generator=self.generator)[: self.per_step]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pool_size": self.pool_size, "per_step": self.per_step, "seed": self.seed,
-                "generator": self.generator.get_state()}
+        return {
+            "pool_size": self.pool_size,
+            "per_step": self.per_step,
+            "seed": self.seed,
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where the saved sampler stopped (same pool size and B required)."""
@@ -70,11 +74,12 @@ class OutlierSampler:
 class DynamicOutlierRegularizer:
     """Per-step outlier draws from a pool plus the weighted DOR loss on their tuned features."""
 
-    def __init__(self, pool: OutlierPool, lam: float, per_step: int, seed: int,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, pool: OutlierPool, lam: float, per_step: int, seed: int, device: torch.device | str = "cpu"):
         if lam < 0:
-            raise DorBenchError(f"The DOR weight lambda must be >= 0, got {lam}.",
-                                "set lambda to 0 (off) or a positive weight, e.g. 8 for CoOp.")
+            raise DorBenchError(
+                f"The DOR weight lambda must be >= 0, got {lam}.",
+                "set lambda to 0 (off) or a positive weight, e.g. 8 for CoOp.",
+            )
         self.pool, self.lam = pool, lam
         self.sampler = OutlierSampler(len(pool), per_step, seed)
         self._features = pool.zero_shot.to(device)
@@ -90,8 +95,10 @@ class DynamicOutlierRegularizer:
         """``lam * dor_loss(tuned, zero_shot)``; ``zero_shot`` defaults to the last draw's features."""
         if zero_shot is None:
             if self._last is None:
-                raise DorBenchError("The DOR loss was asked for before any outliers were drawn.",
-                                    "call draw() each step and encode the words it returns first.")
+                raise DorBenchError(
+                    "The DOR loss was asked for before any outliers were drawn.",
+                    "call draw() each step and encode the words it returns first.",
+                )
             zero_shot = self._last
         return self.lam * dor_loss(tuned, zero_shot)
 

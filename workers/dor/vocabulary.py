@@ -27,14 +27,50 @@ VOCABULARY_VERSION = "wordnet-nouns-v1"
 
 #: WordNet's lexicographer files, numbered 00-44, as in the lexnames(5WN) man page.
 LEXNAMES = (
-    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
-    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event",
-    "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
-    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
-    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
-    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition",
-    "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
-    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather",
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
     "adj.ppl",
 )
 _CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}  # the man page's syntactic category codes
@@ -163,8 +199,7 @@ def _copy_system_wordnet(source: Path, target: Path) -> None:
             atomic_write_bytes(target / name, (source / name).read_bytes())
     if not (target / "lexnames").is_file():
         atomic_write_bytes(target / "lexnames", lexnames_text().encode("ascii"))
-    print(f"copied the system WordNet from {source} to {target} in {time.monotonic() - started:.1f}s",
-          file=sys.stderr)
+    print(f"copied the system WordNet from {source} to {target} in {time.monotonic() - started:.1f}s", file=sys.stderr)
 
 
 def _allow_nltk_root(root: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from workers.models.clip import ClipBundle
 
@@ -27,7 +26,16 @@ class PromptModel(Protocol):
     def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
         """A method's own term added to cross-entropy (KgCoOp's), or None."""
 
+    # the nn.Module side the trial loop uses (train/eval mode, the learnable state)
     def parameters(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state_dict: Any) -> Any: ...
 
 
 class PromptMethod(Protocol):
@@ -38,7 +46,8 @@ class PromptMethod(Protocol):
     frozen_image_encoder: bool  # True when test image features can come from the cache
     defaults: dict[str, Any]
 
-    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
-              options: dict[str, Any]) -> nn.Module:
+    def build(
+        self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
+    ) -> PromptModel:
         """The model for one trial; ``classnames`` are the training (base) classes (as text),
         ``dataset`` the registry name and ``template`` its zero-shot template."""

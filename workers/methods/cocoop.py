@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workers.methods.base import PromptModel
 from workers.methods.prompting import (
     context_setup,
     encode_with_context,
@@ -63,10 +64,16 @@ class CoCoOp:
     trains = True
     frozen_image_encoder = True
     defaults: dict[str, Any] = {
-        **TUNING_DEFAULTS, "epochs": 10, "batch_size": 1, "lr": 0.002,
-        "n_ctx": 4, "ctx_init": "a photo of a", "dor_lambda": 2.0,
+        **TUNING_DEFAULTS,
+        "epochs": 10,
+        "batch_size": 1,
+        "lr": 0.002,
+        "n_ctx": 4,
+        "ctx_init": "a photo of a",
+        "dor_lambda": 2.0,
     }
 
-    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
-              options: dict[str, Any]) -> nn.Module:
+    def build(
+        self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
+    ) -> PromptModel:
         return ConditionalPromptModel(clip, options["n_ctx"], options["ctx_init"])

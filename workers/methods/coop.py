@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.methods.base import PromptModel
 from workers.methods.prompting import (
     context_setup,
     encode_with_context,
@@ -61,10 +62,16 @@ class CoOp:
     trains = True
     frozen_image_encoder = True
     defaults: dict[str, Any] = {
-        **TUNING_DEFAULTS, "epochs": 200, "batch_size": 32, "lr": 0.002,
-        "n_ctx": 16, "ctx_init": None, "dor_lambda": 8.0,
+        **TUNING_DEFAULTS,
+        "epochs": 200,
+        "batch_size": 32,
+        "lr": 0.002,
+        "n_ctx": 16,
+        "ctx_init": None,
+        "dor_lambda": 8.0,
     }
 
-    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
-              options: dict[str, Any]) -> nn.Module:
+    def build(
+        self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
+    ) -> PromptModel:
         return ContextPromptModel(clip, options["n_ctx"], options["ctx_init"])

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from workers.methods.base import PromptModel
 from workers.methods.coop import ContextPromptModel
 from workers.methods.registry import METHODS
 from workers.methods.tuning import TUNING_DEFAULTS
@@ -46,11 +46,18 @@ class KgCoOp:
     frozen_image_encoder = True
     # "a photo of a" is 4 tokens: KgCoOp learns those 4 (its context length follows the init).
     defaults: dict[str, Any] = {
-        **TUNING_DEFAULTS, "epochs": 200, "batch_size": 32, "lr": 0.002,
-        "n_ctx": 4, "ctx_init": "a photo of a", "kg_weight": 8.0, "dor_lambda": 2.0,
+        **TUNING_DEFAULTS,
+        "epochs": 200,
+        "batch_size": 32,
+        "lr": 0.002,
+        "n_ctx": 4,
+        "ctx_init": "a photo of a",
+        "kg_weight": 8.0,
+        "dor_lambda": 2.0,
     }
 
-    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
-              options: dict[str, Any]) -> nn.Module:
+    def build(
+        self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
+    ) -> PromptModel:
         anchor = template_features(clip, classnames, ANCHOR_TEMPLATES.get(dataset, DEFAULT_ANCHOR_TEMPLATE))
         return ContextPromptModel(clip, options["n_ctx"], options["ctx_init"], anchor, options["kg_weight"])

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.methods.base import PromptModel
 from workers.methods.prompting import (
     context_setup,
     encode_with_context,
@@ -42,13 +43,10 @@ class MultiModalPromptModel(nn.Module):
         self.ctx = nn.Parameter(init_context(clip, n_ctx, ctx_init).to(clip.device))
         text_width, vision_width = self.ctx.shape[-1], visual.conv1.out_channels
         self.deep_text = nn.ParameterList(
-            nn.Parameter(torch.randn(n_ctx, text_width, device=clip.device) * 0.02)
-            for _ in range(self.depth - 1)
+            nn.Parameter(torch.randn(n_ctx, text_width, device=clip.device) * 0.02) for _ in range(self.depth - 1)
         )
         # one coupling projection for the input prompts and one per deeper layer
-        self.couplings = nn.ModuleList(
-            nn.Linear(text_width, vision_width).to(clip.device) for _ in range(self.depth)
-        )
+        self.couplings = nn.ModuleList(nn.Linear(text_width, vision_width).to(clip.device) for _ in range(self.depth))
 
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
         tokens = placeholder_tokens(self.clip, names, self.prefix)
@@ -86,10 +84,17 @@ class MaPLe:
     trains = True
     frozen_image_encoder = False
     defaults: dict[str, Any] = {
-        **TUNING_DEFAULTS, "epochs": 5, "batch_size": 4, "lr": 0.0035,
-        "n_ctx": 2, "ctx_init": "a photo of a", "prompt_depth": 9, "dor_lambda": 2.0,
+        **TUNING_DEFAULTS,
+        "epochs": 5,
+        "batch_size": 4,
+        "lr": 0.0035,
+        "n_ctx": 2,
+        "ctx_init": "a photo of a",
+        "prompt_depth": 9,
+        "dor_lambda": 2.0,
     }
 
-    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
-              options: dict[str, Any]) -> nn.Module:
+    def build(
+        self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
+    ) -> PromptModel:
         return MultiModalPromptModel(clip, options["n_ctx"], options["ctx_init"], options["prompt_depth"])

@@ -61,7 +61,7 @@ def init_context(clip: ClipBundle, n_ctx: int, init: str | None, std: float = 0.
         )
     with torch.no_grad():
         embedded = clip.model.token_embedding(tokens)[0].float().cpu()
-    return embedded[1:1 + n_ctx].clone()
+    return embedded[1 : 1 + n_ctx].clone()
 
 
 def encode_with_context(
@@ -85,12 +85,12 @@ def encode_with_context(
         embedded = model.token_embedding(tokens).to(dtype)
     if context.dim() == 2:
         context = context.unsqueeze(0).expand(tokens.shape[0], -1, -1)
-    x = torch.cat([embedded[:, :1], context.to(dtype), embedded[:, 1 + n_ctx:]], dim=1)
+    x = torch.cat([embedded[:, :1], context.to(dtype), embedded[:, 1 + n_ctx :]], dim=1)
     x = x + model.positional_embedding.to(dtype)
     for depth, block in enumerate(model.transformer.resblocks):
         if deep_context is not None and 1 <= depth <= len(deep_context):
             deep = deep_context[depth - 1].to(dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-            x = torch.cat([x[:, :1], deep, x[:, 1 + n_ctx:]], dim=1)
+            x = torch.cat([x[:, :1], deep, x[:, 1 + n_ctx :]], dim=1)
         x = block(x, attn_mask=model.attn_mask)
     x = model.ln_final(x)
     x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))

@@ -1,6 +1,6 @@
-"""The method registry: each method file registers one PromptMethod here."""
+"""The method registry: each method file registers one PromptMethod class here."""
 
 from workers.methods.base import PromptMethod
 from workers.registry import Registry
 
-METHODS: Registry[PromptMethod] = Registry("method")
+METHODS: Registry[type[PromptMethod]] = Registry("method")

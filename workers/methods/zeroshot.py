@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workers.methods.base import PromptModel
 from workers.methods.prompting import frozen_image_features
 from workers.methods.registry import METHODS
 from workers.models.clip import ClipBundle
@@ -30,6 +31,9 @@ class ZeroShotModel(nn.Module):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return frozen_image_features(self.clip, images)
 
+    def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
+        return None
+
 
 @METHODS.register("zeroshot")
 class ZeroShot:
@@ -38,6 +42,7 @@ class ZeroShot:
     frozen_image_encoder = True
     defaults: dict[str, Any] = {}
 
-    def build(self, clip: ClipBundle, classnames: list[str], dataset: str, template: str,
-              options: dict[str, Any]) -> nn.Module:
+    def build(
+        self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
+    ) -> PromptModel:
         return ZeroShotModel(clip, template)

@@ -77,13 +77,10 @@ def _prepare(confidences: Tensor, correct: Tensor) -> tuple[Tensor, Tensor]:
     correct = torch.as_tensor(correct).detach().cpu()
     if confidences.ndim != 1 or correct.ndim != 1:
         raise ValueError(
-            f"confidences and correct must be 1-D, got shapes {tuple(confidences.shape)} "
-            f"and {tuple(correct.shape)}"
+            f"confidences and correct must be 1-D, got shapes {tuple(confidences.shape)} and {tuple(correct.shape)}"
         )
     if confidences.numel() != correct.numel():
-        raise ValueError(
-            f"confidences and correct differ in length: {confidences.numel()} vs {correct.numel()}"
-        )
+        raise ValueError(f"confidences and correct differ in length: {confidences.numel()} vs {correct.numel()}")
     if confidences.numel() == 0:
         raise ValueError("calibration metrics need at least one sample, got none")
     if not confidences.is_floating_point():
@@ -132,9 +129,7 @@ def equal_mass_bin_index(values: Tensor, n_bins: int) -> Tensor:
     sizes = torch.tensor([base + 1] * extra + [base] * (n_bins - extra), dtype=torch.long)
     pos_group = torch.repeat_interleave(torch.arange(n_bins), sizes)
     # Ties: every member of a run of equal values takes the group of the run's first position.
-    _, run_of_pos, run_len = torch.unique_consecutive(
-        sorted_vals, return_inverse=True, return_counts=True
-    )
+    _, run_of_pos, run_len = torch.unique_consecutive(sorted_vals, return_inverse=True, return_counts=True)
     run_first = torch.cumsum(run_len, 0) - run_len
     sorted_group = pos_group[run_first][run_of_pos]
     index = torch.empty(n, dtype=torch.long)
@@ -262,8 +257,7 @@ def _prepare_logits(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f"logits must be [N, C], got shape {tuple(logits.shape)}")
     if labels.ndim != 1 or labels.numel() != logits.shape[0]:
         raise ValueError(
-            f"labels must be 1-D with one label per row of logits ({logits.shape[0]}), "
-            f"got shape {tuple(labels.shape)}"
+            f"labels must be 1-D with one label per row of logits ({logits.shape[0]}), got shape {tuple(labels.shape)}"
         )
     if logits.shape[0] == 0:
         raise ValueError("calibration metrics need at least one sample, got none")
@@ -334,9 +328,7 @@ def per_class_stats(logits: Tensor, labels: Tensor, classnames: Sequence[str]) -
     logits, labels = _prepare_logits(logits, labels)
     n_classes = logits.shape[1]
     if len(classnames) != n_classes:
-        raise ValueError(
-            f"classnames has {len(classnames)} names but logits have {n_classes} classes"
-        )
+        raise ValueError(f"classnames has {len(classnames)} names but logits have {n_classes} classes")
     conf, correct = top1(logits, labels)
     n = torch.bincount(labels, minlength=n_classes)
     hits = torch.bincount(labels, weights=correct.to(torch.float64), minlength=n_classes)
@@ -378,13 +370,10 @@ def proximity_scores(
             f"and {tuple(reference_features.shape)}"
         )
     if test_features.shape[1] != reference_features.shape[1]:
-        raise ValueError(
-            f"feature dimensions differ: {test_features.shape[1]} vs {reference_features.shape[1]}"
-        )
+        raise ValueError(f"feature dimensions differ: {test_features.shape[1]} vs {reference_features.shape[1]}")
     if reference_features.shape[0] < k:
         raise ValueError(
-            f"k={k} nearest neighbours requested but there are only "
-            f"{reference_features.shape[0]} reference features"
+            f"k={k} nearest neighbours requested but there are only {reference_features.shape[0]} reference features"
         )
     dtype = torch.promote_types(test_features.dtype, torch.float32)
     device = test_features.device
@@ -392,7 +381,7 @@ def proximity_scores(
     out = []
     with torch.no_grad():
         for start in range(0, test_features.shape[0], chunk_size):
-            x = test_features[start:start + chunk_size].detach().to(dtype)
+            x = test_features[start : start + chunk_size].detach().to(dtype)
             dist = torch.cdist(x, ref)
             nearest = dist.topk(k, dim=1, largest=False).values
             out.append(torch.exp(-nearest.mean(dim=1)))

@@ -82,8 +82,10 @@ def tuning_recipe(arch: str, pretrained: str | None, method: str) -> dict:
     import json
 
     recipe = json.loads(recipe_file.read_text())
-    return {"shots": recipe["shots"],
-            "options": {**recipe.get("options", {}), **recipe.get("methods", {}).get(method, {})}}
+    return {
+        "shots": recipe["shots"],
+        "options": {**recipe.get("options", {}), **recipe.get("methods", {}).get(method, {})},
+    }
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -148,8 +150,13 @@ def load_clip(
                 _check_architecture(arch, model, pretrained)
             else:
                 model = open_clip.create_model(
-                    arch, pretrained=pretrained, precision=precision, device=dev, cache_dir=cache_dir,
-                    force_quick_gelu=openai_weights(arch, tag))
+                    arch,
+                    pretrained=pretrained,
+                    precision=precision,
+                    device=dev,
+                    cache_dir=cache_dir,
+                    force_quick_gelu=openai_weights(arch, tag),
+                )
         except RuntimeError as err:
             if pretrained is None:
                 raise
@@ -188,14 +195,20 @@ def _check_architecture(arch: str, model: open_clip.CLIP, path: str) -> None:
     """An OpenAI TorchScript file carries its own architecture: it must be the one asked for."""
     config = open_clip.get_model_config(arch) or {}
     vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
-    found = {"vision width": model.visual.conv1.out_channels,
-             "vision layers": len(model.visual.transformer.resblocks),
-             "patch size": model.visual.conv1.kernel_size[0],
-             "text width": model.token_embedding.weight.shape[1],
-             "text layers": len(model.transformer.resblocks)}
-    wanted = {"vision width": vision.get("width"), "vision layers": vision.get("layers"),
-              "patch size": vision.get("patch_size"), "text width": text.get("width"),
-              "text layers": text.get("layers")}
+    found = {
+        "vision width": model.visual.conv1.out_channels,
+        "vision layers": len(model.visual.transformer.resblocks),
+        "patch size": model.visual.conv1.kernel_size[0],
+        "text width": model.token_embedding.weight.shape[1],
+        "text layers": len(model.transformer.resblocks),
+    }
+    wanted = {
+        "vision width": vision.get("width"),
+        "vision layers": vision.get("layers"),
+        "patch size": vision.get("patch_size"),
+        "text width": text.get("width"),
+        "text layers": text.get("layers"),
+    }
     wrong = [f"{k} {found[k]} (not {wanted[k]})" for k in found if found[k] != wanted[k]]
     if wrong:
         raise DorBenchError(
@@ -227,8 +240,10 @@ def _check_tag(arch: str, tag: str) -> None:
 def _weights_error(arch: str, tag: str, cache_dir: str | None, err: Exception) -> DorBenchError:
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     source = cfg.get("hf_hub") or cfg.get("url") or "open_clip's registry"
-    cache = cache_dir or os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+    cache = (
+        cache_dir
+        or os.environ.get("HF_HUB_CACHE")
+        or os.path.join(os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
     )
     offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
     return DorBenchError(

@@ -25,12 +25,11 @@ Files written for ``out_path`` (e.g. ``micro-clip-shapes.pt``):
   (model, optimiser, step), rewritten atomically every ``checkpoint_every`` steps and removed once
   the final weights and record are written.
 
-Run it: ``python -m workers.models.pretrain --out PATH [--steps N] [--seed S] [--threads T]``.
+Run it: ``dor-bench micro-clip pretrain --out PATH [--steps N] [--seed S] [--threads T]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import io
@@ -195,7 +194,9 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """Symmetric InfoNCE over a batch of L2-normalised features: the mean of the image->text and
     text->image cross-entropies, the i-th caption being the positive of the i-th image."""
     logits = logit_scale * image_features @ text_features.T
@@ -203,7 +204,7 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
-def build_model(config: PretrainConfig) -> nn.Module:
+def build_model(config: PretrainConfig) -> open_clip.CLIP:
     """A fresh fp32 ``config.arch`` on CPU, initialised from ``config.seed`` (without touching the
     global RNG), with the logit scale set to ``config.init_logit_scale``."""
     with torch.random.fork_rng(devices=[]):
@@ -414,7 +415,7 @@ def pretrain(
     log(f"saved fp16 weights to {out_path} ({out_path.stat().st_size / 1e6:.1f} MB); zero-shot evaluation ...")
     report = zero_shot_report(out_path, arch=config.arch)  # of the saved (fp16-rounded) weights
 
-    tail = losses[-min(50, len(losses)):]
+    tail = losses[-min(50, len(losses)) :]
     record = {
         "arch": config.arch,
         "config": dataclasses.asdict(config),
@@ -549,7 +550,10 @@ def zero_shot_report(
 
         def encode_images(x: torch.Tensor) -> torch.Tensor:
             return torch.cat(
-                [model.encode_image(x[i : i + batch_size].to(device, dtype), normalize=True).float() for i in range(0, len(x), batch_size)]
+                [
+                    model.encode_image(x[i : i + batch_size].to(device, dtype), normalize=True).float()
+                    for i in range(0, len(x), batch_size)
+                ]
             )
 
         scale = float(model.logit_scale.exp())
@@ -581,35 +585,3 @@ def zero_shot_report(
         }
     finally:
         model.train(was_training)
-
-
-# --- command line (the lead wires `dor-bench micro-clip pretrain`; this is for now) ---------------
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m workers.models.pretrain", description="Pretrain micro-CLIP on the shapes world."
-    )
-    parser.add_argument("--out", required=True, help="where to save the fp16 weights (.pt)")
-    parser.add_argument("--arch", default=PretrainConfig.arch)
-    parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
-    parser.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
-    parser.add_argument("--seed", type=int, default=PretrainConfig.seed)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--checkpoint-every", type=int, default=100)
-    parser.add_argument("--no-resume", action="store_true", help="start from step 0 even if a checkpoint exists")
-    args = parser.parse_args(argv)
-    config = PretrainConfig(
-        arch=args.arch, steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads
-    )
-    command = shlex.join(["python", "-m", "workers.models.pretrain", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        pretrain(config, args.out, checkpoint_every=args.checkpoint_every, resume=not args.no_resume, command=command)
-    except DorBenchError as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -11,10 +11,10 @@ import open_clip
 import pytest
 import torch
 
+from pretraining import micro_clip as pt
 from workers.datasets import shapes_world
 from workers.errors import DorBenchError
 from workers.models import load_clip
-from workers.models import pretrain as pt
 
 CONFIG = pt.PretrainConfig(arch="tiny-clip", steps=30, batch_size=32, warmup_steps=5, threads=1)
 
@@ -62,8 +62,13 @@ def runs(tmp_path_factory):
         pt.pretrain(other, c_path, checkpoint_every=10, progress=False)
     record_c = pt.pretrain(CONFIG, c_path, checkpoint_every=10, progress=False)
     return {
-        "a_path": a_path, "record_a": record_a, "model_mem": model_mem, "stats_mem": stats_mem,
-        "c_path": c_path, "record_c": record_c, "ckpt_step": ckpt["step"],
+        "a_path": a_path,
+        "record_a": record_a,
+        "model_mem": model_mem,
+        "stats_mem": stats_mem,
+        "c_path": c_path,
+        "record_c": record_c,
+        "ckpt_step": ckpt["step"],
     }
 
 
@@ -75,8 +80,9 @@ def test_logit_scale_starts_at_50():
 
 
 def test_logit_scale_is_clamped_at_100():
-    config = pt.PretrainConfig(arch="tiny-clip", steps=3, batch_size=8, warmup_steps=0, lr=0.05,
-                               init_logit_scale=100.0, threads=1)
+    config = pt.PretrainConfig(
+        arch="tiny-clip", steps=3, batch_size=8, warmup_steps=0, lr=0.05, init_logit_scale=100.0, threads=1
+    )
     model, stats = pt.train(config, progress=False)
     assert max(stats["logit_scales"]) <= 100.0 + 1e-3
     assert float(model.logit_scale.detach().exp()) <= 100.0 + 1e-3
@@ -130,6 +136,7 @@ def test_saved_fp16_weights_load_and_match(runs):
     images = pt.images_to_tensor([img for img, _, _ in items])
     texts = tok([f"a photo of a {c}." for c in shapes_world.held_out_classes()])
     with torch.no_grad():
+
         def logits(m):
             return m.logit_scale.exp() * m.encode_image(images, normalize=True) @ m.encode_text(texts, normalize=True).T
 
