@@ -31,12 +31,11 @@ import pyarrow as pa
 import yaml
 
 from orchestrator.collect import DOR, metric_columns, spec_columns
+from workers.catalog import BY_NAME, TABLES
 from workers.spec import LEGACY_PROTOCOL, PROTOCOL
 
 FINISHED = "FINISHED"
 AVERAGE = "Average"
-CALIBRATION = ("ece", "ace", "mce", "piece")
-TITLES = {"acc": "Accuracy", "ece": "ECE", "ace": "ACE", "mce": "MCE", "piece": "PIECE"}
 SHORT = {
     "dor.lam": "λ",
     "dor.pool_size": "K",
@@ -417,16 +416,8 @@ def _b2n_tables(rows: _Rows, variants: dict[tuple, Variant]) -> tuple[list[Table
     cols = sorted((variants[c] for c in rows.configs["base2new"]), key=_variant_order)
     configs = {v.label: v.settings for v in cols}
     seeds = sorted(rows.seeds["base2new"])
-    notes = {
-        "acc": "Top-1 accuracy (%) on base and new classes; HM = harmonic mean of the "
-        "seed-mean base and new accuracies.",
-        "ece": f"Expected calibration error (%), {_bins_note(cols)}; avg = (base + new) / 2.",
-        "ace": "Adaptive calibration error (%), equal-mass bins; avg = (base + new) / 2.",
-        "mce": "Maximum calibration error (%), the largest bin gap; avg = (base + new) / 2.",
-        "piece": "Proximity-informed ECE (%), confidence x proximity bins; avg = (base + new) / 2.",
-    }
     tables, used = [], {}
-    for family in ("acc", *CALIBRATION):
+    for family in TABLES:
         measures = b2n_measures(family)
         columns = [Column(v.label, sub, f"{family}/{sub}", family == "acc") for v in cols for sub, _ in measures]
         cells: list[list[Stat]] = []
@@ -447,11 +438,11 @@ def _b2n_tables(rows: _Rows, variants: dict[tuple, Variant]) -> tuple[list[Table
             used[(family, col.group, col.sub)] = {d for d, (s, _) in zip(datasets, per_col[c]) if s.complete}
         table = Table(
             family,
-            f"{TITLES[family]}, base-to-new",
+            f"{BY_NAME[family].title}, base-to-new",
             [*map(dataset_name, datasets), AVERAGE],
             columns,
             [*cells, average],
-            [notes[family]],
+            [BY_NAME[family].note.format(bins=_bins_note(cols))],
         )
         _mark_best(table, across_rows=False)
         tables.append(table)
@@ -472,7 +463,7 @@ def _shift_tables(rows: _Rows, variants: dict[tuple, Variant]) -> list[Table]:
         if targets:
             groups.append(("target_avg", "Target avg", "target/avg"))
         columns = [
-            Column(label, TITLES[m] if m == "acc" else m.upper(), f"{m}/{gid}", m == "acc")
+            Column(label, BY_NAME[m].title, f"{m}/{gid}", m == "acc")
             for gid, label, _ in groups
             for m in ("acc", "ece")
         ]
@@ -527,7 +518,7 @@ def _compare(tables: list[Table], variants: list[Variant], used: dict) -> tuple[
                 if used.get((family, v.label, sub)) == eleven:
                     out.append(
                         Comparison(
-                            v.label, f"{TITLES[family]} {sub}", by_key[family].cell(AVERAGE, v.label, sub), value
+                            v.label, f"{BY_NAME[family].title} {sub}", by_key[family].cell(AVERAGE, v.label, sub), value
                         )
                     )
     shift = pub["domain_shift"]
@@ -547,7 +538,7 @@ def _compare(tables: list[Table], variants: list[Variant], used: dict) -> tuple[
                     if stat is not None and stat.complete:
                         out.append(
                             Comparison(
-                                v.label, f"{TITLES[metric.split('/')[0]]} target avg (domain shift)", stat, value
+                                v.label, f"{BY_NAME[metric.split('/')[0]].title} target avg (domain shift)", stat, value
                             )
                         )
     notes.append(

@@ -40,14 +40,15 @@ from orchestrator.config import (
     validate_settings,
     validate_with,
 )
+from workers.catalog import NAMES, TEST_AVERAGED, VALIDATION
 from workers.datasets import DATASETS
 from workers.errors import did_you_mean
 from workers.methods import METHODS
 from workers.spec import DOR_DEFAULTS, PoolExclude, ValidationSpec
 
 #: Metrics a tuning trial reports per epoch, by where their data comes from.
-VAL_METRIC = re.compile(r"^val/(pseudo_base|pseudo_new|avg)/(acc|ece|ace|mce|nll|confidence)$|^val/hm$")
-TEST_METRIC = re.compile(r"^(base|new|avg)/(acc|ece|ace|mce|nll|confidence|piece)$|^hm$")
+VAL_METRIC = re.compile(rf"^val/(pseudo_base|pseudo_new|avg)/({'|'.join(VALIDATION)})$|^val/hm$")
+TEST_METRIC = re.compile(rf"^(base|new)/({'|'.join(NAMES)})$|^avg/({'|'.join(TEST_AVERAGED)})$|^hm$")
 #: The DOR knobs a space may search (``options.<name>`` searches a method option).
 KNOBS = ("lam", "pool_size", "outliers_per_step", "pool_strategy")
 INT_KNOBS = ("pool_size", "outliers_per_step")
@@ -423,7 +424,7 @@ def _metric_problem(metric: str, leaky: bool) -> str | None:
     known = ["val/pseudo_new/ece", "val/pseudo_base/acc", "val/hm", "val/avg/ece", "val/pseudo_new/nll"]
     return (
         f"unknown metric '{metric}'.{did_you_mean(metric, known)} Tuning metrics are "
-        "val/{pseudo_base,pseudo_new,avg}/{acc,ece,ace,mce,nll,confidence} and val/hm"
+        f"val/{{pseudo_base,pseudo_new,avg}}/{{{','.join(VALIDATION)}}} and val/hm"
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SPLIT_METRICS = ("acc", "ece", "ace", "mce", "piece", "nll", "confidence")
+from workers.catalog import NAMES as SPLIT_METRICS
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

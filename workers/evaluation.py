@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from workers.catalog import TEST_AVERAGED
 from workers.metrics import calibration_report, harmonic_mean, per_class_stats, reliability_bins, top1
 from workers.spec import ClassStat, ReliabilityBins
 
-#: Metrics averaged over base and new into ``avg/<name>`` (the paper's "avg" columns).
-AVERAGED = ("acc", "ece", "ace", "mce", "mce_weighted", "piece")
 #: PIECE's neighbours and reference images per dataset, as DAC configures them (its
 #: ``configs/datasets/imagenet.yaml`` sets ``IMAGE_K: 10``; its ImageNet has val = test, as CoOp's).
 PIECE_SETUP = {"imagenet": (10, "test")}
@@ -54,7 +53,7 @@ def evaluate(splits: list[SplitScores], n_bins: int = 10) -> Evaluation:
     m = out.metrics
     if "base/acc" in m and "new/acc" in m:
         m["hm"] = harmonic_mean(m["base/acc"], m["new/acc"])
-        for name in AVERAGED:
+        for name in TEST_AVERAGED:
             if f"base/{name}" in m and f"new/{name}" in m:
                 m[f"avg/{name}"] = (m[f"base/{name}"] + m[f"new/{name}"]) / 2
     return out

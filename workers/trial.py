@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from workers.catalog import TARGET_AVERAGED
 from workers.datasets import load_trial_data
 from workers.datasets.base import Datum, TrialData
 from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
@@ -469,7 +470,7 @@ def score_targets(
 
 def add_target_average(metrics: dict[str, float], targets: list[str]) -> None:
     """``target/avg/<m>``: the mean over the domain-shift targets (the paper's target average)."""
-    for name in ("acc", "ece", "ace", "mce"):
+    for name in TARGET_AVERAGED:
         values = [metrics[f"target/{t}/{name}"] for t in targets if f"target/{t}/{name}" in metrics]
         if values:
             metrics[f"target/avg/{name}"] = sum(values) / len(values)

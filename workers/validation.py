@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from workers.catalog import VALIDATION
 from workers.datasets.base import Datum, TrialData
 from workers.datasets.sampling import relabel
 from workers.errors import DorBenchError
@@ -21,9 +22,6 @@ from workers.evaluation import SplitScores, evaluate
 from workers.methods.base import PromptModel
 from workers.metrics import harmonic_mean
 from workers.spec import ValidationSpec
-
-#: Metrics averaged over pseudo-base and pseudo-new into ``val/avg/<name>``.
-AVERAGED = ("acc", "ece", "ace", "mce", "nll", "confidence")
 
 
 @dataclass
@@ -85,6 +83,6 @@ def validation_metrics(model: PromptModel, holdout: Holdout, logits: LogitsFn, n
         splits.append(SplitScores(split, logits(model, items, split.replace("/", "-"), names), labels, names))
     m = evaluate(splits, n_bins=n_bins).metrics
     m["val/hm"] = harmonic_mean(m["val/pseudo_base/acc"], m["val/pseudo_new/acc"])
-    for name in AVERAGED:
+    for name in VALIDATION:  # averaged over pseudo-base and pseudo-new into val/avg/<name>
         m[f"val/avg/{name}"] = (m[f"val/pseudo_base/{name}"] + m[f"val/pseudo_new/{name}"]) / 2
     return m

@@ -318,3 +318,19 @@ def test_invalid_inputs_are_rejected():
         ece(torch.tensor([0.5]), torch.tensor([1]), n_bins=0)
     with pytest.raises(ValueError):
         calibration_report(torch.zeros(2, 3), torch.tensor([0, 3]))
+
+
+def test_the_catalog_lists_exactly_the_metrics_a_split_reports():
+    """workers/catalog.py is every metric's one home: what calibration_report returns, no more."""
+    from workers.catalog import NAMES, TEST_AVERAGED
+    from workers.evaluation import SplitScores, evaluate
+
+    g = torch.Generator().manual_seed(2)
+    logits, labels = torch.randn(40, 5, generator=g) * 3, torch.randint(0, 5, (40,), generator=g)
+    report = calibration_report(logits, labels, proximity=torch.rand(40, generator=g))
+    assert set(report) == set(NAMES)
+    names = [str(i) for i in range(5)]
+    metrics = evaluate(
+        [SplitScores(s, logits, labels, names, torch.rand(40, generator=g)) for s in ("base", "new")]
+    ).metrics
+    assert {k.removeprefix("avg/") for k in metrics if k.startswith("avg/")} == set(TEST_AVERAGED)
