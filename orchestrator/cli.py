@@ -18,7 +18,12 @@ Handler = Callable[[argparse.Namespace], int]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; user mistakes print a paragraph, never a traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # KEY=VALUE settings may also follow the options (argparse stops collecting positionals there)
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "settings") or any(a.startswith("-") or "=" not in a for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.settings = [*args.settings, *extra]
     try:
         return args.handler(args)
     except DorBenchError as err:
@@ -33,6 +38,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """Command-line settings over the file's, and ``--only`` filters (``run`` and ``validate``)."""
+    parser.add_argument(
+        "settings",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="settings over the file's, as YAML: data_root=/data seeds=[1] dor.lam=[4,8]",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="run only the trials with these methods, datasets or seeds (method=coop, seed=1; repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from orchestrator import DEFAULT_TRACKING_URI, commands
 
@@ -41,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run (or resume) a benchmark file on Ray, recording in MLflow")
     run.add_argument("file", help="benchmark YAML, e.g. benchmarks.yaml or examples/demo.yaml")
+    add_selection(run)
+    run.add_argument(
+        "--dry-run", action="store_true", help="print the plan against the store (run, skip, resume) and stop"
+    )
     run.add_argument("--tracking-uri", help="MLflow store (default: the file's tracking_uri)")
     run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     run.add_argument("--rerun", action="store_true", help="run trials again even if finished")
@@ -89,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a benchmark or sweep file and print its plan")
     validate.add_argument("file")
+    add_selection(validate)
     validate.set_defaults(handler=commands.validate)
 
     trial = sub.add_parser("trial", help="run one trial (no Ray) and print its metrics")

@@ -17,6 +17,9 @@ def run(args: argparse.Namespace) -> int:
 
     return run_benchmark(
         args.file,
+        overrides=args.settings,
+        only=args.only,
+        dry_run=args.dry_run,
         tracking_uri=args.tracking_uri,
         address=args.address,
         rerun=args.rerun,
@@ -58,9 +61,13 @@ def validate(args: argparse.Namespace) -> int:
 
     data, _ = read_yaml(Path(args.file), "Benchmark", "examples/demo.yaml is a small working benchmark")
     if is_sweep_data(data):
+        if args.settings or args.only:
+            raise DorBenchError(
+                "Command-line settings and --only apply to benchmark files, not sweeps.", "edit the sweep file instead."
+            )
         print(describe_sweep(load_sweep(args.file)))
         return 0
-    _, _, plan = validate_file(args.file)
+    _, _, plan = validate_file(args.file, args.settings, args.only)
     print(plan)
     return 0
 

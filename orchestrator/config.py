@@ -17,6 +17,7 @@ Relative ``data_root`` and ``dor.vocabulary`` paths are read from the benchmark 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -88,7 +89,7 @@ class BenchmarkError(DorBenchError):
         head = f"{kind} file '{self.source}' has {count} problem{'' if count == 1 else 's'}:"
         super().__init__(
             "\n".join([head, *(f"  - {p}" for p in self.problems)]),
-            fix or "correct the file and check it again with `dor-bench validate FILE`.",
+            fix or "correct the file (or the KEY=VALUE setting) and check it again with `dor-bench validate FILE`.",
         )
 
 
@@ -435,8 +436,9 @@ def _data_root_problems(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...]
         (
             ("data_root",),
             f"required: {', '.join(real)} {'is' if len(real) == 1 else 'are'} read from a data root "
-            "in CoOp layout; set data_root to the folder that holds the dataset folders "
-            "(`dor-bench data check --root DIR` checks it)",
+            "in CoOp layout; set data_root to the folder that holds the dataset folders (in the "
+            f"file, as data_root=DIR on the command line, or as ${DATA_ENV}; "
+            "`dor-bench data check --root DIR` checks it)",
             root,
         )
     ]
@@ -496,17 +498,69 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_benchmark(path: str | os.PathLike[str]) -> Benchmark:
-    """Read and check a benchmark file.
+#: The data root used when neither the command line nor the file sets one.
+DATA_ENV = "DOR_BENCH_DATA"
+#: Settings that are paths: given on the command line or in the environment, relative to the
+#: current folder (in the file, relative to the file's folder).
+PATH_SETTINGS = (("data_root",), ("dor", "vocabulary"))
+
+
+def load_benchmark(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Benchmark:
+    """Read and check a benchmark file, with command-line ``overrides`` (``KEY=VALUE``, see
+    ``apply_overrides``) on top and ``$DOR_BENCH_DATA`` as the data root when neither sets one.
 
     Raises:
         NotFoundError: the file is not there.
         DorBenchError: the file is not valid YAML (naming its line and column).
-        BenchmarkError: the file does not fit the schema; lists every problem at once.
+        BenchmarkError: the file or an override does not fit the schema; lists every problem at once.
     """
     path = Path(path)
     data, node = read_yaml(path, "Benchmark", "examples/demo.yaml is a small working benchmark")
-    return parse_benchmark(data, source=str(path), base_dir=path.parent, node=node)
+    if not isinstance(data, dict):
+        return parse_benchmark(data, source=str(path))
+    data, overridden = apply_overrides(data, overrides, str(path))
+    if not data.get("data_root") and os.environ.get(DATA_ENV):
+        data["data_root"] = os.path.abspath(os.path.expanduser(os.environ[DATA_ENV]))
+        overridden.add(("data_root",))
+    return parse_benchmark(data, source=str(path), base_dir=path.parent, node=node, overridden=overridden)
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Sequence[str], source: str
+) -> tuple[dict[str, Any], set[tuple[str, ...]]]:
+    """``data`` with command-line settings on top: ``seeds=[1]``, ``dor.lam=[4,8]``,
+    ``data_root=/data`` (dotted keys reach into sections; values are YAML). Returns the new data
+    and the overridden paths, so that a problem with one is reported as the command line's."""
+    data = copy.deepcopy(data)
+    paths: set[tuple[str, ...]] = set()
+    problems = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        keys = tuple(k.strip() for k in key.split("."))
+        if not sep or not all(keys):
+            problems.append(f"command-line setting '{item}' is not KEY=VALUE (e.g. seeds=[1] or dor.lam=[4,8])")
+            continue
+        try:
+            value = yaml.load(text, Loader=_Loader)
+        except yaml.YAMLError as err:
+            problems.append(f"command-line setting '{item}': the value is not YAML ({err})")
+            continue
+        if keys in PATH_SETTINGS and isinstance(value, str) and value.strip():
+            value = os.path.abspath(os.path.expanduser(value))
+        section = data
+        for depth, part in enumerate(keys[:-1]):
+            if section.get(part) is None:
+                section[part] = {}
+            if not isinstance(section[part], dict):
+                problems.append(f"command-line setting '{item}': '{'.'.join(keys[: depth + 1])}' is not a section")
+                break
+            section = section[part]
+        else:
+            section[keys[-1]] = value
+            paths.add(keys)
+    if problems:
+        raise BenchmarkError(source, problems)
+    return data, paths
 
 
 def read_yaml(path: Path, kind: str, example: str) -> tuple[Any, yaml.Node | None]:
@@ -534,6 +588,7 @@ def parse_benchmark(
     source: str = "<benchmark>",
     base_dir: str | os.PathLike[str] | None = None,
     node: yaml.Node | None = None,
+    overridden: Iterable[tuple[str, ...]] = (),
 ) -> Benchmark:
     """Check already-parsed benchmark data (a dict); ``source`` names it in errors.
 
@@ -549,7 +604,7 @@ def parse_benchmark(
             source,
             [f"the top level must be a mapping of settings (name: ..., datasets: ...), not a {type(data).__name__}"],
         )
-    return validate_settings(Benchmark, data, source, base_dir, node)
+    return validate_settings(Benchmark, data, source, base_dir, node, overridden=overridden)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -562,9 +617,11 @@ def validate_settings(
     base_dir: str | os.PathLike[str] | None,
     node: yaml.Node | None,
     kind: str = "Benchmark",
+    overridden: Iterable[tuple[str, ...]] = (),
 ) -> M:
     """``data`` checked against ``schema`` (Benchmark, Sweep): every problem at once, each with
-    its YAML path and line, in one BenchmarkError; relative paths resolved against ``base_dir``."""
+    its YAML path and line (or ``[command line]`` for an ``overridden`` setting), in one
+    BenchmarkError; relative paths resolved against ``base_dir``."""
     if base_dir is not None:
         data = _resolve_paths(data, Path(base_dir))
     try:
@@ -574,8 +631,11 @@ def validate_settings(
     except ValidationError as err:
         problems = []
         for order, error in enumerate(err.errors()):
-            line = _line_of(error["loc"], node)
             text = f"{_yaml_path(error['loc'], data)}: {_message(error, schema)}"
+            if any(tuple(error["loc"][: len(p)]) == p for p in overridden):
+                problems.append((0, order, text + "  [command line]"))
+                continue
+            line = _line_of(error["loc"], node)
             problems.append((line or 0, order, text + (f"  [line {line}]" if line else "")))
         raise BenchmarkError(source, [text for _, _, text in sorted(problems)], kind=kind) from None
 
@@ -1032,12 +1092,43 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
     return "\n".join(lines)
 
 
-def validate_file(path: str | os.PathLike[str]) -> tuple[Benchmark, list[PlannedTrial], str]:
-    """Load, check and plan a benchmark file: ``(benchmark, trials, description)``.
+def validate_file(
+    path: str | os.PathLike[str], overrides: Sequence[str] = (), only: Sequence[str] = ()
+) -> tuple[Benchmark, list[PlannedTrial], str]:
+    """Load, check and plan a benchmark file (with command-line ``overrides``, keeping the trials
+    ``only`` selects): ``(benchmark, trials, description)``.
 
     Raises:
-        DorBenchError: the file is missing or not YAML; BenchmarkError: it has problems.
+        DorBenchError: the file is missing or not YAML, or ``only`` selects nothing;
+        BenchmarkError: it has problems.
     """
-    benchmark = load_benchmark(path)
-    trials = plan(benchmark)
+    benchmark = load_benchmark(path, overrides)
+    trials = select(plan(benchmark), only)
     return benchmark, trials, describe_plan(benchmark, trials)
+
+
+#: What ``--only`` filters on: the spec field each key reads.
+ONLY_KEYS = {"method": "method", "dataset": "dataset", "seed": "seed"}
+
+
+def select(trials: list[PlannedTrial], only: Sequence[str]) -> list[PlannedTrial]:
+    """The trials matching every ``--only KEY=V1,V2`` (KEY: method, dataset or seed)."""
+    for item in only:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or key not in ONLY_KEYS:
+            raise DorBenchError(
+                f"--only '{item}' is not KEY=VALUE[,VALUE...] with KEY one of {', '.join(ONLY_KEYS)}."
+                f"{did_you_mean(key, list(ONLY_KEYS)) if sep else ''}",
+                "write e.g. --only method=coop,kgcoop --only seed=1.",
+            )
+        wanted = {v.strip() for v in text.split(",") if v.strip()}
+        present = sorted({str(getattr(t.spec, ONLY_KEYS[key])) for t in trials})
+        unknown = sorted(wanted - set(present))
+        if unknown:
+            raise DorBenchError(
+                f"--only {key}={text}: no planned trial has {key} {', '.join(unknown)}.",
+                f"the plan's {key} values: {', '.join(present)}.",
+            )
+        trials = [t for t in trials if str(getattr(t.spec, ONLY_KEYS[key])) in wanted]
+    return trials

@@ -7,10 +7,12 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import ray
+from mlflow.tracking import MlflowClient
 
 from orchestrator.collect import spec_values
 from orchestrator.config import Benchmark, PlannedTrial, validate_file
@@ -116,6 +118,9 @@ def start_ray(address: str | None) -> None:
 def run_benchmark(
     path: str,
     *,
+    overrides: Sequence[str] = (),
+    only: Sequence[str] = (),
+    dry_run: bool = False,
     tracking_uri: str | None = None,
     address: str | None = None,
     rerun: bool = False,
@@ -123,9 +128,13 @@ def run_benchmark(
     report_dir: str | None = None,
 ) -> int:
     """Run (or resume) a benchmark file, then print its tables and write the report into
-    ``report_dir`` (default reports/<name>); returns the exit code (1 when any trial failed)."""
-    bench, trials, plan = validate_file(path)
+    ``report_dir`` (default reports/<name>); returns the exit code (1 when any trial failed).
+    ``overrides`` and ``only`` change and filter the plan; ``dry_run`` prints it against the
+    store (to run, to skip, to resume) and stops before anything is written."""
+    bench, trials, plan = validate_file(path, overrides, only)
     log(plan)
+    if dry_run:
+        return print_dry_run(trials, tracking_uri or bench.tracking_uri, bench.name, Path(checkpoint_dir), rerun)
     preflight(bench, trials)
     tracker = Tracker(tracking_uri or bench.tracking_uri, bench.name)
     keys = {t.run_key for t in trials}
@@ -190,6 +199,30 @@ def run_benchmark(
     except DorBenchError as err:  # the trials are recorded; only the report is missing
         log(f"[dor-bench] no report: {err.message}")
     return 0 if len(finished) == len(keys) else 1
+
+
+def print_dry_run(
+    trials: list[PlannedTrial], tracking_uri: str, experiment: str, checkpoints: Path, rerun: bool
+) -> int:
+    """Each planned trial and what ``run`` would do with it, reading the store without writing
+    to it (a sqlite store that does not exist yet is not created)."""
+    keys = {t.run_key for t in trials}
+    done: set[str] = set()
+    missing = tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists()
+    if not missing and not rerun and MlflowClient(tracking_uri).get_experiment_by_name(experiment) is not None:
+        done = Tracker(tracking_uri, experiment).finished_keys(keys)
+    actions = {
+        t.name: "skip" if t.run_key in done else "resume" if (checkpoints / f"{t.run_key}.pt").is_file() else "run"
+        for t in trials
+    }
+    for t in trials:
+        print(f"{actions[t.name]:7} {t.name}  {t.run_key}")
+    counts = {a: list(actions.values()).count(a) for a in ("run", "resume", "skip")}
+    log(
+        f"[dor-bench] dry run: {len(trials)} trials: {counts['run']} to run, {counts['resume']} to resume "
+        f"from checkpoints, {counts['skip']} finished (skipped); nothing was run or written."
+    )
+    return 0
 
 
 def make_job(trial: PlannedTrial, bench: Benchmark) -> Job:

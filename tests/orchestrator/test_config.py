@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli import main
 from orchestrator.config import (
     Benchmark,
     BenchmarkError,
@@ -282,7 +283,8 @@ def test_scalar_and_list_forms_and_option_types_give_the_same_keys(tmp_path):
     assert all(t.spec.method_options == {} for t in c)  # ... dor-bench reads it as the default 0.002
 
 
-def test_benchmarks_yaml_is_the_papers_grid():
+def test_benchmarks_yaml_is_the_papers_grid(monkeypatch):
+    monkeypatch.setenv("DOR_BENCH_DATA", "/data")  # the tracked file leaves the data root to the user
     bench, trials, text = validate_file(REPO / "benchmarks.yaml")
     assert len(trials) == 11 * 3 * (1 + 4 * 2) == 297
     assert len({t.name for t in trials}) == len({t.run_key for t in trials}) == 297
@@ -298,7 +300,7 @@ def test_benchmarks_yaml_is_the_papers_grid():
 
 
 def test_domain_shift_example_keeps_its_targets():
-    bench, trials, text = validate_file(REPO / "examples" / "domain-shift.yaml")
+    bench, trials, text = validate_file(REPO / "examples" / "domain-shift.yaml", ["data_root=/data"])
     assert bench.subsample == "all" and bench.datasets == ["imagenet"]
     assert bench.targets == ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
     assert len(trials) == 3 * (1 + 4 * 2)
@@ -330,3 +332,43 @@ def test_defaults_and_python_construction():
     assert len(plan(bench)) == 3 * 2
     with pytest.raises(BenchmarkError):
         parse_benchmark({"name": "b", "datasets": ["shapes"], "methods": ["cop"]})
+
+
+# --- command-line settings, the data root from the environment, --only -----------------------------
+
+
+def test_command_line_settings_override_the_file_and_are_validated_like_it(capsys):
+    tiny = str(REPO / "examples" / "tiny.yaml")
+    bench, trials, _ = validate_file(tiny, ["seeds=[3]", "dor.lam=[4,8]", "shots=1"])
+    assert bench.seeds == [3] and bench.shots == [1] and bench.dor.lam == [4.0, 8.0]
+    assert sorted(t.spec.dor.lam for t in trials if t.spec.dor) == [4.0, 8.0] and len(trials) == 4
+    assert main(["validate", tiny, "dor.lamm=4", "seeds=oops", "nokey"]) == 2
+    err = capsys.readouterr().err
+    assert "command-line setting 'nokey' is not KEY=VALUE" in err and "Traceback" not in err
+    assert main(["validate", tiny, "dor.lamm=4", "seeds=oops"]) == 2
+    err = capsys.readouterr().err
+    assert "dor.lamm: unknown setting 'lamm'. Did you mean 'lam'?" in err
+    assert "seeds: must be a valid integer" in err and err.count("[command line]") == 2
+
+
+def test_data_root_from_the_command_line_or_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DOR_BENCH_DATA", raising=False)
+    assert main(["validate", str(REPO / "benchmarks.yaml")]) == 2
+    assert "DOR_BENCH_DATA" in capsys.readouterr().err
+    monkeypatch.setenv("DOR_BENCH_DATA", str(tmp_path / "env-data"))
+    bench, trials, _ = validate_file(REPO / "benchmarks.yaml")
+    assert bench.data_root == str(tmp_path / "env-data") and len(trials) == 297
+    monkeypatch.chdir(tmp_path)  # a command-line path is relative to the current folder
+    bench, _, _ = validate_file(REPO / "benchmarks.yaml", ["data_root=flag-data"])
+    assert bench.data_root == str(tmp_path / "flag-data")  # the flag wins over the environment
+
+
+def test_only_selects_trials_by_method_dataset_and_seed():
+    tiny = REPO / "examples" / "tiny.yaml"
+    _, trials, text = validate_file(tiny, only=["method=coop", "seed=2"])
+    assert sorted(t.name for t in trials) == ["coop/shapes/seed2", "coop/shapes/seed2/dor-lam8"]
+    assert text.startswith("Benchmark 'tiny': 2 trials")
+    with pytest.raises(DorBenchError, match="no planned trial has method kgcoop"):
+        validate_file(tiny, only=["method=kgcoop"])
+    with pytest.raises(DorBenchError, match="Did you mean 'seed'"):
+        validate_file(tiny, only=["seeds=1"])

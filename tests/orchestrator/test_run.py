@@ -86,6 +86,14 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
     assert "6 of 6 trials already finished" in capsys.readouterr().err
     assert len(child_runs(uri, "e2e")) == 6
 
+    # the plan against the store: a new seed on the command line is the only work left
+    assert run(path, uri, tmp_path, "--dry-run", "seeds=[1,2,3]") == 0
+    out = capsys.readouterr()
+    actions = [line.split()[0] for line in out.out.splitlines()]
+    assert actions.count("skip") == 6 and actions.count("run") == 3
+    assert "9 trials: 3 to run, 0 to resume from checkpoints, 6 finished (skipped)" in out.err
+    assert len(child_runs(uri, "e2e")) == 6
+
 
 def test_killed_worker_is_retried_without_duplicates(tmp_path, capsys):
     path = write_benchmark(tmp_path, name="kill", testing={"kill_worker": {"trial": "coop/shapes/seed1", "epoch": 1}})
@@ -186,3 +194,21 @@ def test_runs_of_an_older_protocol_are_rerun_and_never_averaged_in(tmp_path, cap
     assert "6 runs of an older protocol left out" in report
     shapes = next(line for line in report.splitlines() if line.startswith("| shapes |"))
     assert "99.00" not in shapes and shapes.count("(2)") >= 3  # 2 seeds of protocol 2 each, no more
+
+
+def test_dry_run_on_a_new_store_writes_nothing(tmp_path, capsys):
+    path = write_benchmark(tmp_path, name="dry")
+    (tmp_path / "ckpt").mkdir()
+    resumable = next(t for t in plan_of(path) if t.name == "coop/shapes/seed1")
+    (tmp_path / "ckpt" / f"{resumable.run_key}.pt").write_bytes(b"")  # an interrupted trial
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    assert run(path, uri, tmp_path, "--dry-run", "--only", "method=coop") == 0
+    out = capsys.readouterr()
+    assert sorted(line.split()[0] for line in out.out.splitlines()) == ["resume", "run", "run", "run"]
+    assert not (tmp_path / "store").exists() and not (tmp_path / "report").exists()
+
+
+def plan_of(path: Path) -> list:
+    from orchestrator.config import load_benchmark, plan
+
+    return plan(load_benchmark(path))
