@@ -7,13 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from orchestrator.tables import format_metrics
+from orchestrator.report.terminal import format_metrics
 from workers.errors import DorBenchError
 from workers.spec import DorSpec, RunOptions, TrialSpec
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.runner import run_benchmark
+    from orchestrator.benchmark.runner import run_benchmark
 
     return run_benchmark(
         args.file,
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from orchestrator.report import build_report, parse_formats
+    from orchestrator.report.build import build_report, parse_formats
 
     out = build_report(
         args.tracking_uri, args.experiment, parent=args.parent, out_dir=args.out, formats=parse_formats(args.format)
@@ -46,7 +46,7 @@ def ui(args: argparse.Namespace) -> int:
 
 
 def tune(args: argparse.Namespace) -> int:
-    from orchestrator.sweep import run_sweep
+    from orchestrator.sweep.tune import run_sweep
 
     return run_sweep(
         args.file, tracking_uri=args.tracking_uri, address=args.address, fresh=args.fresh, storage=args.storage
@@ -56,8 +56,9 @@ def tune(args: argparse.Namespace) -> int:
 def validate(args: argparse.Namespace) -> int:
     """Print the plan of a benchmark file, or the description of a sweep file (one with a
     ``space``)."""
-    from orchestrator.config import read_yaml, validate_file
-    from orchestrator.sweep_config import describe_sweep, is_sweep_data, load_sweep
+    from orchestrator.benchmark.planning import validate_file
+    from orchestrator.settings.reader import read_yaml
+    from orchestrator.settings.sweep import describe_sweep, is_sweep_data, load_sweep
 
     data, _ = read_yaml(Path(args.file), "Benchmark", "examples/demo.yaml is a small working benchmark")
     if is_sweep_data(data):

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from orchestrator.plots import reliability_figure
+from orchestrator.report.plots import reliability_figure
 from workers.errors import DorBenchError
 from workers.spec import TrialResult, TrialSpec
 

@@ -23,8 +23,8 @@ import pyarrow as pa
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from orchestrator.aggregate import build_tables, paper
-from orchestrator.collect import (
+from orchestrator.report.aggregate import build_tables, paper
+from orchestrator.report.collect import (
     METRIC_COLUMNS_KEY,
     SPEC_COLUMNS_KEY,
     open_experiment,
@@ -32,7 +32,7 @@ from orchestrator.collect import (
     search_child_runs,
     spec_values,
 )
-from orchestrator.render import csv_text, html_report, latex, markdown
+from orchestrator.report.render import csv_text, html_report, latex, markdown
 from orchestrator.tracking import PARENT, RUN_KEY, TRIAL_NAME, flat_params
 from workers.spec import DorSpec, TrialSpec
 
@@ -146,7 +146,7 @@ def from_mlflow(n_runs: int, rng: random.Random) -> tuple[str, dict[str, float]]
 
 
 def html_diagrams(rng: random.Random) -> tuple[str, dict[str, float]]:
-    from orchestrator.report import build_report
+    from orchestrator.report.build import build_report
     from orchestrator.tracking import Tracker
     from workers.spec import ReliabilityBins, TrialResult
 

@@ -29,8 +29,9 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["DOR_BENCH_CACHE"] = tempfile.mkdtemp(prefix="dor-bench-perf-")
 
+    from orchestrator.benchmark.planning import plan
     from orchestrator.cli import main as cli
-    from orchestrator.config import load_benchmark, plan
+    from orchestrator.settings.benchmark import load_benchmark
     from workers.trial import run_trial
 
     trials = plan(load_benchmark(args.file))

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.config import validate_file
+from orchestrator.benchmark.planning import validate_file
 from pretraining.micro_clip import PretrainConfig, pretrain
 from workers.spec import RunOptions, TrialSpec
 from workers.trial import run_trial

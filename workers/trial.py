@@ -6,7 +6,7 @@ DOR is on, its outlier regulariser; 5. train (with a checkpoint per epoch, so a 
 resumes where it stopped); 6. score the test splits, from cached image features where the image
 encoder is frozen; 7. compute calibration metrics.
 
-In tuning mode (``spec.validation``, see ``workers/validation.py``) step 2 holds out pseudo-new
+In tuning mode (``spec.validation``, see ``workers/holdout.py``) step 2 holds out pseudo-new
 classes from the base classes, step 5 scores the validation split after every epoch, and step 6
 is skipped unless the spec is ``leaky``: the test split is never opened.
 """
@@ -36,6 +36,7 @@ from workers.dor import DynamicOutlierRegularizer, build_pool
 from workers.errors import DorBenchError
 from workers.evaluation import Evaluation, SplitScores, evaluate, piece_setup
 from workers.features import cached_image_features
+from workers.holdout import Holdout, hold_out, validation_metrics
 from workers.identity import normalise
 from workers.methods import METHODS
 from workers.methods.base import PromptMethod, PromptModel
@@ -44,7 +45,6 @@ from workers.models.clip import ClipBundle, load_clip
 from workers.paths import atomic_write_bytes
 from workers.progress import Progress
 from workers.spec import RunOptions, TrialResult, TrialSpec
-from workers.validation import Holdout, hold_out, validation_metrics
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 

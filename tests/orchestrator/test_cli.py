@@ -99,7 +99,7 @@ def test_pretrain_logit_scale_start_is_checked(capsys, tmp_path):
 
 
 def test_progress_log_writes_a_line_only_when_the_counts_change(capsys):
-    from orchestrator.runner import ProgressLog
+    from orchestrator.console import ProgressLog
 
     show = ProgressLog()  # stderr is captured, so not a terminal: log lines
     show("[dor-bench] 1/9 done, 2 running, 0 failed, 6 queued, ETA 80s")

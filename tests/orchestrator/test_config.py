@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.benchmark.planning import describe_plan, plan, validate_file
 from orchestrator.cli import main
-from orchestrator.config import (
-    Benchmark,
-    BenchmarkError,
-    describe_plan,
-    load_benchmark,
-    parse_benchmark,
-    plan,
-    validate_file,
-)
+from orchestrator.settings.benchmark import Benchmark, load_benchmark, parse_benchmark
+from orchestrator.settings.fields import BenchmarkError
 from workers.errors import DorBenchError, NotFoundError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.benchmark.planning import plan
 from orchestrator.cli import build_parser
 from orchestrator.commands import trial_spec
-from orchestrator.config import load_benchmark, plan
-from orchestrator.sweep import base_spec
-from orchestrator.sweep_config import load_sweep
-from orchestrator.sweep_trainable import trial_spec as sweep_trial_spec
+from orchestrator.settings.benchmark import load_benchmark
+from orchestrator.settings.sweep import load_sweep
+from orchestrator.sweep.trainable import trial_spec as sweep_trial_spec
+from orchestrator.sweep.tune import base_spec
 from workers.identity import normalise
 from workers.spec import DorSpec, TrialSpec
 

@@ -13,10 +13,10 @@ import pytest
 from report_helpers import b2n_metrics, log_trial, spec
 from report_helpers import store as new_store
 
-from orchestrator.aggregate import build_tables
 from orchestrator.cli import main
-from orchestrator.collect import collect, spec_values
-from orchestrator.report import build_report
+from orchestrator.report.aggregate import build_tables
+from orchestrator.report.build import build_report
+from orchestrator.report.collect import collect, spec_values
 
 # (dataset, lambda or None for plain CoOp) -> per seed: base acc, new acc, base ECE, new ECE
 VALUES = {
@@ -105,7 +105,7 @@ def test_average_row_only_over_complete_datasets_and_incomplete_cells_marked(rep
 
 
 def test_markdown_to_the_digit(report):
-    from orchestrator.render import markdown
+    from orchestrator.report.render import markdown
 
     md = markdown(report)
     row = next(line for line in md.splitlines() if line.startswith("| ImageNet |") and "HM" not in line)

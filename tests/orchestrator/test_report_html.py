@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from report_helpers import b2n_metrics, bins, log_trial, spec, store
 
-from orchestrator.aggregate import pool_reliability
-from orchestrator.report import build_report
+from orchestrator.report.aggregate import pool_reliability
+from orchestrator.report.build import build_report
 
 ROOT = Path(__file__).parents[2]
 

@@ -151,7 +151,8 @@ def legacy_key(spec) -> str:
 
 
 def test_runs_of_an_older_protocol_are_rerun_and_never_averaged_in(tmp_path, capsys):
-    from orchestrator.config import load_benchmark, plan
+    from orchestrator.benchmark.planning import plan
+    from orchestrator.settings.benchmark import load_benchmark
     from orchestrator.tracking import PARENT, flat_params
 
     path = write_benchmark(tmp_path, name="legacy")
@@ -209,6 +210,7 @@ def test_dry_run_on_a_new_store_writes_nothing(tmp_path, capsys):
 
 
 def plan_of(path: Path) -> list:
-    from orchestrator.config import load_benchmark, plan
+    from orchestrator.benchmark.planning import plan
+    from orchestrator.settings.benchmark import load_benchmark
 
     return plan(load_benchmark(path))

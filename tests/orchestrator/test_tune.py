@@ -14,10 +14,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.config import parse_benchmark
-from orchestrator.sweep import SWEEP_STORAGE, TRIAL_STATUS, TUNE_TRIAL
-from orchestrator.sweep_config import parse_sweep
-from orchestrator.sweep_trainable import FLOOR_PENALTY
+from orchestrator.settings.benchmark import parse_benchmark
+from orchestrator.settings.sweep import parse_sweep
+from orchestrator.sweep.trainable import FLOOR_PENALTY
+from orchestrator.sweep.tune import SWEEP_STORAGE, TRIAL_STATUS, TUNE_TRIAL
 from orchestrator.tracking import PARENT
 
 ROOT = Path(__file__).parents[2]
@@ -177,8 +177,8 @@ def test_best_command_reproduces_the_swept_settings():
     from pathlib import Path
 
     from orchestrator.cli import build_parser
-    from orchestrator.sweep_config import load_sweep
-    from orchestrator.sweep_report import Row, best_command
+    from orchestrator.settings.sweep import load_sweep
+    from orchestrator.sweep.summary import Row, best_command
 
     sweep = load_sweep(Path(__file__).parents[2] / "examples" / "sweep-tiny.yaml")
     row = Row("t1", {"lam": 2.0, "outliers_per_step": 16}, "completed", {"objective": 1.0})
@@ -201,8 +201,8 @@ def test_demo_sweep_tunes_from_the_demo_recipe():
     """examples/sweep-demo.yaml validates, and its fixed CoOp options are the demo benchmark's."""
     from pathlib import Path
 
-    from orchestrator.config import validate_file
-    from orchestrator.sweep_config import load_sweep
+    from orchestrator.benchmark.planning import validate_file
+    from orchestrator.settings.sweep import load_sweep
 
     examples = Path(__file__).parents[2] / "examples"
     sweep = load_sweep(examples / "sweep-demo.yaml")

@@ -35,7 +35,7 @@ def test_shipped_weights_reproduce_recorded_zero_shot_numbers():
 def test_recipe_matches_the_demo_and_applies_only_to_shipped_weights():
     from pathlib import Path
 
-    from orchestrator.config import validate_file
+    from orchestrator.benchmark.planning import validate_file
     from workers.methods import METHODS
     from workers.models.clip import tuning_recipe
 

@@ -18,7 +18,7 @@ from workers.methods.prompting import (
     prompt_prefix,
 )
 from workers.methods.registry import METHODS
-from workers.methods.tuning import TUNING_DEFAULTS
+from workers.methods.training import TRAINING_DEFAULTS
 from workers.models.clip import ClipBundle
 
 
@@ -64,7 +64,7 @@ class CoCoOp:
     trains = True
     frozen_image_encoder = True
     defaults: dict[str, Any] = {
-        **TUNING_DEFAULTS,
+        **TRAINING_DEFAULTS,
         "epochs": 10,
         "batch_size": 1,
         "lr": 0.002,

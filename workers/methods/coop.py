@@ -17,7 +17,7 @@ from workers.methods.prompting import (
     prompt_prefix,
 )
 from workers.methods.registry import METHODS
-from workers.methods.tuning import TUNING_DEFAULTS
+from workers.methods.training import TRAINING_DEFAULTS
 from workers.models.clip import ClipBundle
 
 
@@ -62,7 +62,7 @@ class CoOp:
     trains = True
     frozen_image_encoder = True
     defaults: dict[str, Any] = {
-        **TUNING_DEFAULTS,
+        **TRAINING_DEFAULTS,
         "epochs": 200,
         "batch_size": 32,
         "lr": 0.002,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from workers.methods.base import PromptModel
 from workers.methods.coop import ContextPromptModel
 from workers.methods.registry import METHODS
-from workers.methods.tuning import TUNING_DEFAULTS
+from workers.methods.training import TRAINING_DEFAULTS
 from workers.models.clip import ClipBundle
 
 #: KgCoOp's templates by dor-bench dataset name; every other dataset: "a photo of a {}.".
@@ -46,7 +46,7 @@ class KgCoOp:
     frozen_image_encoder = True
     # "a photo of a" is 4 tokens: KgCoOp learns those 4 (its context length follows the init).
     defaults: dict[str, Any] = {
-        **TUNING_DEFAULTS,
+        **TRAINING_DEFAULTS,
         "epochs": 200,
         "batch_size": 32,
         "lr": 0.002,

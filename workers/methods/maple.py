@@ -22,7 +22,7 @@ from workers.methods.prompting import (
     prompt_prefix,
 )
 from workers.methods.registry import METHODS
-from workers.methods.tuning import TUNING_DEFAULTS
+from workers.methods.training import TRAINING_DEFAULTS
 from workers.models.clip import ClipBundle
 
 
@@ -84,7 +84,7 @@ class MaPLe:
     trains = True
     frozen_image_encoder = False
     defaults: dict[str, Any] = {
-        **TUNING_DEFAULTS,
+        **TRAINING_DEFAULTS,
         "epochs": 5,
         "batch_size": 4,
         "lr": 0.0035,

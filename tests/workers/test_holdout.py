@@ -10,9 +10,9 @@ import pytest
 from tests.fake_data import make_split_json_dataset
 from workers.datasets import load_trial_data
 from workers.errors import DorBenchError
+from workers.holdout import hold_out
 from workers.spec import DorSpec, TrialSpec, ValidationSpec
 from workers.trial import run_trial
-from workers.validation import hold_out
 
 WORDS = str(Path(__file__).parents[2] / "examples" / "words.txt")
 

@@ -1,118 +1,24 @@
 """``dor-bench run FILE``: validate, preflight, skip what is done, run the rest on Ray, record
-every trial in MLflow, print the tables and write the report (orchestrator/report.py)."""
+every trial in MLflow, print the tables and write the report (orchestrator/report/build.py)."""
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import ray
 from mlflow.tracking import MlflowClient
 
-from orchestrator.collect import spec_values
-from orchestrator.config import Benchmark, PlannedTrial, validate_file
-from orchestrator.report import build_report
-from orchestrator.scheduler import Job, Outcome, run_jobs
+from orchestrator.benchmark.actors import Job, Outcome, run_jobs
+from orchestrator.benchmark.planning import PlannedTrial, validate_file
+from orchestrator.cluster import start_ray
+from orchestrator.console import ProgressLog, log
+from orchestrator.preflight import preflight
+from orchestrator.report.build import build_report
+from orchestrator.report.collect import spec_values
+from orchestrator.settings.benchmark import Benchmark
 from orchestrator.tracking import Tracker
 from workers.errors import DorBenchError
-from workers.spec import RunOptions, TrialResult, TrialSpec
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-class ProgressLog:
-    """Progress lines: rewritten in place on a terminal; in a log, only on change or every 30 s."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last, self.at = "", 0.0
-
-    def __call__(self, line: str) -> None:
-        if not line.startswith("[dor-bench] ") or " done, " not in line:
-            self.end_line()
-            log(line)
-        elif self.tty:
-            print(f"\r{line}   ", end="", file=sys.stderr, flush=True)
-            self.last = line
-        elif _counts(line) != _counts(self.last) or time.monotonic() - self.at > 30:
-            log(line)
-            self.last, self.at = line, time.monotonic()
-
-    def end_line(self) -> None:
-        if self.tty and self.last:
-            print(file=sys.stderr, flush=True)
-            self.last = ""
-
-
-def _counts(line: str) -> str:
-    """A progress line without its ETA, which changes every second."""
-    return line.partition(", ETA")[0]
-
-
-def preflight(bench: Benchmark, trials: list[PlannedTrial]) -> None:
-    """Everything that would make a benchmark's trials fail for the same reason, checked before
-    scheduling."""
-    wordnet = any(t.spec.dor is not None and t.spec.dor.vocabulary == "wordnet" for t in trials)
-    check_inputs(
-        bench.datasets, bench.data_root, bench.model.arch, bench.model.pretrained, wordnet, "nothing was scheduled"
-    )
-
-
-def preflight_sweep(sweep: Any, spec: TrialSpec) -> None:
-    """A sweep's preflight: its dataset reads, its model loads, its vocabulary is there."""
-    wordnet = spec.dor is not None and spec.dor.vocabulary == "wordnet"
-    check_inputs(
-        [sweep.dataset], sweep.data_root, sweep.model.arch, sweep.model.pretrained, wordnet, "the sweep did not start"
-    )
-
-
-def check_inputs(
-    datasets: list[str], data_root: str | None, arch: str, pretrained: str | None, wordnet: bool, consequence: str
-) -> None:
-    """Read every dataset, load the model and (when needed) WordNet; one error lists every problem."""
-    from workers.datasets import DATASETS
-    from workers.models.clip import load_clip
-
-    problems = []
-    for name in datasets:
-        reader = DATASETS.get(name)
-        try:
-            reader.read(Path(data_root).expanduser() if data_root and not reader.builtin else None)
-        except DorBenchError as err:
-            problems.append(f"dataset '{name}': {err.message}")
-    try:
-        load_clip(arch, pretrained, device="cpu")
-    except DorBenchError as err:
-        problems.append(f"model: {err.message}")
-    if wordnet:
-        from workers.dor import noun_vocabulary
-
-        try:
-            noun_vocabulary()
-        except DorBenchError as err:
-            problems.append(f"DOR vocabulary: {err.message}")
-    if problems:
-        raise DorBenchError(f"Preflight found problems; {consequence}:\n  - " + "\n  - ".join(problems))
-
-
-def start_ray(address: str | None) -> None:
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-        configure_logging=True,
-    )
+from workers.spec import RunOptions, TrialResult
 
 
 def run_benchmark(

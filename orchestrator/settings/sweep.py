@@ -22,24 +22,24 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.config import (
+from orchestrator.settings.fields import (
     Axis,
     ModelSection,
     NamedMethod,
     NonNegFloat,
     PosInt,
     Resources,
-    _coerce_option,
-    _custom,
-    _fmt,
-    _known_dataset,
-    _known_strategy,
-    _raise_at,
-    _Strict,
-    read_yaml,
+    Strict,
+    coerce_option,
+    custom,
+    fmt,
+    known_dataset,
+    known_strategy,
+    raise_at,
     validate_settings,
     validate_with,
 )
+from orchestrator.settings.reader import read_yaml
 from workers.catalog import NAMES, TEST_AVERAGED, VALIDATION
 from workers.datasets import DATASETS
 from workers.errors import did_you_mean
@@ -54,7 +54,7 @@ KNOBS = ("lam", "pool_size", "outliers_per_step", "pool_strategy")
 INT_KNOBS = ("pool_size", "outliers_per_step")
 
 
-class Range(_Strict):
+class Range(Strict):
     """A continuous dimension: ``{log_uniform: [lo, hi]}`` or ``{uniform: [lo, hi]}`` (integers
     for integer knobs). Only random and Optuna search can sample a range."""
 
@@ -65,12 +65,12 @@ class Range(_Strict):
     def _one_bounded_range(self) -> Range:
         given = [(k, v) for k, v in (("log_uniform", self.log_uniform), ("uniform", self.uniform)) if v]
         if len(given) != 1:
-            raise _custom("give exactly one of log_uniform: [lo, hi] or uniform: [lo, hi]")
+            raise custom("give exactly one of log_uniform: [lo, hi] or uniform: [lo, hi]")
         kind, (lo, hi) = given[0]
         if not lo < hi:
-            raise _custom(f"{kind}: the low end must be below the high end, not [{lo:g}, {hi:g}]")
+            raise custom(f"{kind}: the low end must be below the high end, not [{lo:g}, {hi:g}]")
         if kind == "log_uniform" and lo <= 0:
-            raise _custom(f"log_uniform needs a low end above 0, not {lo:g} (lambda 0 is a list value)")
+            raise custom(f"log_uniform needs a low end above 0, not {lo:g} (lambda 0 is a list value)")
         return self
 
     @property
@@ -90,7 +90,7 @@ def _dimension(value: Any) -> Any:
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(map(str, first["loc"]))
-            raise _custom(f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
+            raise custom(f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
@@ -98,7 +98,7 @@ Values = Annotated[list[Any], Field(min_length=1)]
 Dimension = Annotated[Range | Values, Field(union_mode="left_to_right")]
 
 
-class Space(_Strict):
+class Space(Strict):
     """What the sweep searches. A list is a set of values (grid axis, or a choice); a mapping
     ``{log_uniform: [lo, hi]}`` / ``{uniform: [lo, hi]}`` is a range."""
 
@@ -125,7 +125,7 @@ class Space(_Strict):
             return dim
         for v in dim:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise _custom(f"lambda values must be numbers >= 0, not {v!r}")
+                raise custom(f"lambda values must be numbers >= 0, not {v!r}")
         return [float(v) for v in dim]
 
     @field_validator("pool_size", "outliers_per_step")
@@ -133,18 +133,18 @@ class Space(_Strict):
     def _counts(cls, dim: Any, info: ValidationInfo) -> Any:
         if isinstance(dim, Range):
             if dim.bounds[0] < 1:
-                raise _custom(f"{info.field_name} ranges start at 1 or more")
+                raise custom(f"{info.field_name} ranges start at 1 or more")
             return dim
         for v in dim:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise _custom(f"{info.field_name} values must be whole numbers >= 1, not {v!r}")
+                raise custom(f"{info.field_name} values must be whole numbers >= 1, not {v!r}")
         return dim
 
     @field_validator("pool_strategy")
     @classmethod
     def _strategies(cls, values: list[Any]) -> list[Any]:
         for v in values:
-            _known_strategy(str(v))
+            known_strategy(str(v))
         return values
 
     def dimensions(self) -> dict[str, Range | list[Any]]:
@@ -163,7 +163,7 @@ class MethodSection(NamedMethod):
     @classmethod
     def _training_method(cls, name: str) -> str:
         if not METHODS.get(name).trains:
-            raise _custom(
+            raise custom(
                 f"{name} does not train, so there is nothing to tune; choose a prompt-"
                 "tuning method (coop, cocoop, kgcoop, maple)"
             )
@@ -176,7 +176,7 @@ class MethodSection(NamedMethod):
         return options if name is None else _checked_options(name, options, allow_lists=False)
 
 
-class FixedDor(_Strict):
+class FixedDor(Strict):
     """DOR settings every trial shares (the space overrides them)."""
 
     lam: NonNegFloat | None = Field(None, description="null: the method's default weight")
@@ -189,10 +189,10 @@ class FixedDor(_Strict):
     @field_validator("pool_strategy")
     @classmethod
     def _strategy(cls, name: str) -> str:
-        return _known_strategy(name)
+        return known_strategy(name)
 
 
-class Floor(_Strict):
+class Floor(Strict):
     """A constraint on a second metric; trials that miss it rank after every trial that meets it."""
 
     metric: str
@@ -202,11 +202,11 @@ class Floor(_Strict):
     @model_validator(mode="after")
     def _a_bound(self) -> Floor:
         if self.min is None and self.max is None:
-            raise _custom("give min: (the metric must be at least this) or max:")
+            raise custom("give min: (the metric must be at least this) or max:")
         return self
 
 
-class Objective(_Strict):
+class Objective(Strict):
     """What the sweep optimises, per epoch (ASHA) and at the end (ranking)."""
 
     metric: str = Field("val/pseudo_new/ece", description="a val/* metric (test metrics need leaky)")
@@ -217,14 +217,14 @@ class Objective(_Strict):
         text = f"{self.mode} {self.metric}"
         if self.floor:
             bounds = [
-                f">= {_fmt(self.floor.min)}" if self.floor.min is not None else "",
-                f"<= {_fmt(self.floor.max)}" if self.floor.max is not None else "",
+                f">= {fmt(self.floor.min)}" if self.floor.min is not None else "",
+                f"<= {fmt(self.floor.max)}" if self.floor.max is not None else "",
             ]
             text += f" (floor: {self.floor.metric} {' and '.join(b for b in bounds if b)})"
         return text
 
 
-class Search(_Strict):
+class Search(Strict):
     """How configurations are chosen and how many run at once."""
 
     algorithm: Literal["grid", "random", "optuna"] = "grid"
@@ -233,7 +233,7 @@ class Search(_Strict):
     concurrency: PosInt = Field(2, description="trials running at once")
 
 
-class Scheduler(_Strict):
+class Scheduler(Strict):
     """ASHA early stopping on the per-epoch objective (``training_iteration`` = epochs so far)."""
 
     asha: bool = False
@@ -241,7 +241,7 @@ class Scheduler(_Strict):
     reduction_factor: Annotated[float, Field(gt=1)] = 2
 
 
-class SweepTesting(_Strict):
+class SweepTesting(Strict):
     """Fault injection, for dor-bench's own tests only."""
 
     exit_driver_after_trials: PosInt | None = Field(
@@ -249,7 +249,7 @@ class SweepTesting(_Strict):
     )
 
 
-class Sweep(_Strict):
+class Sweep(Strict):
     """One sweep file."""
 
     name: Annotated[str, Field(min_length=1)] = Field(description="MLflow experiment and Tune run name")
@@ -278,13 +278,13 @@ class Sweep(_Strict):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, name: str) -> str:
-        return _known_dataset(name)
+        return known_dataset(name)
 
     @field_validator("validation")
     @classmethod
     def _not_leaky_here(cls, validation: ValidationSpec) -> ValidationSpec:
         if validation.leaky:
-            raise _custom("set the top-level 'leaky: true' instead (it tags the sweep as leaky)")
+            raise custom("set the top-level 'leaky: true' instead (it tags the sweep as leaky)")
         return validation
 
     @model_validator(mode="after")
@@ -321,7 +321,7 @@ class Sweep(_Strict):
             problems.append(
                 (("scheduler", "grace_period"), f"trials only report {self.max_t} epochs", self.scheduler.grace_period)
             )
-        _raise_at("Sweep", problems)
+        raise_at("Sweep", problems)
         return self
 
     @model_validator(mode="wrap")
@@ -402,7 +402,7 @@ def _raw_problems(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str,
             elif isinstance(dim, (list, tuple)) or not isinstance(dim, dict):
                 for i, value in enumerate(dim if isinstance(dim, (list, tuple)) else [dim]):
                     try:
-                        _coerce_option(key, value, defaults[key])
+                        coerce_option(key, value, defaults[key])
                     except ValueError as err:
                         problems.append((("space", "options", key, i), str(err), value))
     return problems
@@ -444,14 +444,14 @@ def _checked_options(method: str, options: dict[str, Any], allow_lists: bool) ->
             continue
         try:
             out[key] = (
-                [_coerce_option(key, v, defaults[key]) for v in value]
+                [coerce_option(key, v, defaults[key]) for v in value]
                 if isinstance(value, list)
-                else _coerce_option(key, value, defaults[key])
+                else coerce_option(key, value, defaults[key])
             )
         except ValueError as err:
             problems.append(f"{key}: {err}")
     if problems:
-        raise _custom("; ".join(problems)) if not allow_lists else ValueError("; ".join(problems))
+        raise custom("; ".join(problems)) if not allow_lists else ValueError("; ".join(problems))
     return out
 
 
@@ -473,7 +473,7 @@ def parse_sweep(
     data: Any, source: str = "<sweep>", base_dir: str | os.PathLike[str] | None = None, node: Any = None
 ) -> Sweep:
     """Check already-parsed sweep data."""
-    from orchestrator.config import BenchmarkError
+    from orchestrator.settings.fields import BenchmarkError
 
     if not isinstance(data, dict):
         raise BenchmarkError(
@@ -504,14 +504,14 @@ def describe_sweep(s: Sweep) -> str:
     )
     for i, (key, dim) in enumerate(s.space.dimensions().items()):
         text = (
-            f"{dim.kind} [{_fmt(dim.bounds[0])}, {_fmt(dim.bounds[1])}]"
+            f"{dim.kind} [{fmt(dim.bounds[0])}, {fmt(dim.bounds[1])}]"
             if isinstance(dim, Range)
-            else ", ".join(_fmt(v) for v in dim)
+            else ", ".join(fmt(v) for v in dim)
         )
         row("space" if i == 0 else "", f"{key}: {text}")
     row(
         "validation",
-        f"{_fmt(s.validation.pseudo_new)} of the base classes held out as pseudo-new "
+        f"{fmt(s.validation.pseudo_new)} of the base classes held out as pseudo-new "
         f"(holdout seed {s.validation.holdout_seed}); scored on validation images "
         "after every epoch",
     )
@@ -521,11 +521,11 @@ def describe_sweep(s: Sweep) -> str:
     row(
         "scheduler",
         f"ASHA on the objective: grace {s.scheduler.grace_period}, reduction factor "
-        f"{_fmt(s.scheduler.reduction_factor)}, max {s.max_t} reports"
+        f"{fmt(s.scheduler.reduction_factor)}, max {s.max_t} reports"
         if s.scheduler.asha
         else f"none (every trial runs {s.max_t} reports)",
     )
-    row("resources", f"{_fmt(float(s.resources.cpus))} CPU, {_fmt(float(s.resources.gpus))} GPU per trial")
+    row("resources", f"{fmt(float(s.resources.cpus))} CPU, {fmt(float(s.resources.gpus))} GPU per trial")
     row("tracking", f"experiment '{s.name}' at {s.tracking_uri}")
     if s.testing.exit_driver_after_trials:
         row("TESTING", f"the driver exits after {s.testing.exit_driver_after_trials} trials end")

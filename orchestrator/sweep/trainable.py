@@ -20,7 +20,7 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.sweep_config import INT_KNOBS
+from orchestrator.settings.sweep import INT_KNOBS
 from workers.identity import normalise
 from workers.spec import RunOptions, TrialSpec
 

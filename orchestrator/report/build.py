@@ -22,10 +22,10 @@ import pyarrow as pa
 from mlflow.artifacts import download_artifacts
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
-from orchestrator.aggregate import Report, build_tables, dataset_name, dataset_order, pool_reliability
-from orchestrator.collect import collect, write_parquet
-from orchestrator.plots import reliability_figure
-from orchestrator.render import csv_text, html_report, latex, markdown
+from orchestrator.report.aggregate import Report, build_tables, dataset_name, dataset_order, pool_reliability
+from orchestrator.report.collect import collect, write_parquet
+from orchestrator.report.plots import reliability_figure
+from orchestrator.report.render import csv_text, html_report, latex, markdown
 from workers.errors import DorBenchError, did_you_mean
 from workers.spec import ReliabilityBins
 

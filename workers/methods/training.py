@@ -4,7 +4,7 @@ The optimiser is SGD, as in every reference config (Dassl's ``OPTIM.NAME: sgd``)
 
 from typing import Any
 
-TUNING_DEFAULTS: dict[str, Any] = {
+TRAINING_DEFAULTS: dict[str, Any] = {
     "momentum": 0.9,
     "weight_decay": 5e-4,
     "warmup_epochs": 1,

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from orchestrator.plots import plt
-from orchestrator.sweep_config import Sweep
+from orchestrator.report.plots import plt
+from orchestrator.settings.sweep import Sweep
 from orchestrator.tracking import Tracker
 from workers.models.clip import tuning_recipe
 
@@ -45,7 +45,7 @@ class Row:
 def ranked(sweep: Sweep, runs: list) -> list[Row]:
     """Trials best first: completed before early-stopped before errored; within each, the ones
     that meet the floor first, then by the objective (in the sweep's direction)."""
-    from orchestrator.sweep import TRIAL_STATUS, TUNE_TRIAL
+    from orchestrator.sweep.tune import TRIAL_STATUS, TUNE_TRIAL
 
     rows = [
         Row(
@@ -236,8 +236,8 @@ def best_fragment(sweep: Sweep, row: Row) -> str:
 def report(sweep: Sweep, tracker: Tracker, parent: str, out: Path, source: str) -> int:
     """Print and save the end-of-sweep report; log it to the parent run. 0 when there is a best
     completed trial, else 1."""
-    from orchestrator.runner import log
-    from orchestrator.sweep import LEAKY, TUNE_TRIAL
+    from orchestrator.console import log
+    from orchestrator.sweep.tune import LEAKY, TUNE_TRIAL
 
     rows = ranked(sweep, [r for r in tracker.children(parent) if TUNE_TRIAL in r.data.tags])
     out.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,10 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.config import _coerce_option
-from orchestrator.runner import log
-from orchestrator.sweep_config import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
-from orchestrator.sweep_trainable import STATE, plain_config, sweep_trial
+from orchestrator.console import log
+from orchestrator.settings.fields import coerce_option
+from orchestrator.settings.sweep import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
+from orchestrator.sweep.trainable import STATE, plain_config, sweep_trial
 from orchestrator.tracking import PARENT, Tracker, flat_params
 from workers.identity import normalise
 from workers.methods import METHODS
@@ -95,7 +95,7 @@ def param_space(sweep: Sweep) -> dict[str, Any]:
             continue
         if key.startswith("options."):
             name = key.removeprefix("options.")
-            dim = [_coerce_option(name, v, defaults[name]) for v in dim]
+            dim = [coerce_option(name, v, defaults[name]) for v in dim]
         space[key] = tune.grid_search(list(dim)) if grid else tune.choice(list(dim))
     return space
 
@@ -247,7 +247,7 @@ def _read_state(checkpoint: Any) -> dict[str, Any]:
 
 
 def _spec_of(sweep: Sweep, config: dict[str, Any]) -> TrialSpec:
-    from orchestrator.sweep_trainable import trial_spec
+    from orchestrator.sweep.trainable import trial_spec
 
     return trial_spec(base_spec(sweep).model_dump(mode="json"), config, sweep.seeds[0])
 
@@ -270,8 +270,9 @@ def run_sweep(
 ) -> int:
     """Run a sweep file, or resume it where it stopped; prints the ranked trials and the best
     configuration. Returns 0 when the sweep ran out and has a best trial, else 1."""
-    from orchestrator.runner import preflight_sweep, start_ray
-    from orchestrator.sweep_report import report
+    from orchestrator.cluster import start_ray
+    from orchestrator.preflight import preflight_sweep
+    from orchestrator.sweep.summary import report
 
     sweep = load_sweep(path)
     log(describe_sweep(sweep))

@@ -1,4 +1,4 @@
-"""Results table (orchestrator/collect.py) -> the papers' tables, as plain data for the renderers.
+"""Results table (orchestrator/report/collect.py) -> the papers' tables, as plain data for the renderers.
 
 Rules (also in README "Reports"):
 - A *column group* is one configuration: every spec field except dataset and seed. Trials that
@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import yaml
 
-from orchestrator.collect import DOR, metric_columns, spec_columns
+from orchestrator.report.collect import DOR, metric_columns, spec_columns
 from workers.catalog import BY_NAME, TABLES
 from workers.spec import LEGACY_PROTOCOL, PROTOCOL
 
@@ -47,8 +47,8 @@ SHORT = {
 
 @lru_cache(maxsize=1)
 def paper() -> dict[str, Any]:
-    """Layout and published numbers of the calibration papers (orchestrator/paper.yaml)."""
-    return yaml.safe_load(resources.files("orchestrator").joinpath("paper.yaml").read_text())
+    """Layout and published numbers of the calibration papers (orchestrator/report/paper.yaml)."""
+    return yaml.safe_load(resources.files("orchestrator.report").joinpath("paper.yaml").read_text())
 
 
 # --------------------------------------------------------------------------- the table model

@@ -1,4 +1,4 @@
-"""The table model (orchestrator/aggregate.py) as Markdown, LaTeX (booktabs), CSV and one
+"""The table model (orchestrator/report/aggregate.py) as Markdown, LaTeX (booktabs), CSV and one
 self-contained HTML file (inline CSS, PNGs embedded as base64, no scripts)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import html
 import io
 from collections.abc import Sequence
 
-from orchestrator.aggregate import AVERAGE, Report, Stat, Table, Variant
+from orchestrator.report.aggregate import AVERAGE, Report, Stat, Table, Variant
 
 LEGEND = (
     "Cells: mean ± sample std over seeds (n seeds). † incomplete: only n of the N expected "

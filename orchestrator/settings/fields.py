@@ -1,0 +1,343 @@
+"""What the benchmark and sweep schemas share: the strict base model, field types and known-name
+checks, validation that reports every problem at once with its YAML path and line (or the
+command line), and relative-path resolution."""
+
+from __future__ import annotations
+
+import os
+import re
+import typing
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+
+from orchestrator.settings.reader import line_of, yaml_path
+from workers.datasets import DATASETS
+from workers.errors import DorBenchError, did_you_mean
+from workers.methods import METHODS
+from workers.models.clip import SHIPPED_WEIGHTS, default_pretrained, list_models
+from workers.spec import PoolStrategy
+
+T = TypeVar("T")
+
+
+POOL_STRATEGIES: tuple[str, ...] = typing.get_args(PoolStrategy)
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+class BenchmarkError(DorBenchError):
+    """Everything wrong with one benchmark file, each problem prefixed by its YAML path."""
+
+    def __init__(
+        self, source: str | os.PathLike[str], problems: Sequence[str], fix: str | None = None, kind: str = "Benchmark"
+    ):
+        self.source = str(source)
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"{kind} file '{self.source}' has {count} problem{'' if count == 1 else 's'}:"
+        super().__init__(
+            "\n".join([head, *(f"  - {p}" for p in self.problems)]),
+            fix or "correct the file (or the KEY=VALUE setting) and check it again with `dor-bench validate FILE`.",
+        )
+
+
+def custom(message: str) -> PydanticCustomError:
+    return PydanticCustomError("dor_bench", "{message}", {"message": message})
+
+
+Problem = tuple[tuple[str | int, ...], str, Any]  # (location below the field, message, input)
+
+
+def raise_at(title: str, problems: list[Problem]) -> None:
+    """Raise one ValidationError holding several problems at locations below the current field."""
+    if problems:
+        raise ValidationError.from_exception_data(title, problem_details(problems))
+
+
+def as_list(value: Any) -> Any:
+    """A scalar stands for a one-value axis."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def as_list_or_none(value: Any) -> Any:
+    return None if value is None else as_list(value)
+
+
+def known_dataset(name: str) -> str:
+    if name not in DATASETS:
+        raise custom(
+            f"unknown dataset '{name}'.{did_you_mean(name, DATASETS.names())} "
+            f"Known datasets: {', '.join(DATASETS.names())}."
+        )
+    return DATASETS.get(name).name
+
+
+def known_method(name: str) -> str:
+    """The registered name of method ``name``; a "did you mean" error otherwise."""
+    if name not in METHODS:
+        raise custom(
+            f"unknown method '{name}'.{did_you_mean(name, METHODS.names())} "
+            f"Known methods: {', '.join(METHODS.names())}."
+        )
+    return METHODS.get(name).name
+
+
+def known_strategy(name: str) -> str:
+    if name not in POOL_STRATEGIES:
+        raise custom(
+            f"unknown pool strategy '{name}'.{did_you_mean(name, POOL_STRATEGIES)} "
+            f"Choose one of: {', '.join(POOL_STRATEGIES)}."
+        )
+    return name
+
+
+PosInt = Annotated[int, Field(gt=0)]
+
+
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+#: A grid axis: a list of at least one value; a plain scalar is a one-value list.
+Axis = Annotated[list[T], BeforeValidator(as_list), Field(min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(Strict):
+    """The CLIP model every trial uses."""
+
+    arch: str = Field("ViT-B-16", description="open_clip architecture (`dor-bench ls models`)")
+    pretrained: str | None = Field(
+        "default",
+        validate_default=True,
+        description="pretrained tag or checkpoint file; omitted (or 'default'): the architecture's "
+        "default (openai, or dor-bench's shipped weights); null or 'none': random init",
+    )
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        known = list_models()
+        if arch not in known:
+            raise custom(f"unknown architecture '{arch}'.{did_you_mean(arch, known)} `dor-bench ls models` lists them.")
+        return arch
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_tag(cls, tag: str | None, info: ValidationInfo) -> str | None:
+        arch = info.data.get("arch")
+        if tag is None or tag.lower() == "none":
+            return None
+        if arch is None:
+            return tag
+        if tag == "default":
+            return default_pretrained(arch)
+        looks_like_file = "/" in tag or "\\" in tag or tag.lower().endswith(CHECKPOINT_SUFFIXES)
+        if not looks_like_file:
+            import open_clip
+
+            tags = [*open_clip.list_pretrained_tags_by_model(arch), *SHIPPED_WEIGHTS.get(arch, {})]
+            if tag not in tags:
+                raise custom(
+                    f"unknown pretrained tag '{tag}' for {arch}.{did_you_mean(tag, tags)} "
+                    + (f"Known tags: {', '.join(tags)}; or" if tags else f"{arch} has no pretrained tags: use")
+                    + " a checkpoint file, or null for random init."
+                )
+        return tag
+
+
+class NamedMethod(Strict):
+    """A method by registered name; the short form ``coop`` means ``{name: coop}``."""
+
+    name: str = Field(description="method name (`dor-bench ls methods`)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        return known_method(name)
+
+
+class Resources(Strict):
+    """What one trial reserves (Ray resources); fractional GPUs share a device."""
+
+    gpus: NonNegFloat = 0
+    cpus: Annotated[float, Field(gt=0)] = 1
+
+
+def validate_with(title: str, data: Any, handler: Any, extra: list[tuple[tuple[str | int, ...], str, Any]]) -> Any:
+    """Run a wrap validator's ``handler`` and report ``extra`` (problems found on the raw data)
+    together with the schema's own problems, in one ValidationError."""
+    try:
+        result = handler(data)
+    except ValidationError as err:
+        if not extra:
+            raise
+        details = [
+            InitErrorDetails(
+                type=PydanticCustomError(e["type"], "{message}", {**e.get("ctx", {}), "message": e["msg"]}),
+                loc=e["loc"],
+                input=e["input"],
+            )
+            for e in err.errors()
+        ]
+        raise ValidationError.from_exception_data(title, details + problem_details(extra)) from None
+    raise_at(title, extra)
+    return result
+
+
+def problem_details(problems: list[tuple[tuple[str | int, ...], str, Any]]) -> list[InitErrorDetails]:
+    return [InitErrorDetails(type=custom(msg), loc=loc, input=value) for loc, msg, value in problems]
+
+
+def coerce_option(key: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of the method's default (so ``lr: 1`` and ``lr: 1.0`` are one trial)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, not {value!r}")
+    elif isinstance(default, int):
+        if not number or float(value) != int(value):
+            raise ValueError(f"must be an integer, not {value!r}")
+        value = int(value)
+    elif isinstance(default, float):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"must be a number, not {value!r}") from None
+        elif not number:
+            raise ValueError(f"must be a number, not {value!r}")
+        value = float(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"must be a string, not {value!r}")
+    if key == "dor_lambda" and isinstance(value, (int, float)) and value < 0:
+        raise ValueError(f"must be >= 0, not {value!r}")
+    return value
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_settings(
+    schema: type[M],
+    data: dict[str, Any],
+    source: str,
+    base_dir: str | os.PathLike[str] | None,
+    node: yaml.Node | None,
+    kind: str = "Benchmark",
+    overridden: Iterable[tuple[str, ...]] = (),
+) -> M:
+    """``data`` checked against ``schema`` (Benchmark, Sweep): every problem at once, each with
+    its YAML path and line (or ``[command line]`` for an ``overridden`` setting), in one
+    BenchmarkError; relative paths resolved against ``base_dir``."""
+    if base_dir is not None:
+        data = resolve_paths(data, Path(base_dir))
+    try:
+        settings = schema.model_validate(data)
+        settings._source = source  # type: ignore[attr-defined]  # every schema has this PrivateAttr
+        return settings
+    except ValidationError as err:
+        problems = []
+        for order, error in enumerate(err.errors()):
+            text = f"{yaml_path(error['loc'], data)}: {error_message(error, schema)}"
+            if any(tuple(error["loc"][: len(p)]) == p for p in overridden):
+                problems.append((0, order, text + "  [command line]"))
+                continue
+            line = line_of(error["loc"], node)
+            problems.append((line or 0, order, text + (f"  [line {line}]" if line else "")))
+        raise BenchmarkError(source, [text for _, _, text in sorted(problems)], kind=kind) from None
+
+
+def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    def resolve(value: str) -> str:
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else Path(os.path.abspath(base / p)))
+
+    data = dict(data)
+    if isinstance(data.get("data_root"), str) and data["data_root"].strip():
+        data["data_root"] = resolve(data["data_root"])
+    dor = data.get("dor")
+    if isinstance(dor, dict) and isinstance(dor.get("vocabulary"), str) and dor["vocabulary"] != "wordnet":
+        data["dor"] = {**dor, "vocabulary": resolve(dor["vocabulary"])}
+    return data
+
+
+def error_message(error: ErrorDetails, root: type[BaseModel]) -> str:
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "dor_bench":
+        return error["msg"]
+    if kind == "missing":
+        return "required, but missing"
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        allowed = list(_model_at(error["loc"][:-1], root).model_fields)
+        return f"unknown setting '{key}'.{did_you_mean(key, allowed)} Allowed here: {', '.join(allowed)}."
+    if kind == "greater_than_equal":
+        return f"must be >= {fmt(ctx.get('ge'))}, not {value!r}"
+    if kind == "greater_than":
+        return f"must be > {fmt(ctx.get('gt'))}, not {value!r}"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, not {value!r}"
+    message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        message += f" (got {value!r})"
+    return message
+
+
+def _model_at(loc: Iterable[str | int], root: type[BaseModel]) -> type[BaseModel]:
+    """The schema model (below ``root``) that holds the settings at ``loc``."""
+    model: type[BaseModel] = root
+    for part in loc:
+        if isinstance(part, str) and part in model.model_fields:
+            found = _find_model(model.model_fields[part].annotation)
+            if found is None:
+                break
+            model = found
+    return model
+
+
+def _find_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _find_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value is None:
+        return "none"
+    return re.sub(r"[\s/]+", "_", str(value))
