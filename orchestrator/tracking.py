@@ -19,9 +19,29 @@ from orchestrator.report.plots import reliability_figure
 from workers.errors import DorBenchError
 from workers.spec import TrialResult, TrialSpec
 
+# The tag vocabulary of every dor-bench run, defined once.
 RUN_KEY = "dor_bench.run_key"
 TRIAL_NAME = "dor_bench.trial"
 PARENT = "mlflow.parentRunId"
+SWEEP = "dor_bench.sweep"
+SWEEP_STORAGE = "dor_bench.sweep_storage"
+OBJECTIVE = "dor_bench.objective"
+TUNE_TRIAL = "dor_bench.tune_trial"
+TRIAL_STATUS = "dor_bench.sweep_status"  # completed | early-stopped | errored
+LEAKY = "dor_bench.leaky"
+
+
+def search_all(client: MlflowClient, experiment_id: str, query: str) -> list:
+    """Every run of the experiment that ``query`` matches, paged 1000 at a time (the one paging
+    loop: a store with more runs than a page must never look smaller than it is)."""
+    runs: list = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
 
 
 def dor_bench_version() -> str:
@@ -104,18 +124,11 @@ class Tracker:
     def runs_by_key(self, keys: set[str] | None = None) -> dict[str, list]:
         """Child runs of this experiment with a run key, grouped by key (all statuses)."""
         out: dict[str, list] = {}
-        token = None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id], f"tags.`{RUN_KEY}` != ''", max_results=1000, page_token=token
-            )
-            for run in page:
-                key = run.data.tags[RUN_KEY]  # the query asks for runs that have it
-                if keys is None or key in keys:
-                    out.setdefault(key, []).append(run)
-            token = page.token
-            if not token:
-                return out
+        for run in search_all(self.client, self.experiment_id, f"tags.`{RUN_KEY}` != ''"):
+            key = run.data.tags[RUN_KEY]  # the query asks for runs that have it
+            if keys is None or key in keys:
+                out.setdefault(key, []).append(run)
+        return out
 
     def finished_keys(self, keys: set[str]) -> set[str]:
         return {k for k, runs in self.runs_by_key(keys).items() if any(r.info.status == "FINISHED" for r in runs)}
@@ -141,15 +154,7 @@ class Tracker:
 
     def children(self, parent_id: str) -> list:
         """Every child run of ``parent_id`` (all statuses)."""
-        out, token = [], None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}'", max_results=1000, page_token=token
-            )
-            out += list(page)
-            token = page.token
-            if not token:
-                return out
+        return search_all(self.client, self.experiment_id, f"tags.`{PARENT}` = '{parent_id}'")
 
     def record_run(
         self,

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
-from orchestrator.tracking import PARENT, RUN_KEY, TRIAL_NAME, flat_params
+from orchestrator.tracking import PARENT, RUN_KEY, TRIAL_NAME, flat_params, search_all
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.spec import LEGACY_PROTOCOL, TrialSpec
 
@@ -166,14 +166,7 @@ def open_experiment(tracking_uri: str, experiment: str | None) -> tuple[MlflowCl
 def search_child_runs(client: MlflowClient, experiment_id: str, parent: str | None = None) -> list:
     """Every trial run of the experiment (of one parent run when given), paged 1000 at a time."""
     query = f"tags.`{RUN_KEY}` != ''" + (f" and tags.`{PARENT}` = '{parent}'" if parent else "")
-    runs: list = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
-        runs += page
-        token = page.token
-        if not token:
-            return runs
+    return search_all(client, experiment_id, query)
 
 
 def runs_to_table(runs: list, metadata: dict[str, str] | None = None) -> pa.Table:

@@ -12,7 +12,7 @@ import yaml
 
 from orchestrator.report.plots import plt
 from orchestrator.settings.sweep import Sweep
-from orchestrator.tracking import Tracker
+from orchestrator.tracking import LEAKY, TRIAL_STATUS, TUNE_TRIAL, Tracker
 from workers.models.clip import tuning_recipe
 
 SHOWN_METRICS = (
@@ -45,7 +45,6 @@ class Row:
 def ranked(sweep: Sweep, runs: list) -> list[Row]:
     """Trials best first: completed before early-stopped before errored; within each, the ones
     that meet the floor first, then by the objective (in the sweep's direction)."""
-    from orchestrator.sweep.tune import TRIAL_STATUS, TUNE_TRIAL
 
     rows = [
         Row(
@@ -237,7 +236,6 @@ def report(sweep: Sweep, tracker: Tracker, parent: str, out: Path, source: str) 
     """Print and save the end-of-sweep report; log it to the parent run. 0 when there is a best
     completed trial, else 1."""
     from orchestrator.console import log
-    from orchestrator.sweep.tune import LEAKY, TUNE_TRIAL
 
     rows = ranked(sweep, [r for r in tracker.children(parent) if TUNE_TRIAL in r.data.tags])
     out.mkdir(parents=True, exist_ok=True)

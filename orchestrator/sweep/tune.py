@@ -21,18 +21,22 @@ from ray import tune
 from orchestrator.console import log
 from orchestrator.settings.fields import coerce_option
 from orchestrator.settings.sweep import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
+from orchestrator.sweep.summary import report
 from orchestrator.sweep.trainable import STATE, plain_config, sweep_trial
-from orchestrator.tracking import PARENT, Tracker, flat_params
+from orchestrator.tracking import (
+    LEAKY,
+    OBJECTIVE,
+    PARENT,
+    SWEEP,
+    SWEEP_STORAGE,
+    TRIAL_STATUS,
+    TUNE_TRIAL,
+    Tracker,
+    flat_params,
+)
 from workers.identity import normalise
 from workers.methods import METHODS
 from workers.spec import DorSpec, TrialSpec
-
-SWEEP = "dor_bench.sweep"
-SWEEP_STORAGE = "dor_bench.sweep_storage"
-TUNE_TRIAL = "dor_bench.tune_trial"
-TRIAL_STATUS = "dor_bench.sweep_status"  # completed | early-stopped | errored
-OBJECTIVE = "dor_bench.objective"
-LEAKY = "dor_bench.leaky"
 
 #: The live recorder of each running sweep, by Tune experiment path. Tune pickles its callbacks
 #: into the experiment state and brings the old copies back on restore, so the callback it holds
@@ -272,7 +276,6 @@ def run_sweep(
     configuration. Returns 0 when the sweep ran out and has a best trial, else 1."""
     from orchestrator.cluster import start_ray
     from orchestrator.preflight import preflight_sweep
-    from orchestrator.sweep.summary import report
 
     sweep = load_sweep(path)
     log(describe_sweep(sweep))

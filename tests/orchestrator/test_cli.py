@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from fake_data import make_split_json_dataset, truncate
-
 from orchestrator.cli import main
+from tests.helpers.fake_data import make_split_json_dataset, truncate
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -10,13 +10,13 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from report_helpers import b2n_metrics, log_trial, spec
-from report_helpers import store as new_store
 
 from orchestrator.cli import main
 from orchestrator.report.aggregate import build_tables
 from orchestrator.report.build import build_report
 from orchestrator.report.collect import collect, spec_values
+from tests.helpers.reports import b2n_metrics, log_trial, spec
+from tests.helpers.reports import store as new_store
 
 # (dataset, lambda or None for plain CoOp) -> per seed: base acc, new acc, base ECE, new ECE
 VALUES = {

@@ -11,10 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from report_helpers import b2n_metrics, bins, log_trial, spec, store
 
 from orchestrator.report.aggregate import pool_reliability
 from orchestrator.report.build import build_report
+from tests.helpers.reports import b2n_metrics, bins, log_trial, spec, store
 
 ROOT = Path(__file__).parents[2]
 

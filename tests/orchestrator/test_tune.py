@@ -17,8 +17,7 @@ from orchestrator.cli import main
 from orchestrator.settings.benchmark import parse_benchmark
 from orchestrator.settings.sweep import parse_sweep
 from orchestrator.sweep.trainable import FLOOR_PENALTY
-from orchestrator.sweep.tune import SWEEP_STORAGE, TRIAL_STATUS, TUNE_TRIAL
-from orchestrator.tracking import PARENT
+from orchestrator.tracking import PARENT, SWEEP_STORAGE, TRIAL_STATUS, TUNE_TRIAL
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples"

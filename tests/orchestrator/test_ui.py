@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from report_helpers import store
+from tests.helpers.reports import store
 
 ROOT = Path(__file__).parents[2]
 

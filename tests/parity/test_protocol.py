@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.fake_data import make_imagenet, make_split_json_dataset, write_image
+from tests.helpers.fake_data import make_imagenet, make_split_json_dataset, write_image
 from tests.parity import oracle
 from workers.datasets import DATASETS, load_trial_data
 from workers.datasets.sampling import fewshot

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fake_data import make_all, make_fgvc_aircraft, make_imagenet, make_split_json_dataset, truncate
 
+from tests.helpers.fake_data import make_all, make_fgvc_aircraft, make_imagenet, make_split_json_dataset, truncate
 from workers.datasets import DATASETS
 from workers.datasets.check import (
     check_datasets,

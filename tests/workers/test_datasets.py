@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_data import (
+from PIL import Image
+
+from tests.helpers.fake_data import (
     SPLIT_JSON,
     TEMPLATES,
     WNID_VARIANTS,
@@ -26,8 +28,6 @@ from fake_data import (
     truncate,
     write_image,
 )
-from PIL import Image
-
 from workers.datasets import DATASETS, Datum, load_trial_data, sampling, transforms
 from workers.datasets.base import DatasetSplits
 from workers.errors import DorBenchError, NotFoundError

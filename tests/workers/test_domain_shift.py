@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from fake_data import make_imagenet, make_imagenetv2, make_wnid_variant
-
+from tests.helpers.fake_data import make_imagenet, make_imagenetv2, make_wnid_variant
 from workers.trial import run_trial
 
 

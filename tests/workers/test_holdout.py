@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_data import make_split_json_dataset
+from tests.helpers.fake_data import make_split_json_dataset
 from workers.datasets import load_trial_data
 from workers.errors import DorBenchError
 from workers.holdout import hold_out
