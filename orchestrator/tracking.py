@@ -29,6 +29,13 @@ OBJECTIVE = "dor_bench.objective"
 TUNE_TRIAL = "dor_bench.tune_trial"
 TRIAL_STATUS = "dor_bench.sweep_status"  # completed | early-stopped | errored
 LEAKY = "dor_bench.leaky"
+VERSION = "dor_bench.version"
+GIT_COMMIT = "dor_bench.git_commit"
+ATTEMPTS = "dor_bench.attempts"
+ERROR = "dor_bench.error"
+BENCHMARK_FILE = "dor_bench.benchmark_file"
+SWEEP_FILE = "dor_bench.sweep_file"
+BEST_TRIAL = "dor_bench.best_trial"
 
 
 def search_all(client: MlflowClient, experiment_id: str, query: str) -> list:
@@ -111,8 +118,8 @@ class Tracker:
             self.experiment_id,
             run_name=name,
             tags={
-                "dor_bench.version": dor_bench_version(),
-                **({"dor_bench.git_commit": c} if (c := git_commit()) else {}),
+                VERSION: dor_bench_version(),
+                **({GIT_COMMIT: c} if (c := git_commit()) else {}),
                 **tags,
             },
         )
@@ -166,9 +173,13 @@ class Tracker:
         history: list[dict[str, float]],
         status: str,
         artifacts: dict[str, Any],
+        texts: dict[str, str] | None = None,
+        figures: dict[str, Any] | None = None,
     ) -> str:
-        """A child run from plain data: ``history`` rows become ``epoch/<key>`` metrics at step =
-        row number (1-based); ``artifacts`` maps file names to JSON data."""
+        """The one writer of a child run, from plain data: ``history`` rows become ``epoch/<key>``
+        metrics at step = row number (1-based); ``artifacts`` maps file names to JSON data,
+        ``texts`` to text and ``figures`` to matplotlib figures (closed once logged). The run
+        ends with ``status`` only after everything is written."""
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags={PARENT: parent_id, **tags}).info.run_id
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
@@ -179,6 +190,11 @@ class Tracker:
             self.client.log_batch(run_id, metrics=rows[start : start + 1000])
         for file, data in artifacts.items():
             self.client.log_dict(run_id, data, file)
+        for file, text in (texts or {}).items():
+            self.client.log_text(run_id, text, file)
+        for file, fig in (figures or {}).items():
+            self.client.log_figure(run_id, fig, file)
+            plt.close(fig)
         self.client.set_terminated(run_id, status)
         return run_id
 
@@ -191,37 +207,18 @@ class Tracker:
         error: str | None = None,
         attempts: int = 1,
     ) -> str:
-        """Write one trial as a child run, FINISHED with its metrics or FAILED with its error."""
-        tags = {
-            PARENT: parent_id,
-            RUN_KEY: spec.key(),
-            TRIAL_NAME: name,
-            "dor_bench.version": dor_bench_version(),
-            "dor_bench.attempts": str(attempts),
-        }
-        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
-        now = int(time.time() * 1000)
-        params = [Param(k, v[:6000]) for k, v in flat_params(spec).items()]
-        self.client.log_batch(run_id, params=params)
-        self.client.log_dict(run_id, spec.canonical_dict(), "trial_spec.json")
+        """A benchmark trial as a child run: FINISHED with its metrics, per-epoch history, per-class
+        stats, result and reliability diagram, or FAILED with its error."""
+        tags = {RUN_KEY: spec.key(), TRIAL_NAME: name, VERSION: dor_bench_version(), ATTEMPTS: str(attempts)}
+        artifacts: dict[str, Any] = {"trial_spec.json": spec.canonical_dict()}
         if result is None:
-            self.client.set_tag(run_id, "dor_bench.error", (error or "unknown error")[:5000])
-            self.client.log_text(run_id, error or "", "error.txt")
-            self.client.set_terminated(run_id, "FAILED")
-            return run_id
-        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
-        for row in result.history:
-            step = int(row["epoch"])
-            metrics += [Metric(f"epoch/{k}", float(v), now, step) for k, v in row.items() if k != "epoch"]
-        for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
-        self.client.log_dict(
-            run_id, {"per_class": [c.model_dump() for c in result.per_class], "info": result.info}, "per_class.json"
+            tags[ERROR] = (error or "unknown error")[:5000]
+            texts = {"error.txt": error or ""}
+            return self.record_run(parent_id, name, tags, flat_params(spec), {}, [], "FAILED", artifacts, texts)
+        history = [{k: v for k, v in row.items() if k != "epoch"} for row in result.history]  # epochs 1..E
+        artifacts["per_class.json"] = {"per_class": [c.model_dump() for c in result.per_class], "info": result.info}
+        artifacts["result.json"] = result.model_dump(mode="json")
+        figures = {"reliability.png": reliability_figure(result.reliability, name)} if result.reliability else {}
+        return self.record_run(
+            parent_id, name, tags, flat_params(spec), result.metrics, history, "FINISHED", artifacts, figures=figures
         )
-        self.client.log_dict(run_id, result.model_dump(mode="json"), "result.json")
-        if result.reliability:
-            fig = reliability_figure(result.reliability, name)
-            self.client.log_figure(run_id, fig, "reliability.png")
-            plt.close(fig)
-        self.client.set_terminated(run_id, "FINISHED")
-        return run_id

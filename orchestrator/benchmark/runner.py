@@ -16,7 +16,7 @@ from orchestrator.preflight import preflight
 from orchestrator.report.build import build_report
 from orchestrator.report.collect import spec_values
 from orchestrator.settings.benchmark import Benchmark
-from orchestrator.tracking import Tracker
+from orchestrator.tracking import BENCHMARK_FILE, Tracker
 from workers.errors import DorBenchError
 from workers.spec import RunOptions, TrialResult
 
@@ -58,7 +58,7 @@ def run_benchmark(
     by_name = {t.name: t for t in todo}
     if todo:
         start_ray(address)
-        parent = tracker.start_parent(f"run {Path(path).name}", {"dor_bench.benchmark_file": str(path)})
+        parent = tracker.start_parent(f"run {Path(path).name}", {BENCHMARK_FILE: str(path)})
         jobs = [make_job(t, bench) for t in todo]
 
         def record(outcome: Outcome) -> None:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
-from orchestrator.tracking import PARENT, RUN_KEY, TRIAL_NAME, flat_params, search_all
+from orchestrator.tracking import ATTEMPTS, ERROR, PARENT, RUN_KEY, TRIAL_NAME, flat_params, search_all
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.spec import LEGACY_PROTOCOL, TrialSpec
 
@@ -179,8 +179,8 @@ def runs_to_table(runs: list, metadata: dict[str, str] | None = None) -> pa.Tabl
         "run_key": [r.data.tags.get(RUN_KEY) for r in runs],
         "trial": [r.data.tags.get(TRIAL_NAME) for r in runs],
         "status": [r.info.status for r in runs],
-        "error": [r.data.tags.get("dor_bench.error") for r in runs],
-        "attempts": [int(r.data.tags.get("dor_bench.attempts", 1)) for r in runs],
+        "error": [r.data.tags.get(ERROR) for r in runs],
+        "attempts": [int(r.data.tags.get(ATTEMPTS, 1)) for r in runs],
         "start_time": [r.info.start_time for r in runs],
         "end_time": [r.info.end_time for r in runs],
         "artifact_uri": [r.info.artifact_uri for r in runs],

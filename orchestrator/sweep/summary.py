@@ -12,7 +12,7 @@ import yaml
 
 from orchestrator.report.plots import plt
 from orchestrator.settings.sweep import Sweep
-from orchestrator.tracking import LEAKY, TRIAL_STATUS, TUNE_TRIAL, Tracker
+from orchestrator.tracking import BEST_TRIAL, LEAKY, TRIAL_STATUS, TUNE_TRIAL, Tracker
 from workers.models.clip import tuning_recipe
 
 SHOWN_METRICS = (
@@ -282,7 +282,7 @@ def report(sweep: Sweep, tracker: Tracker, parent: str, out: Path, source: str) 
     for file in sorted(out.iterdir()):
         client.log_artifact(parent, str(file))
     if best is not None and best.objective is not None:
-        client.set_tag(parent, "dor_bench.best_trial", best.trial_id)
+        client.set_tag(parent, BEST_TRIAL, best.trial_id)
         client.log_metric(parent, "best_objective", best.objective)
     if sweep.leaky:
         client.set_tag(parent, LEAKY, "true")

@@ -28,6 +28,7 @@ from orchestrator.tracking import (
     OBJECTIVE,
     PARENT,
     SWEEP,
+    SWEEP_FILE,
     SWEEP_STORAGE,
     TRIAL_STATUS,
     TUNE_TRIAL,
@@ -293,7 +294,7 @@ def run_sweep(
                 SWEEP: sweep.name,
                 SWEEP_STORAGE: str(folder),
                 OBJECTIVE: sweep.objective.describe(),
-                "dor_bench.sweep_file": str(path),
+                SWEEP_FILE: str(path),
                 **({LEAKY: "true"} if sweep.leaky else {}),
             },
         )
