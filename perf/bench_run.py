@@ -1,10 +1,13 @@
 """Orchestrator overhead, measured in one run (compare ratios, not seconds).
 
-Runs the same grid (examples/tiny.yaml: 6 quick trials) three ways:
+Runs the same grid (examples/tiny.yaml: 6 quick trials) several ways:
   1. a plain Python loop over ``run_trial`` (no Ray, no MLflow);
   2. ``dor-bench run`` with 1 worker actor;
   3. ``dor-bench run`` with 2 worker actors;
-and reports trials per minute and the driver's overhead per trial against the plain loop.
+and reports trials per minute and the driver's overhead per trial against the plain loop. Then
+the two engines alone, without MLflow, 2 trials at a time: the benchmark's actor queue
+(``orchestrator.benchmark.actors.run_jobs``) and Ray Tune (a ``Tuner`` over the same specs, the
+sweeps' engine): the numbers behind docs/architecture.md's engine decision.
 
 Usage: python perf/bench_run.py [--file examples/tiny.yaml]
 """
@@ -55,6 +58,7 @@ def main() -> int:
             start = time.perf_counter()
             cli(["run", str(path), "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--checkpoint-dir", f"{tmp}/ckpt"])
             timings[actors] = time.perf_counter() - start
+    engines = {"actor queue": actor_queue(trials), "Ray Tune": ray_tune(trials)}
     ray.shutdown()
 
     n = len(trials)
@@ -67,7 +71,49 @@ def main() -> int:
             f"{(secs - loop / min(actors, n)) / n:17.2f}"
         )
     print(f"speed-up 2 actors vs 1: {timings[1] / timings[2]:.2f}x")
+    print("\nengines alone (no MLflow), 2 trials at a time:")
+    for name, secs in engines.items():
+        print(f"{name:28} {secs:8.1f} {60 * n / secs:11.1f} {(secs - loop / min(2, n)) / n:17.2f}")
     return 0
+
+
+def actor_queue(trials: list) -> float:
+    from orchestrator.benchmark.actors import Job, run_jobs
+    from workers.spec import RunOptions
+
+    start = time.perf_counter()
+    run_jobs(
+        [Job(t.name, t.spec.model_dump(mode="json")) for t in trials],
+        RunOptions(progress=False),
+        cpus=1,
+        gpus=0,
+        max_concurrency=2,
+        retries=0,
+        on_outcome=lambda outcome: None,
+        on_progress=lambda line: None,
+    )
+    return time.perf_counter() - start
+
+
+def ray_tune(trials: list) -> float:
+    from ray import tune
+
+    from workers.trial import run_trial
+
+    def trainable(config: dict) -> None:
+        result = run_trial(config["spec"], {"progress": False})
+        tune.report({"hm": result.metrics.get("hm", 0.0)})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space={"spec": tune.grid_search([t.spec.model_dump(mode="json") for t in trials])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=2),
+            run_config=tune.RunConfig(storage_path=tmp, verbose=0),
+        )
+        start = time.perf_counter()
+        tuner.fit()
+        return time.perf_counter() - start
 
 
 if __name__ == "__main__":
