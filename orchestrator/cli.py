@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
+from orchestrator.secrets import redact
+from orchestrator.ui import HOST
 from workers.errors import DorBenchError
 from workers.spec import DOR_DEFAULTS
 
@@ -27,11 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except DorBenchError as err:
-        print(f"error: {err.message}", file=sys.stderr)
+        print(f"error: {redact(err.message)}", file=sys.stderr)
         return 2
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        print(f"error: invalid trial settings: {problems}", file=sys.stderr)
+        print(f"error: invalid trial settings: {redact(problems)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -111,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow store (default: {DEFAULT_TRACKING_URI})"
     )
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument(
+        "--host", default=HOST, help="address to listen on (default 127.0.0.1; another one is warned about)"
+    )
     ui.set_defaults(handler=commands.ui)
 
     validate = sub.add_parser("validate", help="check a benchmark or sweep file and print its plan")

@@ -42,7 +42,7 @@ def report(args: argparse.Namespace) -> int:
 def ui(args: argparse.Namespace) -> int:
     from orchestrator.ui import serve
 
-    return serve(args.tracking_uri, args.port)
+    return serve(args.tracking_uri, args.port, args.host)
 
 
 def tune(args: argparse.Namespace) -> int:

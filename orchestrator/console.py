@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
+from orchestrator.secrets import redact
+
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(redact(message), file=sys.stderr, flush=True)
 
 
 class ProgressLog:
@@ -22,7 +24,7 @@ class ProgressLog:
             self.end_line()
             log(line)
         elif self.tty:
-            print(f"\r{line}   ", end="", file=sys.stderr, flush=True)
+            print(f"\r{redact(line)}   ", end="", file=sys.stderr, flush=True)
             self.last = line
         elif _counts(line) != _counts(self.last) or time.monotonic() - self.at > 30:
             log(line)

@@ -5,6 +5,7 @@ local sqlite store is never written by two processes at once."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -16,6 +17,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from orchestrator.report.plots import reliability_figure
+from orchestrator.secrets import redact
 from workers.errors import DorBenchError
 from workers.spec import TrialResult, TrialSpec
 
@@ -97,6 +99,9 @@ class Tracker:
     """Writes trial records into one MLflow experiment."""
 
     def __init__(self, tracking_uri: str, experiment: str):
+        # MLflow prints "View run at <tracking URI>..." for every run it ends: the URI with its
+        # credentials, and a line per trial. dor-bench prints its own progress instead.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         try:
@@ -108,7 +113,7 @@ class Tracker:
             )
         except Exception as err:  # the store itself is unusable: say which and how to fix
             raise DorBenchError(
-                f"Cannot open the MLflow tracking store '{tracking_uri}': {err}",
+                f"Cannot open the MLflow tracking store '{redact(tracking_uri)}': {redact(str(err))}",
                 "check that the path is writable (a sqlite file like sqlite:///mlflow.db is "
                 "created in the current folder) or that the server at --tracking-uri is up.",
             ) from None

@@ -1,18 +1,21 @@
-"""``dor-bench ui``: the MLflow UI, on 127.0.0.1 only, against the store ``run`` writes to."""
+"""``dor-bench ui``: the MLflow UI against the store ``run`` writes to, on 127.0.0.1 unless
+``--host`` says otherwise (then with a warning: the UI has no authentication of its own)."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import subprocess
 import sys
 
+from orchestrator.secrets import redact
 from workers.errors import DorBenchError
 
 HOST = "127.0.0.1"
 
 
-def ui_command(tracking_uri: str, port: int) -> list[str]:
-    """The MLflow UI server command for ``tracking_uri`` on 127.0.0.1:``port`` (one worker)."""
+def ui_command(tracking_uri: str, port: int, host: str = HOST) -> list[str]:
+    """The MLflow UI server command for ``tracking_uri`` on ``host``:``port`` (one worker)."""
     return [
         sys.executable,
         "-m",
@@ -21,7 +24,7 @@ def ui_command(tracking_uri: str, port: int) -> list[str]:
         "--backend-store-uri",
         tracking_uri,
         "--host",
-        HOST,
+        host,
         "--port",
         str(port),
         "--workers",
@@ -29,19 +32,37 @@ def ui_command(tracking_uri: str, port: int) -> list[str]:
     ]
 
 
-def serve(tracking_uri: str, port: int) -> int:
+def exposure_warning(host: str) -> str | None:
+    """What to tell a user who binds the UI beyond this machine; None for a loopback address."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    return (
+        f"[dor-bench] warning: the MLflow UI listens on {host}, reachable from other machines, and has "
+        "no login of its own: anyone who can reach it can read and change every run. Prefer the "
+        "default 127.0.0.1 and an SSH tunnel (ssh -L 5000:127.0.0.1:5000 HOST)."
+    )
+
+
+def serve(tracking_uri: str, port: int, host: str = HOST) -> int:
     """Run the UI until interrupted; returns its exit status."""
+    probe_host = HOST if host in ("0.0.0.0", "::") else host
     with socket.socket() as probe:
-        if probe.connect_ex((HOST, port)) == 0:
+        if probe.connect_ex((probe_host, port)) == 0:
             raise DorBenchError(
-                f"Port {port} on {HOST} is already in use.", "pass another one with --port, or stop what listens there."
+                f"Port {port} on {host} is already in use.", "pass another one with --port, or stop what listens there."
             )
+    if warning := exposure_warning(host):
+        print(warning, file=sys.stderr, flush=True)
     print(
-        f"[dor-bench] MLflow UI for {tracking_uri}: http://{HOST}:{port}  (Ctrl-C stops it)",
+        f"[dor-bench] MLflow UI for {redact(tracking_uri)}: http://{host}:{port}  (Ctrl-C stops it)",
         file=sys.stderr,
         flush=True,
     )
-    process = subprocess.Popen(ui_command(tracking_uri, port))
+    process = subprocess.Popen(ui_command(tracking_uri, port, host))
     try:
         return process.wait()
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -477,7 +478,9 @@ def add_target_average(metrics: dict[str, float], targets: list[str]) -> None:
 
 
 def save_checkpoint(path: Path, epoch: int, history, model, optimizer, scheduler, regularizer) -> None:
-    """Only what training changes: learnable parameters, optimizer, schedule, sampler and RNGs."""
+    """Only what training changes: learnable parameters, optimizer, schedule, sampler and RNGs,
+    as tensors and plain values only, so that it loads with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state = {
         "epoch": epoch,
         "history": history,
@@ -485,7 +488,11 @@ def save_checkpoint(path: Path, epoch: int, history, model, optimizer, scheduler
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "regularizer": regularizer.state_dict() if regularizer else None,
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": [name, np.asarray(keys).tolist(), pos, has_gauss, cached],
+        },
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -493,7 +500,17 @@ def save_checkpoint(path: Path, epoch: int, history, model, optimizer, scheduler
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, regularizer) -> tuple[int, list]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """Resume from a checkpoint written by ``save_checkpoint``. It is read as data only
+    (``weights_only=True``): a checkpoint folder on shared storage can never run code here."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise TrialError(
+            f"The checkpoint '{path}' is not a dor-bench checkpoint of tensors and plain values; it "
+            f"was not loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]}).",
+            "delete it (the trial then starts again from epoch 1); never put files from elsewhere in "
+            "the checkpoint folder.",
+        ) from None
     model.load_state_dict(state["params"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -501,5 +518,6 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, regularizer) -> tup
         regularizer.load_state_dict(state["regularizer"])
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
+    name, keys, pos, has_gauss, cached = state["rng"]["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     return state["epoch"], state["history"]

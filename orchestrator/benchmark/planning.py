@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.secrets import redact
 from orchestrator.settings.benchmark import Benchmark, DorGrid, MethodEntry, load_benchmark
 from orchestrator.settings.fields import BenchmarkError, fmt
 from workers.datasets import DATASETS
@@ -318,7 +319,7 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
         )
     if b.targets:
         row("targets", ", ".join(b.targets) + " (domain shift: each trial also scores their test splits)")
-    row("tracking", f"experiment '{b.name}' at {b.tracking_uri}")
+    row("tracking", f"experiment '{b.name}' at {redact(b.tracking_uri)}")
     gpus = fmt(float(b.resources.gpus))
     row(
         "resources",

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from orchestrator.secrets import redact
 from orchestrator.tracking import ATTEMPTS, ERROR, PARENT, RUN_KEY, TRIAL_NAME, flat_params, search_all
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.spec import LEGACY_PROTOCOL, TrialSpec
@@ -131,7 +132,7 @@ def open_experiment(tracking_uri: str, experiment: str | None) -> tuple[MlflowCl
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.is_file():
             raise NotFoundError(
-                f"No MLflow store at '{path}' (tracking URI {tracking_uri}).",
+                f"No MLflow store at '{path}' (tracking URI {redact(tracking_uri)}).",
                 "run `dor-bench run FILE` first, or pass --tracking-uri of the "
                 "store your runs are in (the benchmark file's tracking_uri).",
             )
@@ -140,7 +141,7 @@ def open_experiment(tracking_uri: str, experiment: str | None) -> tuple[MlflowCl
         experiments = [e for e in client.search_experiments() if e.name != "Default"]
     except Exception as err:  # the store itself is unusable
         raise DorBenchError(
-            f"Cannot read the MLflow tracking store '{tracking_uri}': {err}",
+            f"Cannot read the MLflow tracking store '{redact(tracking_uri)}': {redact(str(err))}",
             "check --tracking-uri (e.g. sqlite:///mlflow.db, or a server URL).",
         ) from None
     names = [e.name for e in experiments]
@@ -148,7 +149,7 @@ def open_experiment(tracking_uri: str, experiment: str | None) -> tuple[MlflowCl
         if len(experiments) == 1:
             return client, experiments[0]
         raise DorBenchError(
-            f"The store {tracking_uri} holds {len(names) or 'no'} experiments"
+            f"The store {redact(tracking_uri)} holds {len(names) or 'no'} experiments"
             f"{': ' + ', '.join(sorted(names)) if names else ''}.",
             "name one with --experiment NAME (the benchmark file's `name`)."
             if names
@@ -157,7 +158,7 @@ def open_experiment(tracking_uri: str, experiment: str | None) -> tuple[MlflowCl
     found = next((e for e in experiments if e.name == experiment), None)
     if found is None:
         raise NotFoundError(
-            f"No experiment '{experiment}' in {tracking_uri}.{did_you_mean(experiment, names)}",
+            f"No experiment '{experiment}' in {redact(tracking_uri)}.{did_you_mean(experiment, names)}",
             f"existing experiments: {', '.join(sorted(names)) or 'none'}.",
         )
     return client, found
@@ -215,17 +216,17 @@ def collect(tracking_uri: str, experiment: str | None, parent: str | None = None
             client.get_run(parent)
         except Exception:
             raise NotFoundError(
-                f"No run '{parent}' in {tracking_uri}.",
+                f"No run '{parent}' in {redact(tracking_uri)}.",
                 "pass the run id of a `dor-bench run` parent run (the MLflow UI shows it), or leave --parent out.",
             ) from None
     runs = search_child_runs(client, exp.experiment_id, parent)
     if not runs:
         raise DorBenchError(
-            f"Experiment '{exp.name}' in {tracking_uri} has no trial runs"
+            f"Experiment '{exp.name}' in {redact(tracking_uri)} has no trial runs"
             f"{f' under parent run {parent}' if parent else ''}.",
             "run the benchmark first (`dor-bench run FILE`); trials appear as child runs.",
         )
-    return runs_to_table(runs, {"experiment": exp.name, "tracking_uri": tracking_uri})
+    return runs_to_table(runs, {"experiment": exp.name, "tracking_uri": redact(tracking_uri)})
 
 
 def spec_columns(table: pa.Table) -> list[str]:
@@ -237,6 +238,10 @@ def metric_columns(table: pa.Table) -> list[str]:
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
-    """Write the results table (its schema metadata included) to ``path``."""
+    """Write the results table (its schema metadata included) to ``path``, a file meant to be
+    shared: URLs in it keep no credentials (the tracking URI is redacted when collected)."""
+    if "artifact_uri" in table.column_names:
+        uris = pa.array([None if u is None else redact(u) for u in table.column("artifact_uri").to_pylist()])
+        table = table.set_column(table.column_names.index("artifact_uri"), "artifact_uri", uris)
     pq.write_table(table, path)
     return path

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.secrets import redact
 from orchestrator.settings.fields import (
     Axis,
     ModelSection,
@@ -526,7 +527,7 @@ def describe_sweep(s: Sweep) -> str:
         else f"none (every trial runs {s.max_t} reports)",
     )
     row("resources", f"{fmt(float(s.resources.cpus))} CPU, {fmt(float(s.resources.gpus))} GPU per trial")
-    row("tracking", f"experiment '{s.name}' at {s.tracking_uri}")
+    row("tracking", f"experiment '{s.name}' at {redact(s.tracking_uri)}")
     if s.testing.exit_driver_after_trials:
         row("TESTING", f"the driver exits after {s.testing.exit_driver_after_trials} trials end")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from orchestrator.report.plots import plt
+from orchestrator.secrets import redact
 from orchestrator.settings.sweep import Sweep
 from orchestrator.tracking import BEST_TRIAL, LEAKY, TRIAL_STATUS, TUNE_TRIAL, Tracker
 from workers.models.clip import tuning_recipe
@@ -207,7 +208,7 @@ def best_fragment(sweep: Sweep, row: Row) -> str:
     lam = knob(sweep, row, "lam")
     bench: dict[str, Any] = {
         "name": f"{sweep.name}-best",
-        "tracking_uri": sweep.tracking_uri,
+        "tracking_uri": redact(sweep.tracking_uri, mask=None),  # credentials: MLflow's variables
         "model": {"arch": sweep.model.arch, "pretrained": sweep.model.pretrained},
         **({"data_root": sweep.data_root} if sweep.data_root else {}),
         "datasets": [sweep.dataset],

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from orchestrator.cli import main
+from workers.errors import DorBenchError
 from workers.trial import run_trial, warmup_cosine
 
+WORDS = str(Path(__file__).parents[2] / "examples" / "words.txt")
 TINY = {"dataset": "shapes", "model": "tiny-clip", "pretrained": None, "shots": 4}
 
 
@@ -70,3 +73,43 @@ def test_warmup_then_cosine_schedule():
     assert f(1) == 1.0  # the first epoch after the warm-up runs at the full lr (Dassl, recount)
     assert f(2) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi / 10)).item()))
     assert f(6) == pytest.approx(0.5)
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: what a hostile checkpoint on shared storage would hold."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    from workers.identity import normalise
+    from workers.spec import TrialSpec
+
+    spec = {**TINY, "method": "coop", "seed": 1, "method_options": {"epochs": 2, "batch_size": 16}}
+    key = normalise(TrialSpec.model_validate(spec)).key()
+    marker = tmp_path / "pwned"
+    (tmp_path / "ckpt").mkdir()
+    torch.save({"epoch": 1, "history": [], "payload": _RunsCode(str(marker))}, tmp_path / "ckpt" / f"{key}.pt")
+    with pytest.raises(DorBenchError, match="not a dor-bench checkpoint of tensors and plain values"):
+        run_trial(spec, {"progress": False, "checkpoint_dir": str(tmp_path / "ckpt")})
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
+    spec = {
+        **TINY,
+        "method": "coop",
+        "seed": 2,
+        "method_options": {"epochs": 1, "batch_size": 16},
+        "dor": {"lam": 8.0, "outliers_per_step": 4, "vocabulary": WORDS},
+    }
+    run_trial(spec, {"progress": False, "checkpoint_dir": str(tmp_path)})
+    (path,) = tmp_path.glob("*.pt")  # run_trial keeps it; the driver deletes it once recorded
+    state = torch.load(path, weights_only=True)  # raises on anything but tensors and plain values
+    assert state["epoch"] == 1 and state["regularizer"] is not None and len(state["rng"]["numpy"][1]) == 624
