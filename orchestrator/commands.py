@@ -9,7 +9,7 @@ from pathlib import Path
 
 from orchestrator.report.terminal import format_metrics
 from workers.errors import DorBenchError
-from workers.spec import DorSpec, RunOptions, TrialSpec
+from workers.spec import RunOptions
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,9 +74,10 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def trial(args: argparse.Namespace) -> int:
+    from orchestrator.translate.flags import spec_from_flags
     from workers.trial import run_trial
 
-    spec = trial_spec(args)
+    spec = spec_from_flags(args)
     options = RunOptions(
         device=args.device,
         feature_cache=not args.no_feature_cache,
@@ -84,71 +85,6 @@ def trial(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
     )
     return _print_result(run_trial(spec, options), args.json)
-
-
-def trial_spec(args: argparse.Namespace) -> TrialSpec:
-    """The normalised spec of ``dor-bench trial``'s flags (the shipped weights' recipe filling
-    what they leave unset)."""
-    from workers.identity import normalise
-    from workers.methods import METHODS
-    from workers.models.clip import default_pretrained, list_models, tuning_recipe
-
-    pretrained = args.pretrained
-    if pretrained is None and args.model in list_models():
-        pretrained = default_pretrained(args.model)
-    tunes = METHODS.get(args.method).trains and not args.no_recipe
-    recipe = tuning_recipe(args.model, pretrained, args.method) if tunes else {}
-    overrides = dict(recipe.get("options", {}))
-    overrides.update(
-        {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
-    )
-    overrides.update(parse_options(args.option))
-    shots = args.shots if args.shots is not None else recipe.get("shots", 16)
-    if recipe:
-        print(
-            f"[dor-bench] {args.model}/{pretrained} recipe for {args.method} (flags override it): "
-            f"shots {shots}, " + ", ".join(f"{k}={v}" for k, v in overrides.items()),
-            file=sys.stderr,
-        )
-    dor = None
-    if args.dor_lambda is not None:
-        dor = DorSpec(
-            lam=args.dor_lambda,
-            pool_size=args.pool_size,
-            outliers_per_step=args.outliers_per_step,
-            pool_strategy=args.pool_strategy,
-            vocabulary=args.dor_vocabulary,
-            exclude=args.pool_exclude,
-        )
-    return normalise(
-        TrialSpec(
-            method=args.method,
-            dataset=args.dataset,
-            root=args.root,
-            model=args.model,
-            pretrained=pretrained,
-            seed=args.seed,
-            shots=shots,
-            subsample=args.subsample,
-            ece_bins=args.ece_bins,
-            method_options=overrides,
-            dor=dor,
-            test_per_class=args.test_per_class,
-        )
-    )
-
-
-def parse_options(pairs: list[str]) -> dict[str, object]:
-    """``["n_ctx=4", "ctx_init=a photo of a"]`` -> typed values (YAML scalars)."""
-    import yaml
-
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise DorBenchError(f"--option '{pair}' is not KEY=VALUE.", "write e.g. --option n_ctx=4.")
-        options[key.strip()] = yaml.safe_load(value)
-    return options
 
 
 def _print_result(result, as_json: bool) -> int:

@@ -4,7 +4,6 @@ local sqlite store is never written by two processes at once."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -18,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.report.plots import reliability_figure
 from orchestrator.secrets import redact
+from orchestrator.translate.params import params_from_spec
 from workers.errors import DorBenchError
 from workers.spec import TrialResult, TrialSpec
 
@@ -69,21 +69,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def flat_params(spec: TrialSpec) -> dict[str, str]:
-    """The resolved spec as MLflow params: nested fields joined with dots."""
-    out: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            out[prefix] = json.dumps(value) if not isinstance(value, str) else value
-
-    walk("", spec.canonical_dict())
-    return out
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -219,11 +204,19 @@ class Tracker:
         if result is None:
             tags[ERROR] = (error or "unknown error")[:5000]
             texts = {"error.txt": error or ""}
-            return self.record_run(parent_id, name, tags, flat_params(spec), {}, [], "FAILED", artifacts, texts)
+            return self.record_run(parent_id, name, tags, params_from_spec(spec), {}, [], "FAILED", artifacts, texts)
         history = [{k: v for k, v in row.items() if k != "epoch"} for row in result.history]  # epochs 1..E
         artifacts["per_class.json"] = {"per_class": [c.model_dump() for c in result.per_class], "info": result.info}
         artifacts["result.json"] = result.model_dump(mode="json")
         figures = {"reliability.png": reliability_figure(result.reliability, name)} if result.reliability else {}
         return self.record_run(
-            parent_id, name, tags, flat_params(spec), result.metrics, history, "FINISHED", artifacts, figures=figures
+            parent_id,
+            name,
+            tags,
+            params_from_spec(spec),
+            result.metrics,
+            history,
+            "FINISHED",
+            artifacts,
+            figures=figures,
         )

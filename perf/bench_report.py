@@ -33,7 +33,8 @@ from orchestrator.report.collect import (
     spec_values,
 )
 from orchestrator.report.render import csv_text, html_report, latex, markdown
-from orchestrator.tracking import PARENT, RUN_KEY, TRIAL_NAME, flat_params
+from orchestrator.tracking import PARENT, RUN_KEY, TRIAL_NAME
+from orchestrator.translate.params import params_from_spec
 from workers.spec import DorSpec, TrialSpec
 
 DATASETS = list(paper()["datasets"])
@@ -127,7 +128,7 @@ def from_mlflow(n_runs: int, rng: random.Random) -> tuple[str, dict[str, float]]
             now = int(time.time() * 1000)
             client.log_batch(
                 run.info.run_id,
-                params=[Param(k, v) for k, v in flat_params(spec).items()],
+                params=[Param(k, v) for k, v in params_from_spec(spec).items()],
                 metrics=[Metric(k, v, now, 0) for k, v in metrics(rng).items()] if ok else [],
             )
             client.set_terminated(run.info.run_id, "FINISHED" if ok else "FAILED")

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from orchestrator.secrets import redact
-from orchestrator.tracking import ATTEMPTS, ERROR, PARENT, RUN_KEY, TRIAL_NAME, flat_params, search_all
+from orchestrator.tracking import ATTEMPTS, ERROR, PARENT, RUN_KEY, TRIAL_NAME, search_all
+from orchestrator.translate.params import params_from_spec
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.spec import LEGACY_PROTOCOL, TrialSpec
 
@@ -61,7 +62,7 @@ def _arrow_type(annotation: Any) -> pa.DataType | type[BaseModel] | None:
 
 
 def spec_schema() -> dict[str, pa.DataType]:
-    """Typed columns of the TrialSpec's fixed fields, named as tracking.flat_params names them."""
+    """Typed columns of the TrialSpec's fixed fields, named as translate.params_from_spec names them."""
     out: dict[str, pa.DataType] = {}
 
     def walk(prefix: str, model: type[BaseModel]) -> None:
@@ -104,7 +105,7 @@ def decode_params(params: dict[str, str]) -> dict[str, Any]:
 
 def spec_values(spec: TrialSpec) -> dict[str, Any]:
     """A planned spec as the typed values collect() gives its run (for expected cells)."""
-    return decode_params(flat_params(spec))
+    return decode_params(params_from_spec(spec))
 
 
 def _dynamic_type(values: list[Any]) -> pa.DataType:

@@ -14,7 +14,8 @@ from orchestrator.report.plots import plt
 from orchestrator.secrets import redact
 from orchestrator.settings.sweep import Sweep
 from orchestrator.tracking import BEST_TRIAL, LEAKY, TRIAL_STATUS, TUNE_TRIAL, Tracker
-from workers.models.clip import tuning_recipe
+from orchestrator.translate.flags import flags_from_spec
+from orchestrator.translate.sweeps import spec_from_sweep, spec_from_tune
 
 SHOWN_METRICS = (
     ("val/pseudo_base/acc", "pb acc"),
@@ -161,41 +162,11 @@ def plot(sweep: Sweep, rows: list[Row], name: str, path: Path) -> Path | None:
 
 
 def best_command(sweep: Sweep, row: Row) -> str:
-    """A ``dor-bench trial`` command that runs the best configuration on the real test split."""
-    options = {
-        **sweep.method.options,
-        **{k.removeprefix("options."): v for k, v in row.config.items() if k.startswith("options.")},
-    }
-    parts = ["dor-bench", "trial", "--method", sweep.method.name, "--dataset", sweep.dataset]
-    if sweep.data_root:
-        parts += ["--root", sweep.data_root]
-    parts += [
-        "--model",
-        sweep.model.arch,
-        "--pretrained",
-        sweep.model.pretrained or "none",
-        "--shots",
-        str(sweep.shots),
-        "--seed",
-        str(sweep.seeds[0]),
-    ]
-    if tuning_recipe(sweep.model.arch, sweep.model.pretrained, sweep.method.name):
-        parts.append("--no-recipe")  # the sweep tuned from the method's defaults, not the recipe
-    for k, v in options.items():
-        parts += ["--option", f"{k}={v}"]
-    lam = knob(sweep, row, "lam")
-    parts += ["--dor-lambda", _cell(float(lam) if lam is not None else None)]
-    if knob(sweep, row, "outliers_per_step") is not None:
-        parts += ["--outliers-per-step", str(knob(sweep, row, "outliers_per_step"))]
-    parts += [
-        "--pool-size",
-        str(knob(sweep, row, "pool_size")),
-        "--pool-strategy",
-        str(knob(sweep, row, "pool_strategy")),
-    ]
-    if sweep.dor.vocabulary != "wordnet":
-        parts += ["--dor-vocabulary", sweep.dor.vocabulary]
-    return " ".join(shlex.quote(p) for p in parts)
+    """A ``dor-bench trial`` command that runs the best configuration on the real test split
+    (the sweep's first seed, out of tuning mode), with every setting spelled out."""
+    spec = spec_from_tune(spec_from_sweep(sweep).model_dump(mode="json"), row.config, sweep.seeds[0])
+    flags = flags_from_spec(spec.model_copy(update={"validation": None}))
+    return " ".join(shlex.quote(p) for p in ["dor-bench", "trial", *flags])
 
 
 def best_fragment(sweep: Sweep, row: Row) -> str:

@@ -10,7 +10,6 @@ where it stopped. Kept free of MLflow and plotting: only the driver records.
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import statistics
@@ -20,33 +19,14 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.settings.sweep import INT_KNOBS
-from workers.identity import normalise
-from workers.spec import RunOptions, TrialSpec
+from orchestrator.translate.sweeps import plain_value, spec_from_tune
+from workers.spec import RunOptions
 
 STATE = "sweep_state.json"
 #: Added to (min) or taken from (max) the objective of a trial that misses the floor, so it ranks
 #: after every trial that meets it (and, among the misses, by its metric). A finite number keeps
 #: ASHA's quantiles well defined.
 FLOOR_PENALTY = 1e6
-
-
-def trial_spec(base: dict[str, Any], config: dict[str, Any], seed: int) -> TrialSpec:
-    """The spec of one seed of a sweep trial: the base spec (JSON) with the Tune ``config``
-    (``lam``, ``pool_size``, ``outliers_per_step``, ``pool_strategy``, ``options.<name>``)."""
-    data = copy.deepcopy(base)
-    data["seed"] = seed
-    for key, value in config.items():
-        if key.startswith("options."):
-            data["method_options"][key.removeprefix("options.")] = plain_value(value)
-        else:
-            data["dor"][key] = int(value) if key in INT_KNOBS else float(value) if key == "lam" else str(value)
-    return normalise(TrialSpec.model_validate(data))
-
-
-def plain_value(value: Any) -> Any:
-    """numpy scalars (from Tune's samplers) as Python values."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def plain_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +69,7 @@ def sweep_trial(config: dict[str, Any], *, base: dict[str, Any], seeds: list[int
             state = json.loads((work / STATE).read_text())
         options = RunOptions(checkpoint_dir=str(work), progress=False, device="auto")
         for seed in seeds[len(state["finals"]) :]:
-            spec = trial_spec(base, config, seed)
+            spec = spec_from_tune(base, config, seed)
 
             def on_epoch(epoch: int, row: dict[str, float], seed: int = seed) -> None:
                 combined = mean_metrics([*state["finals"], row])

@@ -33,11 +33,11 @@ from orchestrator.tracking import (
     TRIAL_STATUS,
     TUNE_TRIAL,
     Tracker,
-    flat_params,
 )
-from workers.identity import normalise
+from orchestrator.translate.params import params_from_spec
+from orchestrator.translate.sweeps import spec_from_sweep, spec_from_tune
 from workers.methods import METHODS
-from workers.spec import DorSpec, TrialSpec
+from workers.spec import TrialSpec
 
 #: The live recorder of each running sweep, by Tune experiment path. Tune pickles its callbacks
 #: into the experiment state and brings the old copies back on restore, so the callback it holds
@@ -46,35 +46,6 @@ _RECORDERS: dict[str, _Recorder] = {}
 
 
 # --------------------------------------------------------------------------- search space
-
-
-def base_spec(sweep: Sweep) -> TrialSpec:
-    """The spec every trial starts from (first seed, fixed DOR, tuning mode); the Tune config
-    fills in the searched knobs (``sweep_trainable.trial_spec``)."""
-    return normalise(
-        TrialSpec(
-            method=sweep.method.name,
-            dataset=sweep.dataset,
-            root=None if sweep.data_root is None else sweep.data_root,
-            model=sweep.model.arch,
-            pretrained=sweep.model.pretrained,
-            seed=sweep.seeds[0],
-            shots=sweep.shots,
-            subsample=sweep.subsample,
-            method_options=dict(sweep.method.options),
-            dor=DorSpec(
-                lam=sweep.dor.lam,
-                pool_size=sweep.dor.pool_size,
-                outliers_per_step=sweep.dor.outliers_per_step,
-                pool_strategy=sweep.dor.pool_strategy,
-                vocabulary=sweep.dor.vocabulary,
-                exclude=sweep.dor.exclude,
-            ),
-            ece_bins=sweep.ece_bins,
-            test_per_class=sweep.test_per_class,
-            validation=sweep.validation.model_copy(update={"leaky": sweep.leaky}),
-        )
-    )
 
 
 def _is_int(sweep: Sweep, key: str) -> bool:
@@ -140,7 +111,7 @@ def trainable(sweep: Sweep) -> Any:
     Ray started: the bound values go to Ray's object store)."""
     bound = tune.with_parameters(
         sweep_trial,
-        base=base_spec(sweep).model_dump(mode="json"),
+        base=spec_from_sweep(sweep).model_dump(mode="json"),
         seeds=list(sweep.seeds),
         objective=sweep.objective.model_dump(mode="json"),
     )
@@ -192,7 +163,7 @@ class _Recorder:
             **({LEAKY: "true"} if self.sweep.leaky else {}),
         }
         params = {
-            **flat_params(spec),
+            **params_from_spec(spec),
             "seed": ",".join(map(str, self.sweep.seeds)),
             **{f"tune.{k}": str(v) for k, v in plain_config(config).items()},
         }
@@ -252,9 +223,8 @@ def _read_state(checkpoint: Any) -> dict[str, Any]:
 
 
 def _spec_of(sweep: Sweep, config: dict[str, Any]) -> TrialSpec:
-    from orchestrator.sweep.trainable import trial_spec
 
-    return trial_spec(base_spec(sweep).model_dump(mode="json"), config, sweep.seeds[0])
+    return spec_from_tune(spec_from_sweep(sweep).model_dump(mode="json"), config, sweep.seeds[0])
 
 
 # --------------------------------------------------------------------------- the command
@@ -280,7 +250,7 @@ def run_sweep(
 
     sweep = load_sweep(path)
     log(describe_sweep(sweep))
-    preflight_sweep(sweep, base_spec(sweep))
+    preflight_sweep(sweep, spec_from_sweep(sweep))
     folder = experiment_folder(sweep, storage)
     if fresh and folder.exists():
         shutil.rmtree(folder)

@@ -9,11 +9,10 @@ import yaml
 
 from orchestrator.benchmark.planning import plan
 from orchestrator.cli import build_parser
-from orchestrator.commands import trial_spec
 from orchestrator.settings.benchmark import load_benchmark
 from orchestrator.settings.sweep import load_sweep
-from orchestrator.sweep.trainable import trial_spec as sweep_trial_spec
-from orchestrator.sweep.tune import base_spec
+from orchestrator.translate.flags import spec_from_flags
+from orchestrator.translate.sweeps import spec_from_sweep, spec_from_tune
 from workers.identity import normalise
 from workers.spec import DorSpec, TrialSpec
 
@@ -49,7 +48,7 @@ def test_the_same_builtin_trial_has_one_run_key_from_every_entry_point(tmp_path)
             WORDS,
         ]
     )
-    from_cli = trial_spec(args)
+    from_cli = spec_from_flags(args)
 
     # a benchmark file: a data_root for a real target-less grid, lam left to the method (CoOp: 8)
     bench = {
@@ -78,8 +77,8 @@ def test_the_same_builtin_trial_has_one_run_key_from_every_entry_point(tmp_path)
         "objective": {"metric": "val/pseudo_new/ece", "mode": "min"},
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
-    base = base_spec(load_sweep(tmp_path / "sweep.yaml")).model_dump(mode="json")
-    from_sweep = sweep_trial_spec(base, {"lam": 8.0}, seed=1).model_copy(update={"validation": None})
+    base = spec_from_sweep(load_sweep(tmp_path / "sweep.yaml")).model_dump(mode="json")
+    from_sweep = spec_from_tune(base, {"lam": 8.0}, seed=1).model_copy(update={"validation": None})
 
     assert from_cli.key() == from_file.run_key == from_sweep.key()
     assert from_cli.root is None and from_cli.method_options == {"n_ctx": 4}

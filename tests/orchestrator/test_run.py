@@ -153,7 +153,8 @@ def legacy_key(spec) -> str:
 def test_runs_of_an_older_protocol_are_rerun_and_never_averaged_in(tmp_path, capsys):
     from orchestrator.benchmark.planning import plan
     from orchestrator.settings.benchmark import load_benchmark
-    from orchestrator.tracking import PARENT, flat_params
+    from orchestrator.tracking import PARENT
+    from orchestrator.translate.params import params_from_spec
 
     path = write_benchmark(tmp_path, name="legacy")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -161,7 +162,7 @@ def test_runs_of_an_older_protocol_are_rerun_and_never_averaged_in(tmp_path, cap
     experiment = client.create_experiment("legacy", artifact_location=(tmp_path / "mlruns").as_uri())
     parent = client.create_run(experiment).info.run_id
     for trial in plan(load_benchmark(path)):  # the same grid, recorded before the parity fixes
-        params = {k: v for k, v in flat_params(trial.spec).items() if k not in ("protocol", "dor.exclude")}
+        params = {k: v for k, v in params_from_spec(trial.spec).items() if k not in ("protocol", "dor.exclude")}
         run_id = client.create_run(
             experiment, tags={PARENT: parent, RUN_KEY: legacy_key(trial.spec), TRIAL_NAME: trial.name}
         ).info.run_id

@@ -189,7 +189,13 @@ def test_best_command_reproduces_the_swept_settings():
         2.0,
         16,
     )
-    assert sorted(args.option) == ["batch_size=16", "epochs=3", "n_ctx=4"] and not args.no_recipe
+    # every setting spelled out, nothing left to a recipe: the command rebuilds the swept trial exactly
+    assert sorted(args.option) == ["batch_size=16", "epochs=3", "n_ctx=4"] and args.no_recipe
+    from orchestrator.translate.flags import spec_from_flags
+    from orchestrator.translate.sweeps import spec_from_sweep, spec_from_tune
+
+    swept = spec_from_tune(spec_from_sweep(sweep).model_dump(mode="json"), row.config, 1)
+    assert spec_from_flags(args) == swept.model_copy(update={"validation": None})
     micro = sweep.model_copy(
         update={"model": sweep.model.model_copy(update={"arch": "micro-clip", "pretrained": "shapes"})}
     )
