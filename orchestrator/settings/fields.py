@@ -78,31 +78,28 @@ def as_list_or_none(value: Any) -> Any:
     return None if value is None else as_list(value)
 
 
+def known(kind: str, name: str, names: Sequence[str], listing: str) -> None:
+    """A "did you mean" error unless ``name`` is one of ``names`` (``listing`` leads the list)."""
+    if name not in names:
+        raise custom(f"unknown {kind} '{name}'.{did_you_mean(name, names)} {listing}: {', '.join(names)}.")
+
+
 def known_dataset(name: str) -> str:
+    """The registered name of dataset ``name`` (aliases resolved); a "did you mean" error otherwise."""
     if name not in DATASETS:
-        raise custom(
-            f"unknown dataset '{name}'.{did_you_mean(name, DATASETS.names())} "
-            f"Known datasets: {', '.join(DATASETS.names())}."
-        )
+        known("dataset", name, DATASETS.names(), "Known datasets")
     return DATASETS.get(name).name
 
 
 def known_method(name: str) -> str:
     """The registered name of method ``name``; a "did you mean" error otherwise."""
     if name not in METHODS:
-        raise custom(
-            f"unknown method '{name}'.{did_you_mean(name, METHODS.names())} "
-            f"Known methods: {', '.join(METHODS.names())}."
-        )
+        known("method", name, METHODS.names(), "Known methods")
     return METHODS.get(name).name
 
 
 def known_strategy(name: str) -> str:
-    if name not in POOL_STRATEGIES:
-        raise custom(
-            f"unknown pool strategy '{name}'.{did_you_mean(name, POOL_STRATEGIES)} "
-            f"Choose one of: {', '.join(POOL_STRATEGIES)}."
-        )
+    known("pool strategy", name, POOL_STRATEGIES, "Choose one of")
     return name
 
 
