@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
@@ -26,18 +27,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.settings = [*args.settings, *extra]
+    # The one error boundary: a user's mistake (or a known library error it causes) prints a
+    # message and exits 2; anything else is a bug, shown with its traceback.
     try:
         return args.handler(args)
     except DorBenchError as err:
-        print(f"error: {redact(err.message)}", file=sys.stderr)
-        return 2
+        return _user_error(err)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        print(f"error: invalid trial settings: {redact(problems)}", file=sys.stderr)
-        return 2
+        return _user_error(DorBenchError(f"invalid trial settings: {problems}"))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # a path the user gave that cannot be read or written
+        where = f" '{err.filename}'" if err.filename else ""
+        return _user_error(
+            DorBenchError(
+                f"{err.strerror or err}{where}.", "check that the path exists and that you may read (and write) it."
+            )
+        )
+    except MemoryError:
+        return _user_error(
+            DorBenchError(
+                "Out of memory.",
+                "lower the batch size, the test images per class or the grid's concurrency (max_concurrency).",
+            )
+        )
+    except Exception:  # not a user mistake: show where, and say so
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        print(
+            f"dor-bench {_version()}: this is a bug in dor-bench, not in your input. Please report it with "
+            "the command you ran and the traceback above.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _user_error(err: DorBenchError) -> int:
+    print(f"error: {redact(err.message)}", file=sys.stderr)
+    return 2
+
+
+def _version() -> str:
+    from orchestrator.tracking import dor_bench_version
+
+    return dor_bench_version()
 
 
 def add_selection(parser: argparse.ArgumentParser) -> None:

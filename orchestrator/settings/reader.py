@@ -48,7 +48,13 @@ def read_yaml(path: Path, kind: str, example: str) -> tuple[Any, yaml.Node | Non
             f"{kind} file '{path}' does not exist{' (it is a folder)' if path.is_dir() else ''}.",
             f"check the path; {example}.",
         )
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DorBenchError(
+            f"{kind} file '{path}' is not UTF-8 text (byte {err.start} cannot be decoded; is it a binary file?).",
+            f"pass a YAML settings file; {example}.",
+        ) from None
     try:
         data = yaml.load(text, Loader=Loader)
         node = yaml.compose(text, Loader=yaml.SafeLoader)

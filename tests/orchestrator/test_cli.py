@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from orchestrator.cli import main
 from tests.helpers.fake_data import make_split_json_dataset, truncate
 
@@ -110,3 +113,60 @@ def test_progress_log_writes_a_line_only_when_the_counts_change(capsys):
         "[dor-bench] 2/9 done, 2 running, 0 failed, 5 queued, ETA 70s",
         "[dor-bench] trial 'x' FAILED: boom",
     ]
+
+
+# --- the error boundary: user mistakes print a message and exit 2; a bug shows its traceback ------
+
+
+def test_a_binary_settings_file_is_a_message_not_a_traceback(tmp_path, capsys):
+    path = tmp_path / "bench.yaml"
+    path.write_bytes(b"\x00\xff\xfe binary")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{path}' is not UTF-8 text" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_message(capsys):
+    assert main(["trial", "--device", "cuda", "--model", "tiny-clip", "--pretrained", "none", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "torch sees no CUDA device" in err and "--device cpu" in err and "Traceback" not in err
+
+
+def test_an_unwritable_checkpoint_folder_names_the_path(tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the checkpoint folder should be")
+    code = main(
+        [
+            "trial",
+            "--method",
+            "coop",
+            "--model",
+            "tiny-clip",
+            "--pretrained",
+            "none",
+            "--shots",
+            "1",
+            "--epochs",
+            "1",
+            "--test-per-class",
+            "1",
+            "--quiet",
+            "--checkpoint-dir",
+            str(blocker / "ckpt"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and str(blocker) in err and "Traceback" not in err
+
+
+def test_a_bug_shows_its_traceback_and_says_it_is_one(monkeypatch, capsys):
+    from orchestrator import commands
+
+    def broken(args):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(commands, "ls", broken)
+    assert main(["ls", "methods"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'internal'" in err and "this is a bug in dor-bench" in err

@@ -92,7 +92,16 @@ def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise DorBenchError(f"Unknown device '{device}'.", "use auto, cpu or cuda[:i].") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise DorBenchError(
+            f"Device '{device}' was asked for, but torch sees no CUDA device here.",
+            "use --device cpu (or auto), or install a torch build for this machine's CUDA driver.",
+        )
+    return chosen
 
 
 def fingerprint(module: nn.Module) -> str:
