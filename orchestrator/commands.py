@@ -55,12 +55,14 @@ def tune(args: argparse.Namespace) -> int:
 
 def validate(args: argparse.Namespace) -> int:
     """Print the plan of a benchmark file, or the description of a sweep file (one with a
-    ``space``)."""
-    from orchestrator.benchmark.planning import validate_file
+    ``space``). The file is read before the schemas (and torch, behind the registries) are
+    imported, so a missing, binary or malformed file is refused in a fraction of a second."""
     from orchestrator.settings.reader import read_yaml
-    from orchestrator.settings.sweep import describe_sweep, is_sweep_data, load_sweep
 
     data, _ = read_yaml(Path(args.file), "Benchmark", "examples/demo.yaml is a small working benchmark")
+    from orchestrator.benchmark.planning import validate_file
+    from orchestrator.settings.sweep import describe_sweep, is_sweep_data, load_sweep
+
     if is_sweep_data(data):
         if args.settings or args.only:
             raise DorBenchError(
