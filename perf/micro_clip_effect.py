@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workers.datasets import load_trial_data  # noqa: E402
 from workers.evaluation import evaluate  # noqa: E402
+from workers.identity import normalise  # noqa: E402
 from workers.methods import METHODS  # noqa: E402
 from workers.spec import DorSpec, RunOptions, TrialSpec  # noqa: E402
 from workers.trial import FeatureSource, make_regularizer, score_tests, seed_everything, train, warm_clip  # noqa: E402
@@ -78,17 +79,19 @@ def run_one(
     zs_new: torch.Tensor | None,
 ) -> dict:
     """One trial (as ``run_trial`` does it); returns its metrics plus text-feature measurements."""
-    spec = TrialSpec(
-        method=method_name,
-        dataset="shapes",
-        model="micro-clip",
-        pretrained=weights,
-        seed=seed,
-        shots=shots,
-        method_options=method_options,
-        dor=None if dor is None else DorSpec(**dor),
-        test_per_class=test_per_class,
-    )
+    spec = normalise(
+        TrialSpec(
+            method=method_name,
+            dataset="shapes",
+            model="micro-clip",
+            pretrained=weights,
+            seed=seed,
+            shots=shots,
+            method_options=method_options,
+            dor=None if dor is None else DorSpec(**dor),
+            test_per_class=test_per_class,
+        )
+    )  # as run_trial: the DOR weight resolved
     options = RunOptions(device="cpu", progress=False)
     started = time.monotonic()
     seed_everything(spec.seed)
@@ -100,7 +103,7 @@ def run_one(
     features = FeatureSource(clip, data.name, options)
     history = []
     if method.trains:
-        regularizer = make_regularizer(spec, clip, data, config, data.base_classnames + data.new_classnames)
+        regularizer = make_regularizer(spec, clip, data, data.base_classnames + data.new_classnames)
         history = train(model, method, config, data, clip, features, regularizer, spec.seed, None, None, False)
     model.eval()
     scores = score_tests(model, method, data, clip, features)

@@ -86,9 +86,7 @@ def run_trial(
         info["pseudo_new_classes"] = holdout.pseudo_new_classnames
     history: list[dict[str, float]] = []
     if method.trains:
-        regularizer = make_regularizer(
-            spec, clip, trained_on, config, every_class=data.base_classnames + data.new_classnames
-        )
+        regularizer = make_regularizer(spec, clip, trained_on, every_class=data.base_classnames + data.new_classnames)
         info["dor"] = (
             None
             if regularizer is None
@@ -183,7 +181,7 @@ class FeatureSource:
 
 
 def make_regularizer(
-    spec: TrialSpec, clip: ClipBundle, data: TrialData, config: dict[str, Any], every_class: list[str]
+    spec: TrialSpec, clip: ClipBundle, data: TrialData, every_class: list[str]
 ) -> DynamicOutlierRegularizer | None:
     """DOR for this trial, or None when it is off or its weight is 0 (then the plain method).
     The pool leaves out the base class names, or with ``dor.exclude: all`` ``every_class``."""
