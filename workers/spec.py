@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PoolStrategy = Literal["near", "far", "random"]
 PoolExclude = Literal["base", "all"]
@@ -28,7 +28,9 @@ class DorSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lam: float | None = Field(None, ge=0, description="weight of the DOR term (default per method)")
+    lam: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="weight of the DOR term (default per method)"
+    )
     pool_size: int = Field(5000, gt=0, description="K: outlier words kept in the pool")
     outliers_per_step: int | None = Field(
         None, gt=0, description="B: words drawn per step (default: number of base classes)"
@@ -40,6 +42,15 @@ class DorSpec(BaseModel):
         "dataset's (the authors' choice is not public)",
     )
     vocabulary: str = Field("wordnet", description="'wordnet' (nouns), or a text file with one outlier word per line")
+
+    @model_validator(mode="after")
+    def _outliers_fit_the_pool(self) -> DorSpec:
+        if self.outliers_per_step is not None and self.outliers_per_step > self.pool_size:
+            raise ValueError(
+                f"{self.outliers_per_step} outliers per step cannot be drawn from a pool of {self.pool_size} "
+                "words; set outliers_per_step (B) to at most pool_size (K)"
+            )
+        return self
 
 
 #: DOR's defaults, read by the CLI and both settings schemas (their one home is DorSpec).

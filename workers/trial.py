@@ -41,6 +41,7 @@ from workers.holdout import Holdout, hold_out, validation_metrics
 from workers.identity import normalise
 from workers.methods import METHODS
 from workers.methods.base import PromptMethod, PromptModel
+from workers.methods.training import option_problem
 from workers.metrics import proximity_scores
 from workers.models.clip import ClipBundle, load_clip
 from workers.paths import atomic_write_bytes
@@ -73,6 +74,9 @@ def run_trial(
             f"Unknown option(s) {unknown} for method '{spec.method}'.",
             f"{spec.method} takes: {', '.join(sorted(method.defaults)) or 'no options'}.",
         )
+    wrong = [f"{k} {problem}" for k, v in spec.method_options.items() if (problem := option_problem(k, v))]
+    if wrong:
+        raise DorBenchError(f"Method option(s) out of range: {'; '.join(wrong)}.", "correct the option values.")
     data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample, spec.test_per_class)
     holdout = hold_out(data, spec.validation) if spec.validation else None
     trained_on = holdout.training if holdout else data  # tuning mode: the pseudo-base classes

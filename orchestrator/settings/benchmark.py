@@ -30,6 +30,8 @@ from orchestrator import DEFAULT_TRACKING_URI
 from orchestrator.settings.fields import (
     Axis,
     BenchmarkError,
+    EceBins,
+    ExperimentName,
     ModelSection,
     NamedMethod,
     NonNegFloat,
@@ -37,6 +39,7 @@ from orchestrator.settings.fields import (
     PosInt,
     Problem,
     Resources,
+    Seeds,
     Strict,
     as_list,
     as_list_or_none,
@@ -142,6 +145,22 @@ class DorGrid(Strict):
         raise_at("pool_strategy", problems)
         return strategies
 
+    @model_validator(mode="after")
+    def _outliers_fit_the_pool(self) -> DorGrid:
+        smallest = min(self.pool_size)
+        problems: list[Problem] = [
+            (
+                (i,),
+                f"{b} outliers per step cannot be drawn from a pool of {smallest} words (pool_size); "
+                f"set outliers_per_step to at most {smallest}, or a larger pool_size",
+                b,
+            )
+            for i, b in enumerate(self.outliers_per_step)
+            if b is not None and b > smallest
+        ]
+        raise_at("outliers_per_step", problems)
+        return self
+
     @field_validator("vocabulary")
     @classmethod
     def _vocabulary_file(cls, vocabulary: str) -> str:
@@ -173,7 +192,7 @@ class Testing(Strict):
 class Benchmark(Strict):
     """One benchmark file: what to run (the grid), where to record it, how to schedule it."""
 
-    name: Annotated[str, Field(min_length=1)] = Field(description="the MLflow experiment name")
+    name: ExperimentName = Field(description="the MLflow experiment name")
     tracking_uri: str = Field(DEFAULT_TRACKING_URI, description="MLflow tracking URI")
     model: ModelSection = Field(default_factory=ModelSection)
     data_root: str | None = Field(
@@ -185,10 +204,10 @@ class Benchmark(Strict):
         description="domain-shift target datasets (evaluated by the orchestrator; not yet used)",
     )
     shots: Axis[PosInt] = Field(default_factory=lambda: [16])
-    seeds: Axis[int] = Field(default_factory=lambda: [1, 2, 3])
+    seeds: Seeds = Field(default_factory=lambda: [1, 2, 3])
     subsample: Literal["base2new", "all"] = "base2new"
     test_per_class: PosInt | None = None
-    ece_bins: PosInt = 10
+    ece_bins: EceBins = 10
     methods: Axis[MethodEntry]
     dor: DorGrid = Field(default_factory=DorGrid)
     resources: Resources = Field(default_factory=Resources)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +29,7 @@ from orchestrator.settings.reader import line_of, yaml_path
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
+from workers.methods.training import option_problem
 from workers.models.clip import SHIPPED_WEIGHTS, default_pretrained, list_models
 from workers.spec import PoolStrategy
 
@@ -109,11 +111,37 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
-NonNegFloat = Annotated[float, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise custom(f"lists {', '.join(map(str, repeated))} more than once; each value once")
+    return values
+
+
+def _folder_safe(name: str) -> str:
+    if name in (".", "..") or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise custom(
+            f"'{name}' cannot be used: it names a folder (reports/<name>) and an MLflow experiment; "
+            "use letters, digits, '.', '_' and '-' (at most 100), starting with a letter or digit"
+        )
+    return name
+
+
+#: A seed numpy accepts (0 <= seed < 2**32).
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+#: A benchmark's or sweep's name: the MLflow experiment and the report folder.
+ExperimentName = Annotated[str, AfterValidator(_folder_safe)]
+#: ECE bins: a confidence histogram, not an allocation (the literature uses 10, 15 or 20).
+EceBins = Annotated[int, Field(gt=0, le=1000)]
 
 
 #: A grid axis: a list of at least one value; a plain scalar is a one-value list.
 Axis = Annotated[list[T], BeforeValidator(as_list), Field(min_length=1)]
+#: The seeds axis: each seed once.
+Seeds = Annotated[list[Seed], BeforeValidator(as_list), Field(min_length=1), AfterValidator(_unique)]
 
 
 class Strict(BaseModel):
@@ -232,8 +260,8 @@ def coerce_option(key: str, value: Any, default: Any) -> Any:
         value = float(value)
     elif isinstance(default, str) and not isinstance(value, str):
         raise ValueError(f"must be a string, not {value!r}")
-    if key == "dor_lambda" and isinstance(value, (int, float)) and value < 0:
-        raise ValueError(f"must be >= 0, not {value!r}")
+    if problem := option_problem(key, value):
+        raise ValueError(problem)
     return value
 
 

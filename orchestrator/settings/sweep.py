@@ -24,12 +24,14 @@ from pydantic import (
 
 from orchestrator.secrets import redact
 from orchestrator.settings.fields import (
-    Axis,
+    EceBins,
+    ExperimentName,
     ModelSection,
     NamedMethod,
     NonNegFloat,
     PosInt,
     Resources,
+    Seeds,
     Strict,
     coerce_option,
     custom,
@@ -253,17 +255,17 @@ class SweepTesting(Strict):
 class Sweep(Strict):
     """One sweep file."""
 
-    name: Annotated[str, Field(min_length=1)] = Field(description="MLflow experiment and Tune run name")
+    name: ExperimentName = Field(description="MLflow experiment and Tune run name")
     tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
     model: ModelSection = Field(default_factory=ModelSection)
     data_root: str | None = None
     dataset: str
     method: MethodSection
     shots: PosInt = 16
-    seeds: Axis[int] = Field(default_factory=lambda: [1], description="each trial trains every seed")
+    seeds: Seeds = Field(default_factory=lambda: [1], description="each trial trains every seed")
     subsample: Literal["base2new", "all"] = "base2new"
     test_per_class: PosInt | None = Field(None, description="only used by a leaky sweep")
-    ece_bins: PosInt = 10
+    ece_bins: EceBins = 10
     dor: FixedDor = Field(default_factory=FixedDor)
     space: Space
     validation: ValidationSpec = Field(default_factory=ValidationSpec)

@@ -366,3 +366,31 @@ def test_only_selects_trials_by_method_dataset_and_seed():
         validate_file(tiny, only=["method=kgcoop"])
     with pytest.raises(DorBenchError, match="Did you mean 'seed'"):
         validate_file(tiny, only=["seeds=1"])
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        (["dor.outliers_per_step=50", "dor.pool_size=5"], "50 outliers per step cannot be drawn from a pool of 5"),
+        (["seeds=[1,1]"], "seeds: lists 1 more than once"),
+        (["seeds=[-1]"], "seeds[0]: must be >= 0"),
+        (["seeds=[4294967296]"], "seeds[0]: must be less than 4294967296"),
+        (["dor.lam=.inf"], "dor.lam: must be a finite number"),
+        (["ece_bins=100000000"], "ece_bins: must be less than or equal to 1000"),
+        (["name=../evil"], "name: '../evil' cannot be used"),
+        (["methods=[{name: coop, options: {lr: .nan}}]"], "methods[0].options.lr: must be a finite number"),
+        (["methods=[{name: coop, options: {batch_size: 0}}]"], "methods[0].options.batch_size: must be >= 1"),
+    ],
+)
+def test_values_that_could_only_fail_later_are_refused_by_validate(setting, message, tmp_path, capsys):
+    assert main(["validate", str(TINY), *setting]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_trial_flags_get_the_same_checks(capsys):
+    base = ["trial", "--model", "tiny-clip", "--pretrained", "none", "--quiet", "--method", "coop"]
+    assert main([*base, "--dor-lambda", "8", "--outliers-per-step", "50", "--pool-size", "5"]) == 2
+    assert "50 outliers per step cannot be drawn from a pool of 5 words" in capsys.readouterr().err
+    assert main([*base, "--batch-size", "0"]) == 2
+    assert "batch_size must be >= 1, not 0" in capsys.readouterr().err

@@ -15,3 +15,32 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     # smallest crop area of the training random-resized crop (CoOp: 0.08); >= 1: no crop, flip only
     "min_crop_scale": 0.08,
 }
+
+#: The range of each numeric method option: (lowest allowed, whether the lowest itself is allowed).
+OPTION_RANGES: dict[str, tuple[float, bool]] = {
+    "epochs": (1, True),
+    "batch_size": (1, True),
+    "lr": (0.0, False),
+    "momentum": (0.0, True),
+    "weight_decay": (0.0, True),
+    "warmup_epochs": (0, True),
+    "warmup_lr": (0.0, False),
+    "augment_views": (0, True),
+    "min_crop_scale": (0.0, False),
+    "n_ctx": (1, True),
+    "prompt_depth": (1, True),
+    "kg_weight": (0.0, True),
+    "dor_lambda": (0.0, True),
+}
+
+
+def option_problem(key: str, value: Any) -> str | None:
+    """What is wrong with a method option's value (not finite, below its range), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return f"must be a finite number, not {value!r}"
+    low, inclusive = OPTION_RANGES.get(key, (float("-inf"), True))
+    if value < low or (value == low and not inclusive):
+        return f"must be {'>=' if inclusive else '>'} {low:g}, not {value!r}"
+    return None
