@@ -79,7 +79,7 @@ class MethodEntry(NamedMethod):
         if name is None:  # an unknown method: its name is the problem already reported
             return options
         defaults = METHODS.get(name).defaults
-        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        problems: list[Problem] = []
         checked: dict[str, Any] = {}
         for key, value in options.items():
             if key not in defaults:
@@ -244,7 +244,7 @@ class Benchmark(Strict):
         return [n for n in dict.fromkeys([*self.datasets, *self.targets]) if not DATASETS.get(n).builtin]
 
 
-def data_root_problems(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str, Any]]:
+def data_root_problems(raw: dict[str, Any]) -> list[Problem]:
     root = raw.get("data_root")
     if isinstance(root, str) and root.strip():
         return []

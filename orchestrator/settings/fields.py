@@ -214,7 +214,7 @@ class Resources(Strict):
     cpus: Annotated[float, Field(gt=0)] = 1
 
 
-def validate_with(title: str, data: Any, handler: Any, extra: list[tuple[tuple[str | int, ...], str, Any]]) -> Any:
+def validate_with(title: str, data: Any, handler: Any, extra: list[Problem]) -> Any:
     """Run a wrap validator's ``handler`` and report ``extra`` (problems found on the raw data)
     together with the schema's own problems, in one ValidationError."""
     try:
@@ -235,7 +235,7 @@ def validate_with(title: str, data: Any, handler: Any, extra: list[tuple[tuple[s
     return result
 
 
-def problem_details(problems: list[tuple[tuple[str | int, ...], str, Any]]) -> list[InitErrorDetails]:
+def problem_details(problems: list[Problem]) -> list[InitErrorDetails]:
     return [InitErrorDetails(type=custom(msg), loc=loc, input=value) for loc, msg, value in problems]
 
 

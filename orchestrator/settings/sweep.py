@@ -30,6 +30,7 @@ from orchestrator.settings.fields import (
     NamedMethod,
     NonNegFloat,
     PosInt,
+    Problem,
     Resources,
     Seeds,
     Strict,
@@ -292,7 +293,7 @@ class Sweep(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Sweep:
-        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        problems: list[Problem] = []
         dims = self.space.dimensions()
         if not dims:
             problems.append(
@@ -354,10 +355,10 @@ class Sweep(Strict):
         return math.prod(len(d) for d in self.space.dimensions().values() if isinstance(d, list))
 
 
-def _raw_problems(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str, Any]]:
+def _raw_problems(raw: dict[str, Any]) -> list[Problem]:
     """Problems that need several sections: data root, objective metrics vs leaky, the searched
     method options vs the method."""
-    problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+    problems: list[Problem] = []
     dataset = raw.get("dataset")
     if (
         isinstance(dataset, str)
