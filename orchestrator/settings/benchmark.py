@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BeforeValidator,
     Field,
@@ -51,9 +50,9 @@ from orchestrator.settings.fields import (
     validate_settings,
     validate_with,
 )
-from orchestrator.settings.reader import Loader, read_yaml
+from orchestrator.settings.reader import Lines, parse_value, read_yaml
 from workers.datasets import DATASETS
-from workers.errors import did_you_mean
+from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
 from workers.spec import DOR_DEFAULTS, PoolExclude
 
@@ -284,14 +283,14 @@ def load_benchmark(path: str | os.PathLike[str], overrides: Sequence[str] = ()) 
         BenchmarkError: the file or an override does not fit the schema; lists every problem at once.
     """
     path = Path(path)
-    data, node = read_yaml(path, "Benchmark", "examples/demo.yaml is a small working benchmark")
+    data, lines = read_yaml(path, "Benchmark", "examples/demo.yaml is a small working benchmark")
     if not isinstance(data, dict):
         return parse_benchmark(data, source=str(path))
     data, overridden = apply_overrides(data, overrides, str(path))
     if not data.get("data_root") and os.environ.get(DATA_ENV):
         data["data_root"] = os.path.abspath(os.path.expanduser(os.environ[DATA_ENV]))
         overridden.add(("data_root",))
-    return parse_benchmark(data, source=str(path), base_dir=path.parent, node=node, overridden=overridden)
+    return parse_benchmark(data, source=str(path), base_dir=path.parent, lines=lines, overridden=overridden)
 
 
 def apply_overrides(
@@ -310,9 +309,9 @@ def apply_overrides(
             problems.append(f"command-line setting '{item}' is not KEY=VALUE (e.g. seeds=[1] or dor.lam=[4,8])")
             continue
         try:
-            value = yaml.load(text, Loader=Loader)
-        except yaml.YAMLError as err:
-            problems.append(f"command-line setting '{item}': the value is not YAML ({err})")
+            value = parse_value(text, f"command-line setting '{item}'")
+        except DorBenchError as err:
+            problems.append(err.message.rstrip("."))
             continue
         if keys in PATH_SETTINGS and isinstance(value, str) and value.strip():
             value = os.path.abspath(os.path.expanduser(value))
@@ -336,13 +335,13 @@ def parse_benchmark(
     data: Any,
     source: str = "<benchmark>",
     base_dir: str | os.PathLike[str] | None = None,
-    node: yaml.Node | None = None,
+    lines: Lines | None = None,
     overridden: Iterable[tuple[str, ...]] = (),
 ) -> Benchmark:
     """Check already-parsed benchmark data (a dict); ``source`` names it in errors.
 
     With ``base_dir``, relative ``data_root`` and ``dor.vocabulary`` paths are read from there;
-    ``node`` (the composed YAML) lets each problem name its line.
+    ``lines`` (from ``read_yaml``) lets each problem name its line.
     """
     if data is None:
         raise BenchmarkError(
@@ -353,4 +352,4 @@ def parse_benchmark(
             source,
             [f"the top level must be a mapping of settings (name: ..., datasets: ...), not a {type(data).__name__}"],
         )
-    return validate_settings(Benchmark, data, source, base_dir, node, overridden=overridden)
+    return validate_settings(Benchmark, data, source, base_dir, lines, overridden=overridden)

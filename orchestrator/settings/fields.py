@@ -11,7 +11,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -25,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
-from orchestrator.settings.reader import line_of, yaml_path
+from orchestrator.settings.reader import Lines, line_of, yaml_path
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
@@ -273,7 +272,7 @@ def validate_settings(
     data: dict[str, Any],
     source: str,
     base_dir: str | os.PathLike[str] | None,
-    node: yaml.Node | None,
+    lines: Lines | None,
     kind: str = "Benchmark",
     overridden: Iterable[tuple[str, ...]] = (),
 ) -> M:
@@ -293,7 +292,7 @@ def validate_settings(
             if any(tuple(error["loc"][: len(p)]) == p for p in overridden):
                 problems.append((0, order, text + "  [command line]"))
                 continue
-            line = line_of(error["loc"], node)
+            line = line_of(error["loc"], lines)
             problems.append((line or 0, order, text + (f"  [line {line}]" if line else "")))
         raise BenchmarkError(source, [text for _, _, text in sorted(problems)], kind=kind) from None
 

@@ -1,52 +1,47 @@
-"""Reading a settings file: YAML with its line numbers, refusing what is not plain data (duplicate
-keys, Python tags), and saying where a syntax error is."""
+"""Reading a settings file: YAML 1.2 values and their line numbers in one parse (ruamel.yaml),
+refusing what is not plain data (duplicate keys, tags such as ``!!python/object``), what is too
+big to be a settings file, and aliases that expand beyond reason; a syntax error names its line
+and column."""
 
 from __future__ import annotations
 
-import re
+import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from workers.errors import DorBenchError, NotFoundError
 
+#: Where each value of a file is: ``("methods", 1, "name")`` -> its 1-based line.
+Lines = dict[tuple[str | int, ...], int]
 
-class Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and reads ``1e-3`` as a float (YAML 1.2)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"found the key '{key}' twice (first on line {seen[key].line + 1})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
+#: A settings file is a few kilobytes; above this it is the wrong file (and parsing it would be slow).
+MAX_BYTES = 1_000_000
+#: Values a file may expand to once its aliases are followed (a "billion laughs" file expands to 10^9).
+MAX_VALUES = 100_000
 
 
-Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def read_yaml(path: Path, kind: str, example: str) -> tuple[Any, yaml.Node | None]:
-    """The data of a YAML settings file and its composed node tree (for line numbers).
+def read_yaml(path: Path, kind: str, example: str) -> tuple[Any, Lines]:
+    """The plain data of a YAML settings file (dicts, lists, scalars) and the line of each value.
 
     Raises:
-        NotFoundError: the file is not there. DorBenchError: it is not valid YAML.
+        NotFoundError: the file is not there. DorBenchError: it is too big, not UTF-8, not valid
+        YAML, or not plain data.
     """
     if not path.is_file():
         raise NotFoundError(
             f"{kind} file '{path}' does not exist{' (it is a folder)' if path.is_dir() else ''}.",
             f"check the path; {example}.",
+        )
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise DorBenchError(
+            f"{kind} file '{path}' is {size / 1e6:.1f} MB; a settings file is at most {MAX_BYTES / 1e6:.0f} MB.",
+            f"check that this is the settings file you meant; {example}.",
         )
     try:
         text = path.read_text(encoding="utf-8")
@@ -55,33 +50,131 @@ def read_yaml(path: Path, kind: str, example: str) -> tuple[Any, yaml.Node | Non
             f"{kind} file '{path}' is not UTF-8 text (byte {err.start} cannot be decoded; is it a binary file?).",
             f"pass a YAML settings file; {example}.",
         ) from None
+    return parse_yaml(text, f"{kind} file '{path}'")
+
+
+def parse_yaml(text: str, what: str) -> tuple[Any, Lines]:
+    """``text`` as plain data and its lines; ``what`` names it in errors ("Benchmark file 'x.yaml'")."""
     try:
-        data = yaml.load(text, Loader=Loader)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as err:
-        raise yaml_error(path, err, kind) from None
-    return data, node
+        document = _yaml().load(text)
+    except DuplicateKeyError as err:
+        raise _duplicate_key(err, text, what) from None
+    except YAMLError as err:
+        raise _syntax_error(err, text, what) from None
+    lines: Lines = {(): document.lc.line + 1} if isinstance(document, (CommentedMap, CommentedSeq)) else {}
+    return _plain(document, (), lines, [0], what), lines
 
 
-def yaml_error(path: Path, err: yaml.YAMLError, kind: str = "Benchmark") -> DorBenchError:
+def parse_value(text: str, what: str) -> Any:
+    """One value written on the command line (``[4, 8]``, ``1e-3``, ``/data``), read as in a file."""
+    return parse_yaml(text, what)[0]
+
+
+def _yaml() -> YAML:
+    reader = YAML(typ="rt")
+    reader.allow_duplicate_keys = False
+    return reader
+
+
+def _plain(value: Any, loc: tuple[str | int, ...], lines: Lines, count: list[int], what: str) -> Any:
+    """The round-trip document as plain Python, recording each value's line; aliases are copied
+    out, within ``MAX_VALUES``."""
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise DorBenchError(
+            f"{what} expands to more than {MAX_VALUES:,} values (YAML aliases repeating aliases?).",
+            "write the settings out plainly; a settings file needs no more than a few hundred values.",
+        )
+    tag = getattr(getattr(value, "tag", None), "value", None)
+    if isinstance(value, TaggedScalar) or tag is not None:
+        where = f" at {_dotted(loc)}" if loc else ""
+        raise DorBenchError(
+            f"{what} uses the YAML tag '{tag}'{where}; settings files hold plain values only.",
+            "remove the tag (settings never need Python objects or custom types).",
+        )
+    if isinstance(value, CommentedMap):
+        out = {}
+        for key, item in value.items():
+            if key in value.lc.data:
+                lines[(*loc, key)] = value.lc.value(key)[0] + 1
+            out[key] = _plain(item, (*loc, key), lines, count, what)
+        return out
+    if isinstance(value, CommentedSeq):
+        items = []
+        for index, item in enumerate(value):
+            if index in value.lc.data:
+                lines[(*loc, index)] = value.lc.item(index)[0] + 1
+            items.append(_plain(item, (*loc, index), lines, count, what))
+        return items
+    if isinstance(value, bool) or value is None or isinstance(value, datetime.date):
+        return value
+    for plain in (int, float, str):  # ruamel's scalar subclasses keep formatting we do not want
+        if isinstance(value, plain):
+            return plain(value)
+    return value
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
+
+
+def _syntax_error(err: YAMLError, text: str, what: str) -> DorBenchError:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     problem = getattr(err, "problem", None) or str(err)
     context = getattr(err, "context", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    detail = f"{context}: {problem}" if context and "twice" not in problem else problem
     context_mark = getattr(err, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    detail = f"{context}: {problem}" if context else problem
     if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
         detail = f"{context} (from line {context_mark.line + 1}): {problem}"
+    return _invalid(what, f"{where}: {detail}", mark, text)
+
+
+def _duplicate_key(err: DuplicateKeyError, text: str, what: str) -> DorBenchError:
+    """ruamel names the mapping's start; the message names the first occurrence of the key."""
+    mark = err.problem_mark
+    key = _scalar_at(_yaml().compose(text), mark.line, mark.column)
+    first = _first_key(_yaml().compose(text), key, mark.line) if key is not None else None
+    detail = f"found the key '{key}' twice" + (f" (first on line {first})" if first else "")
+    return _invalid(what, f" at line {mark.line + 1}, column {mark.column + 1}: {detail}", mark, text)
+
+
+def _scalar_at(node: Node | None, line: int, column: int) -> str | None:
+    for key, _ in _mappings(node):
+        if key.start_mark.line == line and key.start_mark.column == column:
+            return str(key.value)
+    return None
+
+
+def _first_key(node: Node | None, key: str, line: int) -> int | None:
+    lines = [k.start_mark.line for k, _ in _mappings(node) if str(k.value) == key and k.start_mark.line < line]
+    return max(lines) + 1 if lines else None
+
+
+def _mappings(node: Node | None) -> list[tuple[Node, Node]]:
+    """Every (key, value) node pair of the tree."""
+    pairs: list[tuple[Node, Node]] = []
+    stack = [node] if node is not None else []
+    while stack:
+        current = stack.pop()
+        if isinstance(current, MappingNode):
+            pairs.extend(current.value)
+            stack.extend(v for _, v in current.value)
+        elif isinstance(current, SequenceNode):
+            stack.extend(current.value)
+    return pairs
+
+
+def _invalid(what: str, detail: str, mark: Any, text: str) -> DorBenchError:
     snippet = ""
-    if mark is not None and mark.buffer is not None:
-        lines = mark.buffer.rstrip("\0").splitlines()
-        if 0 <= mark.line < len(lines):
-            snippet = (
-                f"\n    {mark.line + 1} | {lines[mark.line]}\n      {' ' * len(str(mark.line + 1))}"
-                f"{' ' * (mark.column + 1)}^"
-            )
+    lines = text.splitlines()
+    if mark is not None and 0 <= mark.line < len(lines):
+        snippet = (
+            f"\n    {mark.line + 1} | {lines[mark.line]}\n      {' ' * len(str(mark.line + 1))}"
+            f"{' ' * (mark.column + 1)}^"
+        )
     return DorBenchError(
-        f"{kind} file '{path}' is not valid YAML{where}: {detail}.{snippet}",
+        f"{what} is not valid YAML{detail}.{snippet}",
         "fix the YAML there (indentation, a missing ':' or an unclosed quote or bracket are the usual causes).",
     )
 
@@ -103,20 +196,11 @@ def yaml_path(loc: tuple[str | int, ...], raw: Any) -> str:
     return out or "(top level)"
 
 
-def line_of(loc: tuple[str | int, ...], node: yaml.Node | None) -> int | None:
-    """The 1-based line of the deepest YAML node along ``loc``."""
-    if node is None:
+def line_of(loc: tuple[str | int, ...], lines: Lines | None) -> int | None:
+    """The line of the deepest value along ``loc`` that the file holds (an unknown key: the key's)."""
+    if not lines:
         return None
-    for part in loc:
-        child = None
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            child = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-            if child is None:  # an unknown key points at the key itself
-                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
-                child = key
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-        if child is None:
-            break
-        node = child
-    return node.start_mark.line + 1
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None

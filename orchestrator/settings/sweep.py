@@ -43,7 +43,7 @@ from orchestrator.settings.fields import (
     validate_settings,
     validate_with,
 )
-from orchestrator.settings.reader import read_yaml
+from orchestrator.settings.reader import Lines, read_yaml
 from workers.catalog import NAMES, TEST_AVERAGED, VALIDATION
 from workers.datasets import DATASETS
 from workers.errors import did_you_mean
@@ -469,12 +469,12 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
     from pathlib import Path
 
     path = Path(path)
-    data, node = read_yaml(path, "Sweep", "examples/sweep-tiny.yaml is a small working sweep")
-    return parse_sweep(data, str(path), path.parent, node)
+    data, lines = read_yaml(path, "Sweep", "examples/sweep-tiny.yaml is a small working sweep")
+    return parse_sweep(data, str(path), path.parent, lines)
 
 
 def parse_sweep(
-    data: Any, source: str = "<sweep>", base_dir: str | os.PathLike[str] | None = None, node: Any = None
+    data: Any, source: str = "<sweep>", base_dir: str | os.PathLike[str] | None = None, lines: Lines | None = None
 ) -> Sweep:
     """Check already-parsed sweep data."""
     from orchestrator.settings.fields import BenchmarkError
@@ -483,7 +483,7 @@ def parse_sweep(
         raise BenchmarkError(
             source, ["the top level must be a mapping of settings (name:, dataset:, method:, space: ...)"], kind="Sweep"
         )
-    return validate_settings(Sweep, data, source, base_dir, node, kind="Sweep")
+    return validate_settings(Sweep, data, source, base_dir, lines, kind="Sweep")
 
 
 def describe_sweep(s: Sweep) -> str:

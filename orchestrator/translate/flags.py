@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.settings.reader import parse_value
 from workers.errors import DorBenchError
 from workers.identity import normalise
 from workers.methods import METHODS
@@ -70,7 +71,7 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise DorBenchError(f"--option '{pair}' is not KEY=VALUE.", "write e.g. --option n_ctx=4.")
-        options[key.strip()] = yaml.safe_load(value)
+        options[key.strip()] = parse_value(value, f"--option '{pair}'")
     return options
 
 
