@@ -128,8 +128,8 @@ def ls(args: argparse.Namespace) -> int:
 
         names = DATASETS.names()
     else:
-        from workers.models import list_models
+        from workers.models.names import architectures
 
-        names = list_models()
+        names = architectures()
     print("\n".join(names))
     return 0

@@ -58,9 +58,9 @@ def bench_dor_step(arch: str, steps: int) -> dict:
     rows = {}
     for b in (n // 2, n, 2 * n):
         torch.manual_seed(0)
-        plain = METHODS.get("coop")().build(clip, names, "shapes", "", {**METHODS.get("coop").defaults})
+        plain = METHODS.get("coop").method().build(clip, names, "shapes", "", {**METHODS.get("coop").defaults})
         torch.manual_seed(0)
-        dor = METHODS.get("coop")().build(clip, names, "shapes", "", {**METHODS.get("coop").defaults})
+        dor = METHODS.get("coop").method().build(clip, names, "shapes", "", {**METHODS.get("coop").defaults})
         reg = DynamicOutlierRegularizer(pool, 8.0, b, seed=0)
         t_plain = step_time(plain, names, None, image, labels, clip.logit_scale, steps)
         t_dor = step_time(dor, names, reg, image, labels, clip.logit_scale, steps)

@@ -95,14 +95,15 @@ def run_one(
     options = RunOptions(device="cpu", progress=False)
     started = time.monotonic()
     seed_everything(spec.seed)
-    method = METHODS.get(spec.method)()
-    config = {**method.defaults, **spec.method_options}
+    card = METHODS.get(spec.method)
+    method = card.method()
+    config = {**card.defaults, **spec.method_options}
     data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample, spec.test_per_class)
     clip = warm_clip(spec.model, spec.pretrained, options.device)
     model = method.build(clip, data.base_classnames, data.name, data.template, config)
     features = FeatureSource(clip, data.name, options)
     history = []
-    if method.trains:
+    if card.trains:
         regularizer = make_regularizer(spec, clip, data, data.base_classnames + data.new_classnames)
         history = train(model, method, config, data, clip, features, regularizer, spec.seed, None, None, False)
     model.eval()

@@ -33,7 +33,7 @@ from workers.catalog import TARGET_AVERAGED
 from workers.datasets import load_trial_data
 from workers.datasets.base import Datum, TrialData
 from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
-from workers.dor import DynamicOutlierRegularizer, build_pool
+from workers.dor import DynamicOutlierRegularizer, build_pool, read_word_file
 from workers.errors import DorBenchError
 from workers.evaluation import Evaluation, SplitScores, evaluate, piece_setup
 from workers.features import cached_image_features
@@ -66,13 +66,13 @@ def run_trial(
     started = time.monotonic()
     seed_everything(spec.seed)
 
-    method = METHODS.get(spec.method)()
-    config = {**method.defaults, **spec.method_options}
-    unknown = sorted(set(spec.method_options) - set(method.defaults))
+    card = METHODS.get(spec.method)
+    config = {**card.defaults, **spec.method_options}
+    unknown = sorted(set(spec.method_options) - set(card.defaults))
     if unknown:
         raise DorBenchError(
             f"Unknown option(s) {unknown} for method '{spec.method}'.",
-            f"{spec.method} takes: {', '.join(sorted(method.defaults)) or 'no options'}.",
+            f"{spec.method} takes: {', '.join(sorted(card.defaults)) or 'no options'}.",
         )
     wrong = [f"{k} {problem}" for k, v in spec.method_options.items() if (problem := option_problem(k, v))]
     if wrong:
@@ -81,6 +81,7 @@ def run_trial(
     holdout = hold_out(data, spec.validation) if spec.validation else None
     trained_on = holdout.training if holdout else data  # tuning mode: the pseudo-base classes
     clip = warm_clip(spec.model, spec.pretrained, options.device)
+    method = card.method()
     model = method.build(clip, trained_on.base_classnames, data.name, data.template, config)
     features = FeatureSource(clip, data.name, options)
     score_epoch = epoch_scorer(spec, model, method, clip, features, data, holdout)
@@ -89,7 +90,7 @@ def run_trial(
     if holdout:
         info["pseudo_new_classes"] = holdout.pseudo_new_classnames
     history: list[dict[str, float]] = []
-    if method.trains:
+    if card.trains:
         regularizer = make_regularizer(spec, clip, trained_on, every_class=data.base_classnames + data.new_classnames)
         info["dor"] = (
             None
@@ -207,18 +208,7 @@ def make_regularizer(
 
 def read_word_list(vocabulary: str) -> list[str] | None:
     """None for the WordNet nouns, else the words of a one-word-per-line file."""
-    if vocabulary == "wordnet":
-        return None
-    path = Path(vocabulary)
-    if not path.is_file():
-        raise DorBenchError(
-            f"DOR vocabulary file '{path}' does not exist.",
-            "use 'wordnet' or a text file with one outlier word per line.",
-        )
-    words = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not words:
-        raise DorBenchError(f"DOR vocabulary file '{path}' has no words.", "one word per line.")
-    return words
+    return None if vocabulary == "wordnet" else read_word_file(vocabulary)
 
 
 def train(

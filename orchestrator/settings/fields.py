@@ -4,6 +4,7 @@ command line), and relative-path resolution."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import typing
@@ -29,7 +30,7 @@ from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
 from workers.methods.training import option_problem
-from workers.models.clip import SHIPPED_WEIGHTS, default_pretrained, list_models
+from workers.models.names import SHIPPED_WEIGHTS, architectures, default_pretrained, pretrained_tags
 from workers.spec import PoolStrategy
 
 T = TypeVar("T")
@@ -143,6 +144,11 @@ Axis = Annotated[list[T], BeforeValidator(as_list), Field(min_length=1)]
 Seeds = Annotated[list[Seed], BeforeValidator(as_list), Field(min_length=1), AfterValidator(_unique)]
 
 
+#: Set during the first validation pass: leave pretrained tags that need open_clip (and torch)
+#: unchecked. A context variable, not pydantic's context, which default factories do not see.
+_DEFER_TAGS: contextvars.ContextVar[bool] = contextvars.ContextVar("defer_pretrained_tags", default=False)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -161,7 +167,7 @@ class ModelSection(Strict):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, arch: str) -> str:
-        known = list_models()
+        known = architectures()
         if arch not in known:
             raise custom(f"unknown architecture '{arch}'.{did_you_mean(arch, known)} `dor-bench ls models` lists them.")
         return arch
@@ -174,13 +180,14 @@ class ModelSection(Strict):
             return None
         if arch is None:
             return tag
+        shipped = SHIPPED_WEIGHTS.get(arch, {})
+        if _DEFER_TAGS.get() and arch not in shipped:
+            return tag  # the first, torch-free pass: open_clip's tags are looked up in the second
         if tag == "default":
             return default_pretrained(arch)
         looks_like_file = "/" in tag or "\\" in tag or tag.lower().endswith(CHECKPOINT_SUFFIXES)
-        if not looks_like_file:
-            import open_clip
-
-            tags = [*open_clip.list_pretrained_tags_by_model(arch), *SHIPPED_WEIGHTS.get(arch, {})]
+        if not looks_like_file and tag not in shipped:
+            tags = pretrained_tags(arch)
             if tag not in tags:
                 raise custom(
                     f"unknown pretrained tag '{tag}' for {arch}.{did_you_mean(tag, tags)} "
@@ -282,6 +289,13 @@ def validate_settings(
     if base_dir is not None:
         data = resolve_paths(data, Path(base_dir))
     try:
+        # Twice: every check but open_clip's pretrained tags first, so that a file with problems
+        # is refused without importing torch; then all of them on a file that passed.
+        token = _DEFER_TAGS.set(True)
+        try:
+            schema.model_validate(data)
+        finally:
+            _DEFER_TAGS.reset(token)
         settings = schema.model_validate(data)
         settings._source = source  # type: ignore[attr-defined]  # every schema has this PrivateAttr
         return settings

@@ -12,7 +12,7 @@ from orchestrator.settings.reader import parse_value
 from workers.errors import DorBenchError
 from workers.identity import normalise
 from workers.methods import METHODS
-from workers.models.clip import default_pretrained, list_models, tuning_recipe
+from workers.models.names import architectures, default_pretrained, tuning_recipe
 from workers.spec import DorSpec, TrialSpec
 
 
@@ -20,7 +20,7 @@ def spec_from_flags(args: argparse.Namespace) -> TrialSpec:
     """The normalised spec of ``dor-bench trial``'s flags (the shipped weights' recipe filling
     what they leave unset, unless ``--no-recipe``)."""
     pretrained = args.pretrained
-    if pretrained is None and args.model in list_models():
+    if pretrained is None and args.model in architectures():
         pretrained = default_pretrained(args.model)
     tunes = METHODS.get(args.method).trains and not args.no_recipe
     recipe = tuning_recipe(args.model, pretrained, args.method) if tunes else {}

@@ -85,7 +85,7 @@ def test_class_names_are_written_with_spaces_everywhere(pets_root, clip):
     assert data.new_classnames == ["yorkshire terrier", "Bengal", "pug"]
     assert {d.classname for d in data.train} == set(data.base_classnames)
     # zero-shot prompts: the dataset template on the name as text
-    zs = METHODS.get("zeroshot")().build(clip, data.base_classnames, data.name, data.template, {})
+    zs = METHODS.get("zeroshot").method().build(clip, data.base_classnames, data.name, data.template, {})
     expected = F.normalize(
         clip.model.encode_text(
             oracle.tokenize([f"a photo of a {n.replace('_', ' ')}, a type of pet." for n in PETS[:3]], 32)
@@ -108,7 +108,7 @@ def test_coop_family_context_length_follows_ctx_init(clip, method):
     """CoOp's PromptLearner: ``n_ctx = len(ctx_init.split(" "))``, ctx = the init's embeddings,
     prompts ``"{ctx_init} {name}."``; n_ctx is not read."""
     options = {**METHODS.get(method).defaults, "n_ctx": 16, "ctx_init": "a_photo of a"}
-    model = METHODS.get(method)().build(clip, ["great pyrenees"], "oxford_pets", "", options)
+    model = METHODS.get(method).method().build(clip, ["great pyrenees"], "oxford_pets", "", options)
     assert model.ctx.shape == (4, 64)
     assert torch.equal(model.ctx.detach(), embedded(clip, "a photo of a")[1:5])
     assert model.prefix == "a photo of a"
@@ -118,7 +118,7 @@ def test_coop_family_context_length_follows_ctx_init(clip, method):
 
 
 def test_coop_random_context_prompt_tokens(clip):
-    model = METHODS.get("coop")().build(clip, ["x"], "oxford_pets", "", METHODS.get("coop").defaults)
+    model = METHODS.get("coop").method().build(clip, ["x"], "oxford_pets", "", METHODS.get("coop").defaults)
     from workers.methods.prompting import placeholder_tokens
 
     tokens = placeholder_tokens(clip, ["great pyrenees"], model.prefix)
@@ -129,12 +129,12 @@ def test_maple_learns_the_first_n_ctx_tokens_of_its_init(clip):
     """MaPLe: n_ctx=2 with "a photo of a": the prompt is "a photo of a {name}.", "a photo" is
     learned, "of a" stays; an n_ctx longer than the init is refused (it would erase the name)."""
     options = dict(METHODS.get("maple").defaults)
-    model = METHODS.get("maple")().build(clip, ["pug"], "oxford_pets", "", options)
+    model = METHODS.get("maple").method().build(clip, ["pug"], "oxford_pets", "", options)
     assert model.prefix == "a photo of a" and model.ctx.shape == (2, 64)
     assert torch.equal(model.ctx.detach(), embedded(clip, "a photo of a")[1:3])
     with pytest.raises(DorBenchError, match="n_ctx=6 .* overwrite the class name"):
-        METHODS.get("maple")().build(clip, ["pug"], "oxford_pets", "", {**options, "n_ctx": 6})
-    random_init = METHODS.get("maple")().build(clip, ["pug"], "oxford_pets", "", {**options, "ctx_init": None})
+        METHODS.get("maple").method().build(clip, ["pug"], "oxford_pets", "", {**options, "n_ctx": 6})
+    random_init = METHODS.get("maple").method().build(clip, ["pug"], "oxford_pets", "", {**options, "ctx_init": None})
     assert random_init.prefix == "X X"  # DAC's MaPLe config (CTX_INIT: "")
 
 
@@ -148,8 +148,10 @@ def test_maple_learns_the_first_n_ctx_tokens_of_its_init(clip):
 )
 def test_kgcoop_anchor_is_kgcoops_own_template(clip, dataset, template):
     zero_shot_template = DATASETS.get(dataset).template
-    model = METHODS.get("kgcoop")().build(
-        clip, ["banded", "lined"], dataset, zero_shot_template, METHODS.get("kgcoop").defaults
+    model = (
+        METHODS.get("kgcoop")
+        .method()
+        .build(clip, ["banded", "lined"], dataset, zero_shot_template, METHODS.get("kgcoop").defaults)
     )
     expected = F.normalize(
         clip.model.encode_text(oracle.tokenize([template.format(n) for n in ("banded", "lined")], 32)), dim=-1
@@ -195,10 +197,10 @@ def test_last_incomplete_batch_is_dropped(clip, views):
     """Dassl's train loader: ``drop_last = len(data) >= batch_size``; 30 images in batches of 8
     give 3 steps (before: 4), and 30 images in batches of 64 still give one."""
     data = load_trial_data("shapes", None, shots=1, seed=1)
-    method = METHODS.get("coop")()
+    method = METHODS.get("coop").method()
     features = FeatureSource(clip, data.name, RunOptions(progress=False))
     for batch, steps in ((8, 3), (64, 1)):
-        config = {**method.defaults, "batch_size": batch, "augment_views": views}
+        config = {**METHODS.get("coop").defaults, "batch_size": batch, "augment_views": views}
         loader = training_batches(method, config, data, clip, features, seed=1)
         sizes = [len(labels) for _, labels in loader()]
         assert len(sizes) == steps and sizes == [min(batch, 30)] * steps
@@ -256,7 +258,7 @@ def test_piece_proximity_as_dac(tmp_path, clip, dataset, k, reference):
     else:
         make_split_json_dataset(tmp_path, dataset, num_classes=4, train=6, val=6, test=8)
     data = load_trial_data(dataset, tmp_path, shots=4, seed=1)
-    method = METHODS.get("zeroshot")()
+    method = METHODS.get("zeroshot").method()
     model = method.build(clip, data.base_classnames, data.name, data.template, {})
     features = FeatureSource(clip, data.name, RunOptions(progress=False))
     scores = {s.split: s for s in score_tests(model, method, data, clip, features)}

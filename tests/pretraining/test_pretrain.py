@@ -14,7 +14,7 @@ import torch
 from pretraining import micro_clip as pt
 from workers.datasets import shapes_world
 from workers.errors import DorBenchError
-from workers.models import load_clip
+from workers.models.clip import load_clip
 
 CONFIG = pt.PretrainConfig(arch="tiny-clip", steps=30, batch_size=32, warmup_steps=5, threads=1)
 

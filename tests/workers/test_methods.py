@@ -126,8 +126,10 @@ def test_non_finite_loss_names_epoch_and_step():
 
 
 def test_kgcoop_loss_matches_its_formula(clip):
-    model = METHODS.get("kgcoop")().build(
-        clip, ["red circle", "blue star"], "shapes", "a photo of a {}.", {**METHODS.get("kgcoop").defaults}
+    model = (
+        METHODS.get("kgcoop")
+        .method()
+        .build(clip, ["red circle", "blue star"], "shapes", "a photo of a {}.", {**METHODS.get("kgcoop").defaults})
     )
     anchor = model.anchor
     tuned = F.normalize(anchor + 0.3 * torch.randn(anchor.shape, generator=torch.Generator().manual_seed(0)), dim=-1)
@@ -139,7 +141,9 @@ def test_kgcoop_loss_matches_its_formula(clip):
 
 
 def test_cocoop_outlier_prompts_are_image_conditioned(clip):
-    model = METHODS.get("cocoop")().build(clip, ["red circle"], "shapes", "{}", {**METHODS.get("cocoop").defaults})
+    model = (
+        METHODS.get("cocoop").method().build(clip, ["red circle"], "shapes", "{}", {**METHODS.get("cocoop").defaults})
+    )
     torch.nn.init.normal_(model.meta_net[2].weight, std=0.5)
     images = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
     feats = model.encode_names(["red circle", "zebra", "violin"], images)
@@ -151,7 +155,7 @@ def test_cocoop_outlier_prompts_are_image_conditioned(clip):
 
 
 def test_coop_context_replaces_placeholders_and_only_context_learns(clip):
-    model = METHODS.get("coop")().build(clip, ["red circle"], "shapes", "{}", {**METHODS.get("coop").defaults})
+    model = METHODS.get("coop").method().build(clip, ["red circle"], "shapes", "{}", {**METHODS.get("coop").defaults})
     assert [n for n, p in model.named_parameters()] == ["ctx"]
     assert model.ctx.shape == (16, 64)
     feats = model.encode_names(["red circle", "zebra"])
@@ -161,7 +165,7 @@ def test_coop_context_replaces_placeholders_and_only_context_learns(clip):
 
 
 def test_maple_changes_the_image_encoder(clip):
-    model = METHODS.get("maple")().build(clip, ["red circle"], "shapes", "{}", {**METHODS.get("maple").defaults})
+    model = METHODS.get("maple").method().build(clip, ["red circle"], "shapes", "{}", {**METHODS.get("maple").defaults})
     assert model.depth == 2  # tiny-clip has 2 layers: depth 9 is clamped
     images = torch.randn(2, 3, 32, 32)
     plain = clip.model.encode_image(images)

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from pretraining.micro_clip import zero_shot_report
-from workers.models.clip import SHIPPED_WEIGHTS, default_pretrained, load_clip
+from workers.models.clip import load_clip
+from workers.models.names import SHIPPED_WEIGHTS, default_pretrained
 
 WEIGHTS = SHIPPED_WEIGHTS["micro-clip"]["shapes"]
 
@@ -37,7 +38,7 @@ def test_recipe_matches_the_demo_and_applies_only_to_shipped_weights():
 
     from orchestrator.benchmark.planning import validate_file
     from workers.methods import METHODS
-    from workers.models.clip import tuning_recipe
+    from workers.models.names import tuning_recipe
 
     recipe = tuning_recipe("micro-clip", "shapes", "coop")
     assert recipe["shots"] == 4

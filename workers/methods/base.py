@@ -39,12 +39,10 @@ class PromptModel(Protocol):
 
 
 class PromptMethod(Protocol):
-    """A registered method: its published defaults and how to build its model."""
+    """A method's builder (its card in ``registry.py`` holds its defaults)."""
 
     name: str
-    trains: bool  # False for zero-shot
     frozen_image_encoder: bool  # True when test image features can come from the cache
-    defaults: dict[str, Any]
 
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]

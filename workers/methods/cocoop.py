@@ -17,8 +17,6 @@ from workers.methods.prompting import (
     placeholder_tokens,
     prompt_prefix,
 )
-from workers.methods.registry import METHODS
-from workers.methods.training import TRAINING_DEFAULTS
 from workers.models.clip import ClipBundle
 
 
@@ -58,20 +56,9 @@ class ConditionalPromptModel(nn.Module):
         return None
 
 
-@METHODS.register("cocoop")
 class CoCoOp:
     name = "cocoop"
-    trains = True
     frozen_image_encoder = True
-    defaults: dict[str, Any] = {
-        **TRAINING_DEFAULTS,
-        "epochs": 10,
-        "batch_size": 1,
-        "lr": 0.002,
-        "n_ctx": 4,
-        "ctx_init": "a photo of a",
-        "dor_lambda": 2.0,
-    }
 
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]

@@ -16,8 +16,6 @@ from workers.methods.prompting import (
     placeholder_tokens,
     prompt_prefix,
 )
-from workers.methods.registry import METHODS
-from workers.methods.training import TRAINING_DEFAULTS
 from workers.models.clip import ClipBundle
 
 
@@ -56,20 +54,9 @@ class ContextPromptModel(nn.Module):
         return self.anchor_weight * (1 - cos.mean())
 
 
-@METHODS.register("coop")
 class CoOp:
     name = "coop"
-    trains = True
     frozen_image_encoder = True
-    defaults: dict[str, Any] = {
-        **TRAINING_DEFAULTS,
-        "epochs": 200,
-        "batch_size": 32,
-        "lr": 0.002,
-        "n_ctx": 16,
-        "ctx_init": None,
-        "dor_lambda": 8.0,
-    }
 
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]

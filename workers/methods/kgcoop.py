@@ -15,8 +15,6 @@ import torch.nn.functional as F
 
 from workers.methods.base import PromptModel
 from workers.methods.coop import ContextPromptModel
-from workers.methods.registry import METHODS
-from workers.methods.training import TRAINING_DEFAULTS
 from workers.models.clip import ClipBundle
 
 #: KgCoOp's templates by dor-bench dataset name; every other dataset: "a photo of a {}.".
@@ -39,22 +37,9 @@ def template_features(clip: ClipBundle, classnames: list[str], template: str) ->
     return F.normalize(clip.model.encode_text(tokens).float(), dim=-1)
 
 
-@METHODS.register("kgcoop")
 class KgCoOp:
     name = "kgcoop"
-    trains = True
     frozen_image_encoder = True
-    # "a photo of a" is 4 tokens: KgCoOp learns those 4 (its context length follows the init).
-    defaults: dict[str, Any] = {
-        **TRAINING_DEFAULTS,
-        "epochs": 200,
-        "batch_size": 32,
-        "lr": 0.002,
-        "n_ctx": 4,
-        "ctx_init": "a photo of a",
-        "kg_weight": 8.0,
-        "dor_lambda": 2.0,
-    }
 
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]

@@ -21,8 +21,6 @@ from workers.methods.prompting import (
     placeholder_tokens,
     prompt_prefix,
 )
-from workers.methods.registry import METHODS
-from workers.methods.training import TRAINING_DEFAULTS
 from workers.models.clip import ClipBundle
 
 
@@ -78,21 +76,9 @@ class MultiModalPromptModel(nn.Module):
         return None
 
 
-@METHODS.register("maple")
 class MaPLe:
     name = "maple"
-    trains = True
     frozen_image_encoder = False
-    defaults: dict[str, Any] = {
-        **TRAINING_DEFAULTS,
-        "epochs": 5,
-        "batch_size": 4,
-        "lr": 0.0035,
-        "n_ctx": 2,
-        "ctx_init": "a photo of a",
-        "prompt_depth": 9,
-        "dor_lambda": 2.0,
-    }
 
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]

@@ -10,7 +10,6 @@ from torch import nn
 
 from workers.methods.base import PromptModel
 from workers.methods.prompting import frozen_image_features
-from workers.methods.registry import METHODS
 from workers.models.clip import ClipBundle
 
 
@@ -35,12 +34,9 @@ class ZeroShotModel(nn.Module):
         return None
 
 
-@METHODS.register("zeroshot")
 class ZeroShot:
     name = "zeroshot"
-    trains = False
     frozen_image_encoder = True
-    defaults: dict[str, Any] = {}
 
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]

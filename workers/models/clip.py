@@ -18,22 +18,15 @@ import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import open_clip
 import torch
 from torch import nn
 
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
+from workers.models.names import CONFIG_DIR, SHIPPED_WEIGHTS, pretrained_tags
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 open_clip.add_model_config(CONFIG_DIR)
-
-#: Weights shipped inside the package: architecture -> {tag: file}. The first tag is the default.
-SHIPPED_WEIGHTS: dict[str, dict[str, Path]] = {
-    "micro-clip": {"shapes": WEIGHTS_DIR / "micro-clip-shapes.pt"},
-}
 
 #: Seed for random-init weights (``pretrained=None``): the same architecture always gets the
 #: same weights, so results and feature caches stay reproducible.
@@ -57,35 +50,6 @@ class ClipBundle:
     @property
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.exp())
-
-
-def list_models() -> list[str]:
-    """Every architecture name ``load_clip`` accepts."""
-    return open_clip.list_models()
-
-
-def default_pretrained(arch: str) -> str | None:
-    """The pretrained tag used when none is given: shipped weights, else ``openai`` where
-    open_clip has it, else None (random init)."""
-    if arch in SHIPPED_WEIGHTS:
-        return next(iter(SHIPPED_WEIGHTS[arch]))
-    return "openai" if "openai" in open_clip.list_pretrained_tags_by_model(arch) else None
-
-
-def tuning_recipe(arch: str, pretrained: str | None, method: str) -> dict:
-    """The recommended ``{"shots": ..., "options": {...}}`` for tuning ``method`` on shipped
-    weights (from the ``.recipe.json`` beside them); ``{}`` for any other weights."""
-    path = SHIPPED_WEIGHTS.get(arch, {}).get(pretrained or "")
-    recipe_file = path.with_suffix(".recipe.json") if path else None
-    if recipe_file is None or not recipe_file.is_file():
-        return {}
-    import json
-
-    recipe = json.loads(recipe_file.read_text())
-    return {
-        "shots": recipe["shots"],
-        "options": {**recipe.get("options", {}), **recipe.get("methods", {}).get(method, {})},
-    }
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -136,9 +100,9 @@ def load_clip(
         NotFoundError: unknown architecture or pretrained tag (with "did you mean").
         DorBenchError: weights that cannot be fetched, with how to pre-download them.
     """
-    if arch not in list_models():
+    if arch not in open_clip.list_models():
         raise NotFoundError(
-            f"Unknown model architecture '{arch}'.{did_you_mean(arch, list_models())}",
+            f"Unknown model architecture '{arch}'.{did_you_mean(arch, open_clip.list_models())}",
             "run `dor-bench ls models` for the list.",
         )
     if pretrained is not None and pretrained.lower() == "none":
@@ -150,6 +114,7 @@ def load_clip(
     if pretrained in shipped:
         pretrained = str(shipped[pretrained])
     elif pretrained is not None and not os.path.isfile(pretrained):
+        _check_weights_path(pretrained)
         _check_tag(arch, pretrained)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
@@ -166,8 +131,12 @@ def load_clip(
                     cache_dir=cache_dir,
                     force_quick_gelu=openai_weights(arch, tag),
                 )
-        except RuntimeError as err:
-            if pretrained is None:
+        except DorBenchError:
+            raise
+        except Exception as err:  # unpickling a user's file can raise almost anything
+            if pretrained is not None and os.path.isfile(pretrained):
+                raise _checkpoint_error(arch, pretrained, err) from None
+            if pretrained is None or not isinstance(err, RuntimeError):
                 raise
             raise _weights_error(arch, pretrained, cache_dir, err) from None
     model.eval().requires_grad_(False)
@@ -237,13 +206,51 @@ def _text_side(model: open_clip.CLIP) -> nn.Module:
 
 
 def _check_tag(arch: str, tag: str) -> None:
-    tags = open_clip.list_pretrained_tags_by_model(arch) + list(SHIPPED_WEIGHTS.get(arch, {}))
+    tags = pretrained_tags(arch)
     if tag not in tags:
         known = ", ".join(tags) if tags else "none (use --pretrained none, or a checkpoint file)"
         raise NotFoundError(
             f"Unknown pretrained tag '{tag}' for model '{arch}'.{did_you_mean(tag, tags)}",
             f"tags known for {arch}: {known}; or pass the path of a checkpoint file.",
         )
+
+
+#: Endings of weight files: a pretrained value with one (or with a folder in it) names a file.
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+
+
+def _check_weights_path(pretrained: str) -> None:
+    """A ``pretrained`` value that names a file (a folder in it, or a weights ending) but is none."""
+    if not ("/" in pretrained or os.sep in pretrained or pretrained.lower().endswith(WEIGHT_FILE_SUFFIXES)):
+        return
+    what = "is a folder, not a file" if os.path.isdir(pretrained) else "does not exist"
+    raise NotFoundError(
+        f"The weights file '{pretrained}' {what}.",
+        "pass the path of a checkpoint file (a relative path is read from the current folder), "
+        "a pretrained tag (`dor-bench ls models`), or none for random init.",
+    )
+
+
+def _checkpoint_error(arch: str, path: str, err: Exception) -> DorBenchError:
+    """What is wrong with a weights file that torch or open_clip could not load, by what failed."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+    if isinstance(err, OSError):
+        return DorBenchError(
+            f"The weights file '{path}' cannot be read ({err.strerror or detail}).",
+            "make it readable, or pass another checkpoint file.",
+        )
+    if isinstance(err, RuntimeError) and "loading state_dict" in str(err):
+        return DorBenchError(
+            f"The weights file '{path}' is a checkpoint, but not of a {arch}: its weights do not fit ({detail}).",
+            "set the architecture it was saved from (model.arch, or --model), or pass a checkpoint of a "
+            f"{arch}; OpenAI's state dicts load with the *-quickgelu architectures.",
+        )
+    return DorBenchError(
+        f"The weights file '{path}' is not a checkpoint: torch cannot read model weights from it ({detail}).",
+        "pass a PyTorch checkpoint: an open_clip state dict (.pt, .bin), a .safetensors file or OpenAI's "
+        "TorchScript file; if it was downloaded, download it again (it may be cut short).",
+    )
 
 
 def _weights_error(arch: str, tag: str, cache_dir: str | None, err: Exception) -> DorBenchError:
