@@ -4,12 +4,14 @@ micro-clip | ls."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
+from orchestrator import MAX_TRIALS
 from orchestrator.secrets import redact
 from orchestrator.ui import HOST
 from workers.errors import DorBenchError
@@ -39,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`dor-bench validate x | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except OSError as err:  # a path the user gave that cannot be read or written
         where = f" '{err.filename}'" if err.filename else ""
         return _user_error(
@@ -88,6 +93,13 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=V1,V2",
         help="run only the trials with these methods, datasets or seeds (method=coop, seed=1; repeatable)",
+    )
+    parser.add_argument(
+        "--max-trials",
+        type=int,
+        default=MAX_TRIALS,
+        metavar="N",
+        help="refuse to plan a grid of more than N trials (default: %(default)s)",
     )
 
 

@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
         args.file,
         overrides=args.settings,
         only=args.only,
+        max_trials=args.max_trials,
         dry_run=args.dry_run,
         tracking_uri=args.tracking_uri,
         address=args.address,
@@ -70,7 +71,7 @@ def validate(args: argparse.Namespace) -> int:
             )
         print(describe_sweep(load_sweep(args.file)))
         return 0
-    _, _, plan = validate_file(args.file, args.settings, args.only)
+    _, _, plan = validate_file(args.file, args.settings, args.only, args.max_trials)
     print(plan)
     return 0
 

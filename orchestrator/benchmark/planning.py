@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import MAX_TRIALS
 from orchestrator.secrets import redact
 from orchestrator.settings.benchmark import Benchmark, DorGrid, MethodEntry, load_benchmark
 from orchestrator.settings.fields import BenchmarkError, fmt
@@ -49,14 +51,25 @@ class _Point:
     entry: int  # index into benchmark.methods
 
 
-def plan(benchmark: Benchmark) -> list[PlannedTrial]:
+def plan(benchmark: Benchmark, max_trials: int = MAX_TRIALS) -> list[PlannedTrial]:
     """The trials of ``benchmark`` in a fixed order: datasets x shots x seeds x methods x method
     option axes x DOR off/on x DOR axes. Grid points with the same run_key are run once (the
     first is kept; ``describe_plan`` says how many were dropped).
 
     Raises:
-        BenchmarkError: a ``testing`` entry names no planned trial.
+        BenchmarkError: a ``testing`` entry names no planned trial, or the grid has more than
+        ``max_trials`` points (counted before any is built).
     """
+    size = grid_size(benchmark)
+    if size > max_trials:
+        raise BenchmarkError(
+            benchmark._source,
+            [
+                f"the grid has {size:,} trials ({_per_run(benchmark):,} dataset, shots and seed combinations "
+                f"x {size // _per_run(benchmark):,} method settings), more than {max_trials:,}: check the lists "
+                f"for one longer than meant, or pass --max-trials {size} to plan it anyway"
+            ],
+        )
     trials, _ = _plan(benchmark)
     _check_testing(benchmark, trials)
     return trials
@@ -107,6 +120,19 @@ def _grid(b: Benchmark) -> list[_Point]:
                         )
                         points.append(_Point(spec, index))
     return points
+
+
+def grid_size(b: Benchmark) -> int:
+    """How many grid points ``plan`` expands (before duplicates are dropped), without building them."""
+    return _per_run(b) * sum(
+        math.prod(len(v) if isinstance(v, list) else 1 for v in entry.options.values())
+        * sum(_dor_variants_count(b.dor) if use_dor else 1 for use_dor in (entry.dor or [False]))
+        for entry in b.methods
+    )
+
+
+def _per_run(b: Benchmark) -> int:
+    return len(b.datasets) * len(b.shots) * len(b.seeds)
 
 
 def _option_combinations(options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -345,17 +371,20 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
 
 
 def validate_file(
-    path: str | os.PathLike[str], overrides: Sequence[str] = (), only: Sequence[str] = ()
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    only: Sequence[str] = (),
+    max_trials: int = MAX_TRIALS,
 ) -> tuple[Benchmark, list[PlannedTrial], str]:
     """Load, check and plan a benchmark file (with command-line ``overrides``, keeping the trials
-    ``only`` selects): ``(benchmark, trials, description)``.
+    ``only`` selects, refusing a grid above ``max_trials``): ``(benchmark, trials, description)``.
 
     Raises:
         DorBenchError: the file is missing or not YAML, or ``only`` selects nothing;
         BenchmarkError: it has problems.
     """
     benchmark = load_benchmark(path, overrides)
-    trials = select(plan(benchmark), only)
+    trials = select(plan(benchmark, max_trials), only)
     return benchmark, trials, describe_plan(benchmark, trials)
 
 

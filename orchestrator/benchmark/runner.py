@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from orchestrator import MAX_TRIALS
 from orchestrator.benchmark.actors import Job, Outcome, run_jobs
 from orchestrator.benchmark.planning import PlannedTrial, validate_file
 from orchestrator.cluster import start_ray
@@ -26,6 +27,7 @@ def run_benchmark(
     *,
     overrides: Sequence[str] = (),
     only: Sequence[str] = (),
+    max_trials: int = MAX_TRIALS,
     dry_run: bool = False,
     tracking_uri: str | None = None,
     address: str | None = None,
@@ -35,9 +37,10 @@ def run_benchmark(
 ) -> int:
     """Run (or resume) a benchmark file, then print its tables and write the report into
     ``report_dir`` (default reports/<name>); returns the exit code (1 when any trial failed).
-    ``overrides`` and ``only`` change and filter the plan; ``dry_run`` prints it against the
+    ``overrides`` and ``only`` change and filter the plan (a grid above ``max_trials`` is
+    refused); ``dry_run`` prints it against the
     store (to run, to skip, to resume) and stops before anything is written."""
-    bench, trials, plan = validate_file(path, overrides, only)
+    bench, trials, plan = validate_file(path, overrides, only, max_trials)
     log(plan)
     if dry_run:
         return print_dry_run(trials, tracking_uri or bench.tracking_uri, bench.name, Path(checkpoint_dir), rerun)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.benchmark.planning import describe_plan, plan, validate_file
+from orchestrator.benchmark.planning import describe_plan, grid_size, plan, validate_file
 from orchestrator.cli import main
 from orchestrator.settings.benchmark import Benchmark, load_benchmark, parse_benchmark
 from orchestrator.settings.fields import BenchmarkError
@@ -291,6 +291,28 @@ def test_benchmarks_yaml_is_the_papers_grid(monkeypatch):
         "Benchmark 'dor-base2new': 297 trials = 11 datasets x 3 seeds x "
         "(zeroshot 1 + 4 methods (coop, cocoop, kgcoop, maple) x 2 (DOR off/on))"
     )
+
+
+def test_a_grid_above_the_limit_is_refused_before_it_is_built(tmp_path, capsys):
+    path = write(
+        tmp_path,
+        """\
+        name: big
+        datasets: [shapes, shapes-split1]
+        seeds: [1, 2, 3]
+        methods:
+          - zeroshot
+          - {name: coop, options: {lr: [0.1, 0.2], n_ctx: [1, 2, 4]}}
+        dor: {lam: [1, 2]}
+        """,
+    )
+    bench = load_benchmark(path)
+    assert grid_size(bench) == len(plan(bench)) == 6 * (1 + 6 * (1 + 2)) == 114
+    with pytest.raises(BenchmarkError, match=r"the grid has 114 trials \(6 dataset, shots and seed combinations x 19 "):
+        plan(bench, max_trials=100)
+    assert main(["validate", str(path), "--max-trials", "100"]) == 2
+    assert "or pass --max-trials 114 to plan it anyway" in capsys.readouterr().err
+    assert main(["validate", str(path), "--max-trials", "114"]) == 0
 
 
 def test_domain_shift_example_keeps_its_targets():
