@@ -321,12 +321,33 @@ class Sweep(Strict):
                         self.search.samples,
                     )
                 )
+        problems += self._outliers_within_pool()
         if self.scheduler.asha and self.scheduler.grace_period > self.max_t:
             problems.append(
                 (("scheduler", "grace_period"), f"trials only report {self.max_t} epochs", self.scheduler.grace_period)
             )
         raise_at("Sweep", problems)
         return self
+
+    def _outliers_within_pool(self) -> list[Problem]:
+        """A trial whose B (outliers per step) exceeds its K (pool size) fails once it has started."""
+        pool: Any = self.space.pool_size or [self.dor.pool_size]
+        per_step: Any = self.space.outliers_per_step or [self.dor.outliers_per_step]
+        smallest_pool = pool.bounds[0] if isinstance(pool, Range) else min(pool)
+        values = per_step.bounds if isinstance(per_step, Range) else per_step
+        largest = max((v for v in values if v is not None), default=None)
+        if largest is None or largest <= smallest_pool:
+            return []
+        where = ("space", "outliers_per_step") if self.space.outliers_per_step else ("dor", "outliers_per_step")
+        return [
+            (
+                where,
+                f"reaches {largest:g} outliers per step, but the pool can be as small as {smallest_pool:g} words "
+                f"(pool_size); those trials would fail: keep outliers_per_step at most {smallest_pool:g}, "
+                "or every pool_size at least as large",
+                largest,
+            )
+        ]
 
     @model_validator(mode="wrap")
     @classmethod

@@ -169,6 +169,25 @@ def test_test_split_objective_needs_the_leaky_flag(tmp_path):
     assert parse_sweep(config).leaky is True
 
 
+@pytest.mark.parametrize(
+    ("space", "dor", "where", "largest", "smallest"),
+    [
+        ({"pool_size": [8, 100], "outliers_per_step": [4, 16]}, {}, "space.outliers_per_step", 16, 8),
+        ({"lam": [1]}, {"pool_size": 5, "outliers_per_step": 6}, "dor.outliers_per_step", 6, 5),
+        ({"pool_size": {"uniform": [3, 50]}, "outliers_per_step": [4]}, {}, "space.outliers_per_step", 4, 3),
+    ],
+)
+def test_a_space_reaching_more_outliers_than_its_pool_is_refused(space, dor, where, largest, smallest):
+    config = yaml.safe_load((EXAMPLES / "sweep-tiny.yaml").read_text())
+    config.update(space=space, dor={**config["dor"], **dor}, search={"algorithm": "random", "samples": 4})
+    with pytest.raises(Exception) as err:
+        parse_sweep(config)
+    assert f"{where}: reaches {largest} outliers per step, but the pool can be as small as {smallest}" in str(err.value)
+    config["space"] = {**space, "outliers_per_step": [smallest]} if "outliers_per_step" in space else space
+    config["dor"]["outliers_per_step"] = min(config["dor"].get("outliers_per_step") or smallest, smallest)
+    assert parse_sweep(config).name == "sweep-tiny"
+
+
 def test_best_command_reproduces_the_swept_settings():
     """The printed command parses back to the sweep's settings, and opts out of the micro-clip recipe
     (the sweep tuned from the method's defaults)."""
