@@ -69,7 +69,7 @@ def validate(args: argparse.Namespace) -> int:
             raise DorBenchError(
                 "Command-line settings and --only apply to benchmark files, not sweeps.", "edit the sweep file instead."
             )
-        print(describe_sweep(load_sweep(args.file)))
+        print(describe_sweep(load_sweep(args.file, args.max_trials)))
         return 0
     _, _, plan = validate_file(args.file, args.settings, args.only, args.max_trials)
     print(plan)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,6 +21,12 @@ PoolExclude = Literal["base", "all"]
 #: 2: the authors' computation (docs/fidelity.md).
 PROTOCOL = 2
 LEGACY_PROTOCOL = 1
+
+
+#: A seed numpy accepts.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+#: ECE bins: a confidence histogram, not an allocation (the literature uses 10, 15 or 20).
+EceBins = Annotated[int, Field(gt=0, le=1000)]
 
 
 class DorSpec(BaseModel):
@@ -70,7 +76,7 @@ class ValidationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pseudo_new: float = Field(0.5, gt=0, description="below 1: the share of base classes held out; 1 or more: how many")
-    holdout_seed: int = Field(0, description="which base classes are held out")
+    holdout_seed: Seed = Field(0, description="which base classes are held out")
     leaky: bool = Field(False, description="also score the real test splits (base/*, new/*)")
 
     @field_validator("pseudo_new")
@@ -91,12 +97,12 @@ class TrialSpec(BaseModel):
     root: str | None = Field(None, description="data root in CoOp layout (unused by built-in data)")
     model: str = "ViT-B-16"
     pretrained: str | None = "openai"
-    seed: int = 1
+    seed: Seed = 1
     shots: int = Field(16, gt=0)
     subsample: Literal["base2new", "all"] = "base2new"
     method_options: dict[str, Any] = Field(default_factory=dict)
     dor: DorSpec | None = None
-    ece_bins: int = Field(10, gt=0)
+    ece_bins: EceBins = 10
     targets: list[str] = Field(
         default_factory=list,
         description="domain shift: datasets whose test split is also scored (their own classes)",

@@ -29,7 +29,6 @@ from orchestrator import DEFAULT_TRACKING_URI
 from orchestrator.settings.fields import (
     Axis,
     BenchmarkError,
-    EceBins,
     ExperimentName,
     ModelSection,
     NamedMethod,
@@ -54,7 +53,7 @@ from orchestrator.settings.reader import Lines, parse_value, read_yaml
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
-from workers.spec import DOR_DEFAULTS, PoolExclude
+from workers.spec import DOR_DEFAULTS, EceBins, PoolExclude
 
 
 class MethodEntry(NamedMethod):
@@ -149,7 +148,7 @@ class DorGrid(Strict):
         smallest = min(self.pool_size)
         problems: list[Problem] = [
             (
-                (i,),
+                ("outliers_per_step", i),
                 f"{b} outliers per step cannot be drawn from a pool of {smallest} words (pool_size); "
                 f"set outliers_per_step to at most {smallest}, or a larger pool_size",
                 b,
@@ -311,7 +310,7 @@ def apply_overrides(
         try:
             value = parse_value(text, f"command-line setting '{item}'")
         except DorBenchError as err:
-            problems.append(err.message.rstrip("."))
+            problems.append(err.what.rstrip("."))
             continue
         if keys in PATH_SETTINGS and isinstance(value, str) and value.strip():
             value = os.path.abspath(os.path.expanduser(value))

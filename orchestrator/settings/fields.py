@@ -31,7 +31,7 @@ from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
 from workers.methods.training import option_problem
 from workers.models.names import SHIPPED_WEIGHTS, architectures, default_pretrained, pretrained_tags
-from workers.spec import PoolStrategy
+from workers.spec import PoolStrategy, Seed
 
 T = TypeVar("T")
 
@@ -130,12 +130,8 @@ def _folder_safe(name: str) -> str:
     return name
 
 
-#: A seed numpy accepts (0 <= seed < 2**32).
-Seed = Annotated[int, Field(ge=0, lt=2**32)]
 #: A benchmark's or sweep's name: the MLflow experiment and the report folder.
 ExperimentName = Annotated[str, AfterValidator(_folder_safe)]
-#: ECE bins: a confidence histogram, not an allocation (the literature uses 10, 15 or 20).
-EceBins = Annotated[int, Field(gt=0, le=1000)]
 
 
 #: A grid axis: a list of at least one value; a plain scalar is a one-value list.

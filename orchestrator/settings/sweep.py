@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator import MAX_TRIALS
 from orchestrator.secrets import redact
 from orchestrator.settings.fields import (
-    EceBins,
     ExperimentName,
     ModelSection,
     NamedMethod,
@@ -48,7 +48,7 @@ from workers.catalog import NAMES, TEST_AVERAGED, VALIDATION
 from workers.datasets import DATASETS
 from workers.errors import did_you_mean
 from workers.methods import METHODS
-from workers.spec import DOR_DEFAULTS, PoolExclude, ValidationSpec
+from workers.spec import DOR_DEFAULTS, EceBins, PoolExclude, ValidationSpec
 
 #: Metrics a tuning trial reports per epoch, by where their data comes from.
 VAL_METRIC = re.compile(rf"^val/(pseudo_base|pseudo_new|avg)/({'|'.join(VALIDATION)})$|^val/hm$")
@@ -485,13 +485,27 @@ def is_sweep_data(data: Any) -> bool:
     return isinstance(data, dict) and "space" in data
 
 
-def load_sweep(path: str | os.PathLike[str]) -> Sweep:
-    """Read and check a sweep file; a BenchmarkError ("Sweep file ...") lists every problem."""
+def load_sweep(path: str | os.PathLike[str], max_trials: int = MAX_TRIALS) -> Sweep:
+    """Read and check a sweep file; a BenchmarkError ("Sweep file ...") lists every problem, or
+    says the sweep has more than ``max_trials`` trials."""
     from pathlib import Path
+
+    from orchestrator.settings.fields import BenchmarkError
 
     path = Path(path)
     data, lines = read_yaml(path, "Sweep", "examples/sweep-tiny.yaml is a small working sweep")
-    return parse_sweep(data, str(path), path.parent, lines)
+    sweep = parse_sweep(data, str(path), path.parent, lines)
+    trials = sweep.grid_size() or sweep.search.samples
+    if trials > max_trials:
+        raise BenchmarkError(
+            str(path),
+            [
+                f"the sweep has {trials:,} trials ({sweep.search.algorithm} search), more than {max_trials:,}: "
+                f"check the space for a list longer than meant, or pass --max-trials {trials} to run it anyway"
+            ],
+            kind="Sweep",
+        )
+    return sweep
 
 
 def parse_sweep(
@@ -531,7 +545,7 @@ def describe_sweep(s: Sweep) -> str:
         text = (
             f"{dim.kind} [{fmt(dim.bounds[0])}, {fmt(dim.bounds[1])}]"
             if isinstance(dim, Range)
-            else ", ".join(fmt(v) for v in dim)
+            else ", ".join(fmt(v) for v in dim[:8]) + (f", ... ({len(dim)} values)" if len(dim) > 8 else "")
         )
         row("space" if i == 0 else "", f"{key}: {text}")
     row(

@@ -7,13 +7,14 @@ import sys
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from orchestrator.settings.reader import parse_value
 from workers.errors import DorBenchError
 from workers.identity import normalise
 from workers.methods import METHODS
 from workers.models.names import architectures, default_pretrained, tuning_recipe
-from workers.spec import DorSpec, TrialSpec
+from workers.spec import TrialSpec
 
 
 def spec_from_flags(args: argparse.Namespace) -> TrialSpec:
@@ -36,16 +37,48 @@ def spec_from_flags(args: argparse.Namespace) -> TrialSpec:
             f"shots {shots}, " + ", ".join(f"{k}={v}" for k, v in overrides.items()),
             file=sys.stderr,
         )
+    try:
+        return _spec(args, pretrained, shots, overrides)
+    except ValidationError as err:
+        problems = [
+            f"{FLAGS.get(tuple(map(str, e['loc'])), _dotted(e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        ]
+        raise DorBenchError(
+            "Invalid trial flags: " + "; ".join(problems) + ".",
+            "correct the flags (`dor-bench trial --help` lists each with its meaning).",
+        ) from None
+
+
+#: The ``dor-bench trial`` flag of each spec field (error messages name the flag, not the field).
+FLAGS: dict[tuple[str, ...], str] = {
+    **{(f,): f"--{f.replace('_', '-')}" for f in TrialSpec.model_fields},
+    ("method_options",): "--option",
+    ("dor", "lam"): "--dor-lambda",
+    ("dor", "pool_size"): "--pool-size",
+    ("dor", "outliers_per_step"): "--outliers-per-step",
+    ("dor", "pool_strategy"): "--pool-strategy",
+    ("dor", "vocabulary"): "--dor-vocabulary",
+    ("dor", "exclude"): "--pool-exclude",
+    ("dor",): "--outliers-per-step",  # B <= K is checked on the whole DOR setting
+}
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(map(str, loc)) or "the trial"
+
+
+def _spec(args: argparse.Namespace, pretrained: str | None, shots: int, overrides: dict[str, Any]) -> TrialSpec:
     dor = None
-    if args.dor_lambda is not None:
-        dor = DorSpec(
-            lam=args.dor_lambda,
-            pool_size=args.pool_size,
-            outliers_per_step=args.outliers_per_step,
-            pool_strategy=args.pool_strategy,
-            vocabulary=args.dor_vocabulary,
-            exclude=args.pool_exclude,
-        )
+    if args.dor_lambda is not None:  # validated as a part of the spec, so errors name the DOR flags
+        dor = {
+            "lam": args.dor_lambda,
+            "pool_size": args.pool_size,
+            "outliers_per_step": args.outliers_per_step,
+            "pool_strategy": args.pool_strategy,
+            "vocabulary": args.dor_vocabulary,
+            "exclude": args.pool_exclude,
+        }
     return normalise(
         TrialSpec(
             method=args.method,

@@ -170,3 +170,19 @@ def test_a_bug_shows_its_traceback_and_says_it_is_one(monkeypatch, capsys):
     assert main(["ls", "methods"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "KeyError: 'internal'" in err and "this is a bug in dor-bench" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seed", "-1"], "--seed: Input should be greater than or equal to 0"),
+        (["--seed", str(2**32)], "--seed: Input should be less than 4294967296"),
+        (["--ece-bins", "0"], "--ece-bins: Input should be greater than 0"),
+        (["--dor-lambda", "inf"], "--dor-lambda: Input should be a finite number"),
+        (["--dor-lambda", "1", "--pool-size", "3", "--outliers-per-step", "5"], "--outliers-per-step: 5 outliers"),
+    ],
+)
+def test_trial_flags_out_of_range_name_the_flag(capsys, flags, message):
+    code, _, err = run(capsys, "trial", "--dataset", "shapes", "--model", "micro-clip", *flags)
+    assert code == 2 and "Traceback" not in err
+    assert f"error: Invalid trial flags: {message}" in err and "How to fix: correct the flags" in err

@@ -188,6 +188,16 @@ def test_a_space_reaching_more_outliers_than_its_pool_is_refused(space, dor, whe
     assert parse_sweep(config).name == "sweep-tiny"
 
 
+def test_a_sweep_above_the_trial_limit_is_refused_unless_asked(tmp_path, capsys):
+    space = {"lam": list(range(200)), "options": {"lr": [0.001 * (i + 1) for i in range(100)]}}
+    path = write_sweep(tmp_path, space=space)
+    assert main(["validate", str(path)]) == 2
+    assert "the sweep has 20,000 trials (grid search), more than 10,000" in capsys.readouterr().err
+    assert main(["validate", str(path), "--max-trials", "20000"]) == 0
+    out = capsys.readouterr().out
+    assert "20000 trials" in out and "lam: 0, 1, 2, 3, 4, 5, 6, 7, ... (200 values)" in out
+
+
 def test_best_command_reproduces_the_swept_settings():
     """The printed command parses back to the sweep's settings, and opts out of the micro-clip recipe
     (the sweep tuned from the method's defaults)."""
