@@ -9,8 +9,11 @@ averaged as one. Every entry point calls it, and ``run_trial`` too (it is idempo
 
 from __future__ import annotations
 
+from typing import Any
+
 from workers.datasets import DATASETS
 from workers.methods import METHODS
+from workers.methods.training import coerce_option
 from workers.spec import TrialSpec
 
 
@@ -18,12 +21,13 @@ def normalise(spec: TrialSpec) -> TrialSpec:
     """The normal form of ``spec``:
 
     - no data root for built-in datasets (they never read one);
-    - method options equal to the method's default (same value and type) left out;
+    - method options in the type of the method's default (``lr: 1`` is ``lr: 1.0``), and those
+      equal to the default left out (a value that is not valid is kept, for ``run_trial`` to refuse);
     - the ``dor_lambda`` option folded into ``dor.lam`` (it matters only there) and a null
       ``dor.lam`` resolved to it, else to the method's default: the spec records the weight used.
     """
     defaults = METHODS.get(spec.method).defaults
-    options = dict(spec.method_options)
+    options = {k: _typed(k, v, defaults) for k, v in spec.method_options.items()}
     lam_option = options.pop("dor_lambda", None)
     options = {
         k: v for k, v in options.items() if not (k in defaults and v == defaults[k] and type(v) is type(defaults[k]))
@@ -34,3 +38,12 @@ def normalise(spec: TrialSpec) -> TrialSpec:
         dor = dor.model_copy(update={"lam": None if lam is None else float(lam)})
     root = None if DATASETS.get(spec.dataset).builtin else spec.root
     return spec.model_copy(update={"root": root, "method_options": options, "dor": dor})
+
+
+def _typed(key: str, value: Any, defaults: dict[str, Any]) -> Any:
+    if key not in defaults:
+        return value
+    try:
+        return coerce_option(key, value, defaults[key])
+    except ValueError:
+        return value

@@ -41,7 +41,6 @@ from orchestrator.settings.fields import (
     Strict,
     as_list,
     as_list_or_none,
-    coerce_option,
     custom,
     known_dataset,
     known_strategy,
@@ -53,6 +52,7 @@ from orchestrator.settings.reader import Lines, parse_value, read_yaml
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
+from workers.methods.training import coerce_option
 from workers.spec import DOR_DEFAULTS, EceBins, PoolExclude
 
 

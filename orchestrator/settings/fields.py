@@ -29,7 +29,6 @@ from orchestrator.settings.reader import Lines, line_of, yaml_path
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
-from workers.methods.training import option_problem
 from workers.models.names import SHIPPED_WEIGHTS, architectures, default_pretrained, pretrained_tags
 from workers.spec import PoolStrategy, Seed
 
@@ -239,32 +238,6 @@ def validate_with(title: str, data: Any, handler: Any, extra: list[Problem]) -> 
 
 def problem_details(problems: list[Problem]) -> list[InitErrorDetails]:
     return [InitErrorDetails(type=custom(msg), loc=loc, input=value) for loc, msg, value in problems]
-
-
-def coerce_option(key: str, value: Any, default: Any) -> Any:
-    """``value`` in the type of the method's default (so ``lr: 1`` and ``lr: 1.0`` are one trial)."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"must be true or false, not {value!r}")
-    elif isinstance(default, int):
-        if not number or float(value) != int(value):
-            raise ValueError(f"must be an integer, not {value!r}")
-        value = int(value)
-    elif isinstance(default, float):
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(f"must be a number, not {value!r}") from None
-        elif not number:
-            raise ValueError(f"must be a number, not {value!r}")
-        value = float(value)
-    elif isinstance(default, str) and not isinstance(value, str):
-        raise ValueError(f"must be a string, not {value!r}")
-    if problem := option_problem(key, value):
-        raise ValueError(problem)
-    return value
 
 
 M = TypeVar("M", bound=BaseModel)

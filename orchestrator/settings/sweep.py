@@ -34,7 +34,6 @@ from orchestrator.settings.fields import (
     Resources,
     Seeds,
     Strict,
-    coerce_option,
     custom,
     fmt,
     known_dataset,
@@ -48,6 +47,7 @@ from workers.catalog import NAMES, TEST_AVERAGED, VALIDATION
 from workers.datasets import DATASETS
 from workers.errors import did_you_mean
 from workers.methods import METHODS
+from workers.methods.training import coerce_option
 from workers.spec import DOR_DEFAULTS, EceBins, PoolExclude, ValidationSpec
 
 #: Metrics a tuning trial reports per epoch, by where their data comes from.

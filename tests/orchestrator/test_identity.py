@@ -97,3 +97,19 @@ def test_normalise_is_idempotent_and_resolves_the_weight():
     assert once.dor.lam == 3.0 and once.method_options == {"lr": 0.01} and once.root is None
     assert normalise(once) == once
     assert normalise(spec.model_copy(update={"method_options": {}})).dor.lam == 2.0  # KgCoOp's default
+
+
+def test_an_option_written_as_an_integer_is_the_same_trial_as_its_float(tmp_path):
+    bench = tmp_path / "b.yaml"
+    bench.write_text(
+        "name: b\ndatasets: [shapes]\nmodel: {arch: micro-clip}\nmethods: [{name: coop, options: {lr: 1}}]\n"
+    )
+    [planned] = [t for t in plan(load_benchmark(bench)) if t.spec.dor is None and t.spec.seed == 1]
+    args = build_parser().parse_args(
+        ["trial", "--model", "micro-clip", "--method", "coop", "--no-recipe", "--option", "lr=1"]
+    )
+    flagged = spec_from_flags(args)
+    assert flagged.method_options["lr"] == 1.0 and type(flagged.method_options["lr"]) is float
+    assert flagged.key() == planned.spec.key()
+    kept = normalise(TrialSpec(method="coop", method_options={"lr": "fast"}))  # invalid: left for run_trial to refuse
+    assert kept.method_options == {"lr": "fast"}

@@ -2,6 +2,7 @@
 
 The optimiser is SGD, as in every reference config (Dassl's ``OPTIM.NAME: sgd``): not a knob."""
 
+import math
 from typing import Any
 
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -44,3 +45,33 @@ def option_problem(key: str, value: Any) -> str | None:
     if value < low or (value == low and not inclusive):
         return f"must be {'>=' if inclusive else '>'} {low:g}, not {value!r}"
     return None
+
+
+def coerce_option(key: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of the method's default (so ``lr: 1`` and ``lr: 1.0`` are one trial),
+    within its range; a ValueError says what is wrong. The one check of an option's value, for
+    the settings files, ``dor-bench trial`` and ``run_trial`` alike."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {value!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, not {value!r}")
+    elif isinstance(default, int):
+        if not number or float(value) != int(value):
+            raise ValueError(f"must be an integer, not {value!r}")
+        value = int(value)
+    elif isinstance(default, float):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"must be a number, not {value!r}") from None
+        elif not number:
+            raise ValueError(f"must be a number, not {value!r}")
+        value = float(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"must be a string, not {value!r}")
+    if problem := option_problem(key, value):
+        raise ValueError(problem)
+    return value
