@@ -10,6 +10,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import matplotlib.pyplot as plt
 from mlflow.entities import Metric, Param, RunStatus
@@ -71,12 +73,31 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a local sqlite store (``sqlite:///mlflow.db``: relative to the current
+    folder), else None."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///")).expanduser().absolute()
+
+
+def file_store_path(tracking_uri: str) -> Path | None:
+    """The folder of a local file store (``file:///abs/mlruns``, ``file:mlruns`` or a plain path),
+    else None (a server, a database, any other scheme)."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(url2pathname(parsed.path)).expanduser().absolute()
+    if parsed.scheme == "" and tracking_uri != "databricks":  # MLflow's one scheme-less store name
+        return Path(tracking_uri).expanduser().absolute()
+    return None
+
+
 def artifact_location(tracking_uri: str) -> str | None:
     """For a local sqlite store, its artifacts go in ``mlruns/`` beside the database file (MLflow
     would put them under the current folder, so a run from another folder would scatter them)."""
-    if not tracking_uri.startswith("sqlite:///"):
+    database = sqlite_path(tracking_uri)
+    if database is None:
         return None  # a server or other store chooses its own
-    database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().absolute()
     return (database.parent / "mlruns").as_uri()
 
 

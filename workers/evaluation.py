@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 import torch
 
 from workers.catalog import TEST_AVERAGED
+from workers.datasets.sampling import SplitNeeds
+from workers.methods import METHODS
 from workers.metrics import calibration_report, harmonic_mean, per_class_stats, reliability_bins, top1
-from workers.spec import ClassStat, ReliabilityBins
+from workers.spec import ClassStat, ReliabilityBins, TrialSpec
 
 #: PIECE's neighbours and reference images per dataset, as DAC configures them (its
 #: ``configs/datasets/imagenet.yaml`` sets ``IMAGE_K: 10``; its ImageNet has val = test, as CoOp's).
@@ -20,6 +22,18 @@ def piece_setup(dataset: str) -> tuple[int, str]:
     """``(k, reference)`` for PIECE's proximity: k nearest neighbours among the base-class
     ``val`` (few-shot validation) or ``test`` images."""
     return PIECE_SETUP.get(dataset, PIECE_DEFAULT)
+
+
+def split_needs(spec: TrialSpec) -> SplitNeeds:
+    """What ``spec``'s trial reads besides the test split: train images when its method trains;
+    validation images of every trained class in tuning mode (each is scored), of some where
+    PIECE's reference is the val images, else none."""
+    tuning = spec.validation is not None
+    reference = piece_setup(spec.dataset)[1]
+    return SplitNeeds(
+        train=METHODS.get(spec.method).trains,
+        validation="each" if tuning else "some" if reference == "val" else "none",
+    )
 
 
 @dataclass

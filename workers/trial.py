@@ -35,13 +35,13 @@ from workers.datasets.base import Datum, TrialData
 from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
 from workers.dor import DynamicOutlierRegularizer, build_pool, read_word_file
 from workers.errors import DorBenchError
-from workers.evaluation import Evaluation, SplitScores, evaluate, piece_setup
+from workers.evaluation import Evaluation, SplitScores, evaluate, piece_setup, split_needs
 from workers.features import cached_image_features
 from workers.holdout import Holdout, hold_out, validation_metrics
 from workers.identity import normalise
 from workers.methods import METHODS
 from workers.methods.base import PromptMethod, PromptModel
-from workers.methods.training import option_problem
+from workers.methods.training import coerce_option
 from workers.metrics import proximity_scores
 from workers.models.clip import ClipBundle, load_clip
 from workers.paths import atomic_write_bytes
@@ -74,10 +74,17 @@ def run_trial(
             f"Unknown option(s) {unknown} for method '{spec.method}'.",
             f"{spec.method} takes: {', '.join(sorted(card.defaults)) or 'no options'}.",
         )
-    wrong = [f"{k} {problem}" for k, v in spec.method_options.items() if (problem := option_problem(k, v))]
+    wrong = []
+    for key, value in spec.method_options.items():
+        try:
+            config[key] = coerce_option(key, value, card.defaults[key])
+        except ValueError as err:
+            wrong.append(f"{key} {err}")
     if wrong:
-        raise DorBenchError(f"Method option(s) out of range: {'; '.join(wrong)}.", "correct the option values.")
-    data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample, spec.test_per_class)
+        raise DorBenchError(f"Method option(s) not valid: {'; '.join(wrong)}.", "correct the option values.")
+    data = load_trial_data(
+        spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample, spec.test_per_class, split_needs(spec)
+    )
     holdout = hold_out(data, spec.validation) if spec.validation else None
     trained_on = holdout.training if holdout else data  # tuning mode: the pseudo-base classes
     clip = warm_clip(spec.model, spec.pretrained, options.device)

@@ -13,7 +13,7 @@ from orchestrator.benchmark.actors import Job, Outcome, run_jobs
 from orchestrator.benchmark.planning import PlannedTrial, validate_file
 from orchestrator.cluster import start_ray
 from orchestrator.console import ProgressLog, log
-from orchestrator.preflight import preflight
+from orchestrator.preflight import RUN_REFUSED, check_resources, preflight
 from orchestrator.report.build import build_report
 from orchestrator.report.collect import spec_values
 from orchestrator.settings.benchmark import Benchmark
@@ -44,7 +44,13 @@ def run_benchmark(
     log(plan)
     if dry_run:
         return print_dry_run(trials, tracking_uri or bench.tracking_uri, bench.name, Path(checkpoint_dir), rerun)
-    preflight(bench, trials)
+    preflight(
+        bench,
+        trials,
+        tracking_uri=tracking_uri or bench.tracking_uri,
+        checkpoint_dir=checkpoint_dir,
+        report_dir=report_dir,
+    )
     tracker = Tracker(tracking_uri or bench.tracking_uri, bench.name)
     keys = {t.run_key for t in trials}
     stale = tracker.close_stale(keys)
@@ -61,6 +67,7 @@ def run_benchmark(
     by_name = {t.name: t for t in todo}
     if todo:
         start_ray(address)
+        check_resources(bench.resources, RUN_REFUSED)
         parent = tracker.start_parent(f"run {Path(path).name}", {BENCHMARK_FILE: str(path)})
         jobs = [make_job(t, bench) for t in todo]
 

@@ -29,16 +29,13 @@ from orchestrator.settings.reader import Lines, line_of, yaml_path
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
-from workers.models.names import SHIPPED_WEIGHTS, architectures, default_pretrained, pretrained_tags
+from workers.models.names import SHIPPED_WEIGHTS, architectures, default_pretrained, names_a_file, pretrained_tags
 from workers.spec import PoolStrategy, Seed
 
 T = TypeVar("T")
 
 
 POOL_STRATEGIES: tuple[str, ...] = typing.get_args(PoolStrategy)
-
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
 class BenchmarkError(DorBenchError):
@@ -180,8 +177,7 @@ class ModelSection(Strict):
             return tag  # the first, torch-free pass: open_clip's tags are looked up in the second
         if tag == "default":
             return default_pretrained(arch)
-        looks_like_file = "/" in tag or "\\" in tag or tag.lower().endswith(CHECKPOINT_SUFFIXES)
-        if not looks_like_file and tag not in shipped:
+        if not names_a_file(tag) and tag not in shipped:
             tags = pretrained_tags(arch)
             if tag not in tags:
                 raise custom(

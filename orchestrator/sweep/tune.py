@@ -19,7 +19,6 @@ from typing import Any
 from ray import tune
 
 from orchestrator.console import log
-from orchestrator.settings.fields import coerce_option
 from orchestrator.settings.sweep import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
 from orchestrator.sweep.summary import report
 from orchestrator.sweep.trainable import STATE, plain_config, sweep_trial
@@ -37,6 +36,7 @@ from orchestrator.tracking import (
 from orchestrator.translate.params import params_from_spec
 from orchestrator.translate.sweeps import spec_from_sweep, spec_from_tune
 from workers.methods import METHODS
+from workers.methods.training import coerce_option
 from workers.spec import TrialSpec
 
 #: The live recorder of each running sweep, by Tune experiment path. Tune pickles its callbacks
@@ -246,17 +246,23 @@ def run_sweep(
     """Run a sweep file, or resume it where it stopped; prints the ranked trials and the best
     configuration. Returns 0 when the sweep ran out and has a best trial, else 1."""
     from orchestrator.cluster import start_ray
-    from orchestrator.preflight import preflight_sweep
+    from orchestrator.preflight import SWEEP_REFUSED, check_resources, preflight_sweep
 
     sweep = load_sweep(path)
     log(describe_sweep(sweep))
-    preflight_sweep(sweep, spec_from_sweep(sweep))
     folder = experiment_folder(sweep, storage)
+    preflight_sweep(sweep, spec_from_sweep(sweep), tracking_uri=tracking_uri or sweep.tracking_uri, storage=folder)
     if fresh and folder.exists():
         shutil.rmtree(folder)
     restoring = tune.Tuner.can_restore(str(folder))
     tracker = Tracker(tracking_uri or sweep.tracking_uri, sweep.name)
     parent = tracker.find_parent(SWEEP_STORAGE, str(folder)) if restoring else None
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if sweep.testing.exit_driver_after_trials:
+        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # state saved every step: the kill point is exact
+    start_ray(address)
+    check_resources(sweep.resources, SWEEP_REFUSED)  # before the sweep's parent run is created or reopened
     if parent is None:
         parent = tracker.start_parent(
             f"sweep {Path(path).name}",
@@ -271,11 +277,6 @@ def run_sweep(
     else:
         tracker.reopen(parent)
     _RECORDERS[str(folder)] = _Recorder(sweep, tracker, parent)
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if sweep.testing.exit_driver_after_trials:
-        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # state saved every step: the kill point is exact
-    start_ray(address)
     if restoring:
         log(
             f"[dor-bench] resuming the sweep saved in {folder} (finished trials are kept; "

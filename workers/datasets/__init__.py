@@ -25,10 +25,17 @@ from workers.datasets import (
 )
 from workers.datasets.base import DatasetSplits, Datum, TrialData, text_name
 from workers.datasets.registry import DATASETS
-from workers.datasets.sampling import base_new_labels, fewshot, relabel, sample_per_label
+from workers.datasets.sampling import (
+    SplitNeeds,
+    base_new_labels,
+    fewshot,
+    relabel,
+    sample_per_label,
+    split_problems,
+)
 from workers.errors import DorBenchError
 
-__all__ = ["DATASETS", "DatasetSplits", "Datum", "TrialData", "load_trial_data"]
+__all__ = ["DATASETS", "DatasetSplits", "Datum", "SplitNeeds", "TrialData", "load_trial_data", "trained_labels"]
 
 SUBSAMPLES = ("base2new", "all")
 
@@ -40,6 +47,7 @@ def load_trial_data(
     seed: int,
     subsample: str = "base2new",
     test_per_class: int | None = None,
+    require: SplitNeeds | None = None,
 ) -> TrialData:
     """Read ``dataset`` under ``root``, draw its few-shot train/val for ``seed``, split the classes.
 
@@ -49,6 +57,8 @@ def load_trial_data(
     every class is base, test_new is empty.
     ``root`` may be None only for built-in datasets. ``test_per_class`` keeps at most that many
     test images per class (a fixed draw, the same for every seed), for quick runs.
+    With ``require`` (what the trial reads besides the test split), a DorBenchError names every
+    trained class without the train or validation images it needs (``split_problems``).
     """
     reader = DATASETS.get(dataset)
     if subsample not in SUBSAMPLES:
@@ -62,12 +72,16 @@ def load_trial_data(
             f"(this one is read from '<root>/{reader.folder}').",
         )
     splits = reader.read(None if root is None else Path(root).expanduser().absolute())
+    if require is not None:
+        problems = split_problems(splits, shots, trained_labels(len(splits.classnames), subsample), require)
+        if problems:
+            raise DorBenchError("\n".join(problems))
     train, val = fewshot(splits, shots, seed)
     test = splits.test
     if test_per_class is not None:
         test = [test[i] for i in sorted(sample_per_label(test, test_per_class, random.Random(0)))]
-    all_labels = list(range(len(splits.classnames)))
-    base, new = base_new_labels(len(all_labels)) if subsample == "base2new" else (all_labels, [])
+    base = trained_labels(len(splits.classnames), subsample)
+    new = [label for label in range(len(splits.classnames)) if label not in base]
     return TrialData(
         name=splits.name,
         template=splits.template,
@@ -78,3 +92,8 @@ def load_trial_data(
         test_base=relabel(test, base),
         test_new=relabel(test, new),
     )
+
+
+def trained_labels(num_classes: int, subsample: str) -> list[int]:
+    """The labels a trial trains on: the base classes (``base2new``), or every class (``all``)."""
+    return base_new_labels(num_classes)[0] if subsample == "base2new" else list(range(num_classes))

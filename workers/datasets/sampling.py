@@ -15,9 +15,11 @@ import hashlib
 import json
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from workers.datasets.base import DatasetSplits, Datum, text_name
 from workers.paths import atomic_write_bytes, cache_dir
@@ -26,6 +28,18 @@ VAL_SHOTS = 4  # validation gets min(K, VAL_SHOTS) items per label
 #: Bump when the draw changes (v2: labels in first-appearance order, not sorted): cached draws
 #: of an older version are never read.
 SAMPLING_VERSION = 2
+
+#: What a trial needs of its few-shot validation items: nothing; some of the trained classes'
+#: (PIECE's proximity reference); every trained class's (tuning mode scores each class).
+ValidationNeed = Literal["none", "some", "each"]
+
+
+@dataclass(frozen=True)
+class SplitNeeds:
+    """What a trial reads of a dataset beyond its test split."""
+
+    train: bool  # a train image of every trained class (the method trains)
+    validation: ValidationNeed
 
 
 def sample_per_label(
@@ -51,6 +65,62 @@ def draw_fewshot(splits: DatasetSplits, shots: int, seed: int) -> tuple[list[int
     if splits.val:
         return train, sample_per_label(splits.val, val_shots, rng)
     return train, sample_per_label(splits.train, val_shots, rng, skip=frozenset(train))
+
+
+def validation_counts(splits: DatasetSplits, shots: int) -> Counter[int]:
+    """How many validation items ``draw_fewshot`` gives each label, counted without drawing: from
+    the val split, or (none there) from the train items the ``shots``-shot draw leaves."""
+    per_label = min(shots, VAL_SHOTS)
+    if splits.val:
+        return Counter({label: min(n, per_label) for label, n in Counter(d.label for d in splits.val).items()})
+    left = Counter(d.label for d in splits.train)
+    return Counter({label: min(max(n - shots, 0), per_label) for label, n in left.items()})
+
+
+def split_problems(splits: DatasetSplits, shots: int, labels: Sequence[int], needs: SplitNeeds) -> list[str]:
+    """Why a trial could not use ``labels`` (its trained classes) of ``splits`` with ``shots``
+    shots as ``needs`` says: a class with no train image, or validation items missing. Empty when
+    it can; each problem names the dataset, the classes and the split. Counts items only: no
+    image is opened."""
+    problems = []
+    train = Counter(d.label for d in splits.train)
+    empty = [label for label in labels if not train[label]] if needs.train else []
+    if empty:
+        problems.append(
+            f"Dataset '{splits.name}': the train split has no image of {_classes(splits, empty)}, which the trials "
+            "train on; give every trained class at least one train image in the split file (or re-download "
+            "it), or use another dataset."
+        )
+    val = validation_counts(splits, shots)
+    source = "the val split" if splits.val else f"the train images left over by the {shots}-shot draw (no val split)"
+    fix = (
+        "add val images of them to the split file"
+        if splits.val
+        else f"give them more than {shots} train images, or lower shots"
+    )
+    if needs.validation == "each":
+        missing = [label for label in labels if not val[label] and label not in empty]
+        if missing:
+            problems.append(
+                f"Dataset '{splits.name}': no validation image of {_classes(splits, missing)} in {source}; "
+                f"tuning scores every base class on its validation images: {fix}."
+            )
+    elif needs.validation == "some" and not any(val[label] for label in labels):
+        problems.append(
+            f"Dataset '{splits.name}': no validation image of any base class in {source}; PIECE measures "
+            f"each test image's proximity to them: {fix}."
+        )
+    return problems
+
+
+def _classes(splits: DatasetSplits, labels: Sequence[int], shown: int = 5) -> str:
+    """``class 'a'`` or ``8 classes: 'a', 'b', ... and 3 more``."""
+    names = [splits.classnames[label] for label in labels]
+    if len(names) == 1:
+        return f"class '{names[0]}'"
+    listed = ", ".join(f"'{n}'" for n in names[:shown])
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} classes: {listed}{more}"
 
 
 def val_source(splits: DatasetSplits) -> list[Datum]:

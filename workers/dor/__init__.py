@@ -9,7 +9,7 @@ from workers.dor.pool import (
     vocabulary_features,
 )
 from workers.dor.regularizer import DynamicOutlierRegularizer, OutlierSampler, dor_loss
-from workers.dor.vocabulary import noun_vocabulary, wordnet_reader
+from workers.dor.vocabulary import noun_vocabulary, read_word_file, wordnet_reader
 
 __all__ = [
     "STRATEGIES",
@@ -21,6 +21,7 @@ __all__ = [
     "dor_loss",
     "encode_words",
     "noun_vocabulary",
+    "read_word_file",
     "vocabulary_features",
     "wordnet_reader",
 ]

@@ -19,7 +19,7 @@ import nltk
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
 from nltk.data import PathPointer
 
-from workers.errors import DorBenchError
+from workers.errors import DorBenchError, NotFoundError
 from workers.paths import atomic_write_bytes, cache_dir
 
 #: Bump when the derivation changes: the cached word list's file name carries it.
@@ -114,6 +114,35 @@ def noun_vocabulary() -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     words = _derive_nouns(wordnet_reader())
     atomic_write_bytes(path, "".join(f"{w}\n" for w in words).encode("utf-8"))
+    return words
+
+
+def read_word_file(path: str | os.PathLike[str]) -> list[str]:
+    """The words of a DOR word-list file (one per line; blank lines skipped, words stripped).
+
+    Raises:
+        NotFoundError: the file is not there.
+        DorBenchError: a folder, an unreadable or non-UTF-8 file, or one with no words; names the file.
+    """
+    path = Path(path).expanduser()
+    what = f"The DOR word-list file '{path}'"
+    fix = "use 'wordnet' or a UTF-8 text file with one outlier word per line."
+    if not path.exists():
+        raise NotFoundError(f"{what} does not exist.", fix)
+    if not path.is_file():
+        raise DorBenchError(f"{what} is not a file.", fix)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DorBenchError(
+            f"{what} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}).",
+            "save it as UTF-8 text, one outlier word per line.",
+        ) from None
+    except OSError as err:
+        raise DorBenchError(f"{what} cannot be read: {err.strerror or err}.", "make it readable, or " + fix) from None
+    words = [line.strip() for line in text.splitlines() if line.strip()]
+    if not words:
+        raise DorBenchError(f"{what} has no words (it is empty or only blank lines).", fix)
     return words
 
 

@@ -35,7 +35,7 @@ OPTION_RANGES: dict[str, tuple[float, bool]] = {
 }
 
 
-def option_problem(key: str, value: Any) -> str | None:
+def _range_problem(key: str, value: Any) -> str | None:
     """What is wrong with a method option's value (not finite, below its range), or None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -72,6 +72,6 @@ def coerce_option(key: str, value: Any, default: Any) -> Any:
         value = float(value)
     elif isinstance(default, str) and not isinstance(value, str):
         raise ValueError(f"must be a string, not {value!r}")
-    if problem := option_problem(key, value):
+    if problem := _range_problem(key, value):
         raise ValueError(problem)
     return value

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
-from workers.models.names import CONFIG_DIR, SHIPPED_WEIGHTS, pretrained_tags
+from workers.models.names import CONFIG_DIR, SHIPPED_WEIGHTS, names_a_file, pretrained_tags
 
 open_clip.add_model_config(CONFIG_DIR)
 
@@ -215,13 +215,9 @@ def _check_tag(arch: str, tag: str) -> None:
         )
 
 
-#: Endings of weight files: a pretrained value with one (or with a folder in it) names a file.
-WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
-
-
 def _check_weights_path(pretrained: str) -> None:
     """A ``pretrained`` value that names a file (a folder in it, or a weights ending) but is none."""
-    if not ("/" in pretrained or os.sep in pretrained or pretrained.lower().endswith(WEIGHT_FILE_SUFFIXES)):
+    if not names_a_file(pretrained):
         return
     what = "is a folder, not a file" if os.path.isdir(pretrained) else "does not exist"
     raise NotFoundError(
@@ -232,25 +228,40 @@ def _check_weights_path(pretrained: str) -> None:
 
 
 def _checkpoint_error(arch: str, path: str, err: Exception) -> DorBenchError:
-    """What is wrong with a weights file that torch or open_clip could not load, by what failed."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    detail = f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+    """What is wrong with a weights file that did not load: unreadable, not a checkpoint at all,
+    or a checkpoint of another architecture (told apart by reading it again, on this path only)."""
     if isinstance(err, OSError):
         return DorBenchError(
-            f"The weights file '{path}' cannot be read ({err.strerror or detail}).",
+            f"The weights file '{path}' cannot be read ({err.strerror or _first_lines(err)}).",
             "make it readable, or pass another checkpoint file.",
         )
-    if isinstance(err, RuntimeError) and "loading state_dict" in str(err):
+    from open_clip.factory import load_state_dict
+
+    try:
+        load_state_dict(path)
+    except Exception as unreadable:  # torch.load's errors on foreign bytes have no common type
         return DorBenchError(
-            f"The weights file '{path}' is a checkpoint, but not of a {arch}: its weights do not fit ({detail}).",
-            "set the architecture it was saved from (model.arch, or --model), or pass a checkpoint of a "
-            f"{arch}; OpenAI's state dicts load with the *-quickgelu architectures.",
+            f"The weights file '{path}' is not a checkpoint: torch cannot read model weights from it "
+            f"({_first_lines(unreadable)}).",
+            "pass a PyTorch checkpoint: an open_clip state dict (.pt, .bin), a .safetensors file or OpenAI's "
+            "TorchScript file; if it was downloaded, download it again (it may be cut short).",
         )
     return DorBenchError(
-        f"The weights file '{path}' is not a checkpoint: torch cannot read model weights from it ({detail}).",
-        "pass a PyTorch checkpoint: an open_clip state dict (.pt, .bin), a .safetensors file or OpenAI's "
-        "TorchScript file; if it was downloaded, download it again (it may be cut short).",
+        f"The weights file '{path}' is a checkpoint, but not of a {arch}: its weights do not fit "
+        f"({_first_lines(err)}).",
+        "set the architecture it was saved from (model.arch, or --model), or pass a checkpoint of a "
+        f"{arch}; OpenAI's state dicts load with the *-quickgelu architectures.",
     )
+
+
+def _first_lines(err: Exception, limit: int = 240) -> str:
+    """``Type: the first lines of the message``, cut to ``limit`` characters."""
+    # torch's weights-only unpickler puts its reason after advice that does not apply here
+    parts = str(err).split("WeightsUnpickler error:", 1)
+    lines = [line.strip() for line in parts[-1].splitlines() if line.strip()]
+    message = " ".join(lines[: 3 - len(parts)])  # the unpickler's reason is one line; others may need two
+    message = message if len(message) <= limit else message[: limit - 3] + "..."
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 def _weights_error(arch: str, tag: str, cache_dir: str | None, err: Exception) -> DorBenchError:

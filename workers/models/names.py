@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 
@@ -17,6 +18,15 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED_WEIGHTS: dict[str, dict[str, Path]] = {
     "micro-clip": {"shapes": WEIGHTS_DIR / "micro-clip-shapes.pt"},
 }
+
+
+#: Endings of weight files: a pretrained value with one (or with a folder in it) names a file.
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+
+
+def names_a_file(pretrained: str) -> bool:
+    """Whether a ``pretrained`` value is a weights file's path rather than a tag."""
+    return "/" in pretrained or os.sep in pretrained or pretrained.lower().endswith(WEIGHT_FILE_SUFFIXES)
 
 
 def architectures() -> list[str]:
