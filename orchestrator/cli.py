@@ -94,12 +94,16 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=V1,V2",
         help="run only the trials with these methods, datasets or seeds (method=coop, seed=1; repeatable)",
     )
+    add_max_trials(parser)
+
+
+def add_max_trials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-trials",
         type=int,
         default=MAX_TRIALS,
         metavar="N",
-        help="refuse to plan a grid of more than N trials (default: %(default)s)",
+        help="refuse a grid or sweep of more than N trials (default: %(default)s)",
     )
 
 
@@ -131,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--tracking-uri", help="MLflow store (default: the file's tracking_uri)")
     tune.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     tune.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    add_max_trials(tune)
     tune.add_argument(
         "--storage",
         default=".dor-bench/tune",

@@ -50,7 +50,12 @@ def tune(args: argparse.Namespace) -> int:
     from orchestrator.sweep.tune import run_sweep
 
     return run_sweep(
-        args.file, tracking_uri=args.tracking_uri, address=args.address, fresh=args.fresh, storage=args.storage
+        args.file,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        fresh=args.fresh,
+        storage=args.storage,
+        max_trials=args.max_trials,
     )
 
 

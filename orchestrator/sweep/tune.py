@@ -18,6 +18,7 @@ from typing import Any
 
 from ray import tune
 
+from orchestrator import MAX_TRIALS
 from orchestrator.console import log
 from orchestrator.settings.sweep import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
 from orchestrator.sweep.summary import report
@@ -242,13 +243,14 @@ def run_sweep(
     address: str | None = None,
     fresh: bool = False,
     storage: str = ".dor-bench/tune",
+    max_trials: int = MAX_TRIALS,
 ) -> int:
     """Run a sweep file, or resume it where it stopped; prints the ranked trials and the best
     configuration. Returns 0 when the sweep ran out and has a best trial, else 1."""
     from orchestrator.cluster import start_ray
     from orchestrator.preflight import SWEEP_REFUSED, check_resources, preflight_sweep
 
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, max_trials)
     log(describe_sweep(sweep))
     folder = experiment_folder(sweep, storage)
     preflight_sweep(sweep, spec_from_sweep(sweep), tracking_uri=tracking_uri or sweep.tracking_uri, storage=folder)
