@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -174,41 +175,6 @@ class Tracker:
         """Every child run of ``parent_id`` (all statuses)."""
         return search_all(self.client, self.experiment_id, f"tags.`{PARENT}` = '{parent_id}'")
 
-    def record_run(
-        self,
-        parent_id: str,
-        name: str,
-        tags: dict[str, str],
-        params: dict[str, str],
-        metrics: dict[str, float],
-        history: list[dict[str, float]],
-        status: str,
-        artifacts: dict[str, Any],
-        texts: dict[str, str] | None = None,
-        figures: dict[str, Any] | None = None,
-    ) -> str:
-        """The one writer of a child run, from plain data: ``history`` rows become ``epoch/<key>``
-        metrics at step = row number (1-based); ``artifacts`` maps file names to JSON data,
-        ``texts`` to text and ``figures`` to matplotlib figures (closed once logged). The run
-        ends with ``status`` only after everything is written."""
-        run_id = self.client.create_run(self.experiment_id, run_name=name, tags={PARENT: parent_id, **tags}).info.run_id
-        now = int(time.time() * 1000)
-        self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
-        rows = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        for step, row in enumerate(history, start=1):
-            rows += [Metric(f"epoch/{k}", float(v), now, step) for k, v in row.items()]
-        for start in range(0, len(rows), 1000):
-            self.client.log_batch(run_id, metrics=rows[start : start + 1000])
-        for file, data in artifacts.items():
-            self.client.log_dict(run_id, data, file)
-        for file, text in (texts or {}).items():
-            self.client.log_text(run_id, text, file)
-        for file, fig in (figures or {}).items():
-            self.client.log_figure(run_id, fig, file)
-            plt.close(fig)
-        self.client.set_terminated(run_id, status)
-        return run_id
-
     def record(
         self,
         parent_id: str,
@@ -218,26 +184,121 @@ class Tracker:
         error: str | None = None,
         attempts: int = 1,
     ) -> str:
-        """A benchmark trial as a child run: FINISHED with its metrics, per-epoch history, per-class
-        stats, result and reliability diagram, or FAILED with its error."""
-        tags = {RUN_KEY: spec.key(), TRIAL_NAME: name, VERSION: dor_bench_version(), ATTEMPTS: str(attempts)}
-        artifacts: dict[str, Any] = {"trial_spec.json": spec.canonical_dict()}
-        if result is None:
-            tags[ERROR] = (error or "unknown error")[:5000]
-            texts = {"error.txt": error or ""}
-            return self.record_run(parent_id, name, tags, params_from_spec(spec), {}, [], "FAILED", artifacts, texts)
-        history = [{k: v for k, v in row.items() if k != "epoch"} for row in result.history]  # epochs 1..E
-        artifacts["per_class.json"] = {"per_class": [c.model_dump() for c in result.per_class], "info": result.info}
-        artifacts["result.json"] = result.model_dump(mode="json")
-        figures = {"reliability.png": reliability_figure(result.reliability, name)} if result.reliability else {}
-        return self.record_run(
-            parent_id,
-            name,
-            tags,
-            params_from_spec(spec),
-            result.metrics,
-            history,
-            "FINISHED",
-            artifacts,
-            figures=figures,
+        """A benchmark trial as a whole child run (see ``trial_start`` and ``trial_end``)."""
+        runs = LiveRuns(self, parent_id)
+        runs.start(name, name, *trial_start(name, spec, attempts))
+        return runs.end(name, trial_end(name, spec, result, error))
+
+
+@dataclass
+class Ending:
+    """What closes a child run: its status and final metrics, the per-epoch rows (step = row
+    number, 1-based), artifacts (file -> JSON data), texts, figures and tags known only at the end."""
+
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class LiveRuns:
+    """The one writer of child runs, live: a run exists from the moment its trial starts
+    (RUNNING, with its tags and params), takes each epoch's row as it arrives (``epoch/<key>`` at
+    step = epoch, with the time it arrived) and ends with the final metrics, the rows it has not
+    seen yet and the artifacts. A trial that starts again (a retry after its worker died)
+    continues its run. ``trial`` is the caller's name for a trial (a run key, a Tune trial id)."""
+
+    def __init__(self, tracker: Tracker, parent_id: str):
+        self.tracker, self.client, self.parent_id = tracker, tracker.client, parent_id
+        self.runs: dict[str, str] = {}
+        self.steps: dict[str, set[int]] = {}
+
+    def start(self, trial: str, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
+        """The trial's run: created RUNNING the first time, RUNNING again (tags updated) after."""
+        if trial in self.runs:
+            run_id = self.runs[trial]
+            self.client.update_run(run_id, status="RUNNING")
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, value)
+            return run_id
+        run = self.client.create_run(self.tracker.experiment_id, run_name=name, tags={PARENT: self.parent_id, **tags})
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        self.runs[trial], self.steps[trial] = run_id, set()
+        return run_id
+
+    def adopt(self, trial: str, run_id: str, steps: set[int]) -> None:
+        """Continue a run an earlier driver opened (its logged ``steps`` are not logged again)."""
+        self.runs[trial], self.steps[trial] = run_id, set(steps)
+
+    def epoch(self, trial: str, step: int, row: dict[str, float]) -> None:
+        """One epoch's row, now."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"epoch/{k}", float(v), now, step) for k, v in row.items()]
+        self.client.log_batch(self.runs[trial], metrics=metrics)
+        self.steps[trial].add(step)
+
+    def end(self, trial: str, ending: Ending) -> str:
+        """Close the trial's run: ``ending``'s tags, metrics, the history rows not yet logged and
+        the files; its status is set only after everything is written (figures are closed)."""
+        run_id, seen = self.runs.pop(trial), self.steps.pop(trial)
+        for key, value in ending.tags.items():
+            self.client.set_tag(run_id, key, value)
+        now = int(time.time() * 1000)
+        rows = [Metric(k, float(v), now, 0) for k, v in ending.metrics.items()]
+        for step, row in enumerate(ending.history, start=1):
+            if step not in seen:
+                rows += [Metric(f"epoch/{k}", float(v), now, step) for k, v in row.items()]
+        for start in range(0, len(rows), 1000):
+            self.client.log_batch(run_id, metrics=rows[start : start + 1000])
+        for file, data in ending.artifacts.items():
+            self.client.log_dict(run_id, data, file)
+        for file, text in ending.texts.items():
+            self.client.log_text(run_id, text, file)
+        for file, fig in ending.figures.items():
+            self.client.log_figure(run_id, fig, file)
+            plt.close(fig)
+        self.client.set_terminated(run_id, ending.status)
+        return run_id
+
+    def abandon(self) -> None:
+        """Mark every run still open KILLED (the driver is stopping)."""
+        for trial in list(self.runs):
+            self.client.set_terminated(self.runs.pop(trial), RunStatus.to_string(RunStatus.KILLED))
+            self.steps.pop(trial, None)
+
+
+def trial_start(name: str, spec: TrialSpec, attempts: int) -> tuple[dict[str, str], dict[str, str]]:
+    """A benchmark trial's tags and params, known before it runs."""
+    tags = {RUN_KEY: spec.key(), TRIAL_NAME: name, VERSION: dor_bench_version(), ATTEMPTS: str(attempts)}
+    return tags, params_from_spec(spec)
+
+
+def trial_end(name: str, spec: TrialSpec, result: TrialResult | None, error: str | None) -> Ending:
+    """What ends a benchmark trial's run: FINISHED with its metrics, per-epoch history, per-class
+    stats, result and reliability diagram, or FAILED with its error (as text and as a tag)."""
+    artifacts: dict[str, Any] = {"trial_spec.json": spec.canonical_dict()}
+    if result is None:
+        return Ending(
+            "FAILED",
+            artifacts=artifacts,
+            texts={"error.txt": error or ""},
+            tags={ERROR: (error or "unknown error")[:5000]},
         )
+    artifacts["per_class.json"] = {"per_class": [c.model_dump() for c in result.per_class], "info": result.info}
+    artifacts["result.json"] = result.model_dump(mode="json")
+    return Ending(
+        "FINISHED",
+        result.metrics,
+        [epoch_row(row) for row in result.history],
+        artifacts,
+        figures={"reliability.png": reliability_figure(result.reliability, name)} if result.reliability else {},
+    )
+
+
+def epoch_row(row: dict[str, float]) -> dict[str, float]:
+    """A benchmark trial's epoch row as metrics: the epoch is the step, not a metric."""
+    return {k: v for k, v in row.items() if k != "epoch"}

@@ -1,15 +1,18 @@
-"""Ray scheduling: worker actors that keep CLIP warm, a queue that keeps them busy, retries of
-trials whose worker process died (from their last checkpoint)."""
+"""Ray scheduling: worker actors that keep CLIP warm, a queue that keeps them busy, each trial's
+epochs streamed back to the driver as they end (a Ray streaming generator), retries of trials
+whose worker process died (from their last checkpoint)."""
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray.exceptions import RayActorError, WorkerCrashedError
@@ -35,23 +38,52 @@ class Outcome:
     error: str | None = None
 
 
+class TrialEvents(Protocol):
+    """What the queue tells its caller as trials run (the driver records them as they happen)."""
+
+    def started(self, job: Job) -> None:
+        """A worker has been handed the job (again, after its worker died: ``job.attempt`` > 0)."""
+
+    def epoch(self, job: Job, epoch: int, row: dict[str, float]) -> None:
+        """The job finished an epoch (1-based) with this row of metrics."""
+
+    def ended(self, outcome: Outcome) -> None:
+        """The job is done: a result, or an error after its last attempt."""
+
+    def progress(self, line: str) -> None:
+        """A line for the terminal (the grid's progress, a retry)."""
+
+
 @ray.remote(max_restarts=0, max_task_retries=0)
 class TrialWorker:
     """Runs trials one at a time in one process; ``run_trial`` memoises CLIP across them."""
 
-    def run(self, job: Job, options: dict[str, Any]) -> dict[str, Any]:
+    def run(self, job: Job, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """A streaming generator: ``{"epoch": n, "row": {...}}`` as each epoch ends, then
+        ``{"result": TrialResult JSON}`` or ``{"error": text}``. The trial runs in a thread of
+        this worker so that its epoch callback can hand rows to the generator."""
         from workers.trial import TrialError, run_trial
 
-        def on_epoch(epoch: int, _row: dict[str, float]) -> None:
-            if job.kill_at_epoch is not None and job.attempt == 0 and epoch == job.kill_at_epoch:
-                os._exit(1)  # simulate a worker process dying mid-trial
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
 
-        try:
-            if job.fail:
-                raise TrialError(f"injected failure for trial '{job.name}' (testing.fail_trials)")
-            return {"result": run_trial(job.spec, options, on_epoch=on_epoch).model_dump(mode="json")}
-        except Exception as err:  # the trial's own failure: reported, the grid goes on
-            return {"error": f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}"}
+        def work() -> None:
+            try:
+                if job.fail:
+                    raise TrialError(f"injected failure for trial '{job.name}' (testing.fail_trials)")
+                on_epoch = lambda epoch, row: events.put({"epoch": epoch, "row": row})
+                events.put({"result": run_trial(job.spec, options, on_epoch=on_epoch).model_dump(mode="json")})
+            except Exception as err:  # the trial's own failure: reported, the grid goes on
+                events.put({"error": f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}"})
+
+        threading.Thread(target=work, name=f"trial {job.name}", daemon=True).start()
+        while True:
+            event = events.get()
+            yield event
+            if "epoch" not in event:
+                return
+            if job.kill_at_epoch == event["epoch"] and job.attempt == 0:
+                time.sleep(0.5)  # let the row reach the driver, then die as a crashed worker would
+                os._exit(1)
 
 
 @dataclass
@@ -88,15 +120,14 @@ def actor_count(total_jobs: int, cpus: float, gpus: float, max_concurrency: int 
 def run_jobs(
     jobs: list[Job],
     options: RunOptions,
+    events: TrialEvents,
     *,
     cpus: float,
     gpus: float,
     max_concurrency: int | None,
     retries: int,
-    on_outcome: Callable[[Outcome], None],
-    on_progress: Callable[[str], None],
 ) -> GridCounts:
-    """Run every job on worker actors; each outcome is handed to ``on_outcome`` as it arrives.
+    """Run every job on worker actors, telling ``events`` as each starts, ends an epoch and ends.
 
     A worker process that dies is replaced and its trial re-queued (resuming from its checkpoint)
     up to ``retries`` times; then it is reported as failed.
@@ -104,46 +135,53 @@ def run_jobs(
     progress = GridCounts(total=len(jobs))
     if not jobs:
         return progress
-    queue = deque(jobs)
+    queue_ = deque(jobs)
     make = TrialWorker.options(num_cpus=cpus, num_gpus=gpus)  # type: ignore[attr-defined]  # a Ray actor class
     idle = [make.remote() for _ in range(actor_count(len(jobs), cpus, gpus, max_concurrency))]
-    running: dict[ray.ObjectRef, tuple[Job, Any]] = {}
+    running: dict[Any, tuple[Job, Any]] = {}  # a trial's stream of events -> its job and worker
     opts = options.model_dump()
     last_line = 0.0
     try:
-        while queue or running:
-            while idle and queue:
-                job, actor = queue.popleft(), idle.pop()
-                running[actor.run.remote(job, opts)] = (job, actor)
+        while queue_ or running:
+            while idle and queue_:
+                job, actor = queue_.popleft(), idle.pop()
+                running[actor.run.options(num_returns="streaming").remote(job, opts)] = (job, actor)
+                events.started(job)
             progress.running = len(running)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            for ref in ready:
-                job, actor = running.pop(ref)
+            ready: list[Any] = ray.wait(list(running), num_returns=1, timeout=1.0)[0]  # streams with an event
+            for stream in ready:
+                job, actor = running[stream]
                 try:
-                    reply = ray.get(ref)
-                    idle.append(actor)
-                except (RayActorError, WorkerCrashedError) as err:
+                    reply: dict[str, Any] = ray.get(next(stream))
+                except (RayActorError, WorkerCrashedError, StopIteration) as err:
+                    del running[stream]
                     ray.kill(actor)
                     idle.append(make.remote())
                     if job.attempt < retries:
                         job.attempt += 1
-                        queue.appendleft(job)
-                        on_progress(
+                        queue_.appendleft(job)
+                        events.progress(
                             f"[dor-bench] worker died during '{job.name}'; "
                             f"retry {job.attempt}/{retries} from its last checkpoint"
                         )
                         continue
                     reply = {"error": f"the worker process died {job.attempt + 1} times: {err}"}
+                else:
+                    if "epoch" in reply:
+                        events.epoch(job, int(reply["epoch"]), reply["row"])
+                        continue
+                    del running[stream]
+                    idle.append(actor)
                 outcome = Outcome(job, reply.get("result"), reply.get("error"))
                 if outcome.result is not None:
                     progress.done += 1
                 else:
                     progress.failed += 1
-                on_outcome(outcome)
+                events.ended(outcome)
             progress.running = len(running)
             if time.monotonic() - last_line >= 1.0:
                 last_line = time.monotonic()
-                on_progress(progress.line())
+                events.progress(progress.line())
     finally:
         for _, actor in running.values():
             ray.kill(actor)

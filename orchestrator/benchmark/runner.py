@@ -17,7 +17,7 @@ from orchestrator.preflight import RUN_REFUSED, check_resources, preflight
 from orchestrator.report.build import build_report
 from orchestrator.report.collect import spec_values
 from orchestrator.settings.benchmark import Benchmark
-from orchestrator.tracking import BENCHMARK_FILE, Tracker
+from orchestrator.tracking import BENCHMARK_FILE, LiveRuns, Tracker, epoch_row, trial_end, trial_start
 from workers.errors import DorBenchError
 from workers.spec import RunOptions, TrialResult
 
@@ -71,28 +71,18 @@ def run_benchmark(
         parent = tracker.start_parent(f"run {Path(path).name}", {BENCHMARK_FILE: str(path)})
         jobs = [make_job(t, bench) for t in todo]
 
-        def record(outcome: Outcome) -> None:
-            trial = by_name[outcome.job.name]
-            result = TrialResult.model_validate(outcome.result) if outcome.result else None
-            tracker.record(parent, trial.name, trial.spec, result, outcome.error, outcome.job.attempt + 1)
-            if result is not None:
-                (checkpoints / f"{trial.run_key}.pt").unlink(missing_ok=True)
-            else:
-                first_line = (outcome.error or "unknown error").splitlines()[0]
-                show(f"[dor-bench] trial '{trial.name}' FAILED: {first_line}")
-
-        status = "FINISHED"
         show = ProgressLog()
+        grid = LiveGrid(LiveRuns(tracker, parent), by_name, checkpoints, show)
+        status = "FINISHED"
         try:
             progress = run_jobs(
                 jobs,
                 RunOptions(checkpoint_dir=str(checkpoints.absolute()), progress=False),
+                grid,
                 cpus=bench.resources.cpus,
                 gpus=bench.resources.gpus,
                 max_concurrency=bench.max_concurrency,
                 retries=bench.retries,
-                on_outcome=record,
-                on_progress=show,
             )
             show.end_line()
             log(progress.line())
@@ -105,6 +95,7 @@ def run_benchmark(
             )
             raise
         finally:
+            grid.runs.abandon()
             tracker.end_parent(parent, status)
     finished = tracker.finished_keys(keys)
     try:
@@ -151,3 +142,31 @@ def make_job(trial: PlannedTrial, bench: Benchmark) -> Job:
         kill_at_epoch=kill.epoch if kill and hit(kill.trial) else None,
         fail=bool(testing and any(hit(r) for r in testing.fail_trials)),
     )
+
+
+class LiveGrid:
+    """The benchmark's ``TrialEvents``: each trial's MLflow child run opens when a worker takes it,
+    takes its epochs as they end and closes with its result (only the driver writes)."""
+
+    def __init__(self, runs: LiveRuns, trials: dict[str, PlannedTrial], checkpoints: Path, show: ProgressLog):
+        self.runs, self.trials, self.checkpoints, self.show = runs, trials, checkpoints, show
+
+    def started(self, job: Job) -> None:
+        trial = self.trials[job.name]
+        self.runs.start(trial.run_key, trial.name, *trial_start(trial.name, trial.spec, job.attempt + 1))
+
+    def epoch(self, job: Job, epoch: int, row: dict[str, float]) -> None:
+        self.runs.epoch(self.trials[job.name].run_key, epoch, epoch_row(row))
+
+    def ended(self, outcome: Outcome) -> None:
+        trial = self.trials[outcome.job.name]
+        result = TrialResult.model_validate(outcome.result) if outcome.result else None
+        self.runs.end(trial.run_key, trial_end(trial.name, trial.spec, result, outcome.error))
+        if result is not None:
+            (self.checkpoints / f"{trial.run_key}.pt").unlink(missing_ok=True)
+        else:
+            first_line = (outcome.error or "unknown error").splitlines()[0]
+            self.show(f"[dor-bench] trial '{trial.name}' FAILED: {first_line}")
+
+    def progress(self, line: str) -> None:
+        self.show(line)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
 
 from orchestrator import MAX_TRIALS
 from orchestrator.console import log
@@ -26,12 +27,13 @@ from orchestrator.sweep.trainable import STATE, plain_config, sweep_trial
 from orchestrator.tracking import (
     LEAKY,
     OBJECTIVE,
-    PARENT,
     SWEEP,
     SWEEP_FILE,
     SWEEP_STORAGE,
     TRIAL_STATUS,
     TUNE_TRIAL,
+    Ending,
+    LiveRuns,
     Tracker,
 )
 from orchestrator.translate.params import params_from_spec
@@ -133,16 +135,55 @@ def config_label(config: dict[str, Any]) -> str:
 
 
 class _Recorder:
-    """Writes each ended Tune trial as one MLflow child run under the sweep parent (driver only)."""
+    """Each Tune trial as one MLflow child run under the sweep parent, live (driver only): opened
+    when the trial starts, an epoch row per Tune report, closed when it ends. On a resumed sweep,
+    the runs of trials that had not ended are continued."""
 
     def __init__(self, sweep: Sweep, tracker: Tracker, parent: str):
-        self.sweep, self.tracker, self.parent = sweep, tracker, parent
-        self.recorded = {r.data.tags[TUNE_TRIAL] for r in tracker.children(parent) if TUNE_TRIAL in r.data.tags}
+        self.sweep, self.parent = sweep, parent
+        self.runs = LiveRuns(tracker, parent)
+        self.recorded: set[str] = set()  # trials whose run has ended
+        for run in tracker.children(parent):
+            trial = run.data.tags.get(TUNE_TRIAL)
+            if trial is not None and run.info.status in ("FINISHED", "FAILED"):
+                self.recorded.add(trial)
+            elif trial is not None:
+                logged = tracker.client.get_metric_history(run.info.run_id, "epoch/objective")
+                self.runs.adopt(trial, run.info.run_id, {m.step for m in logged})
         self.ended = 0
 
+    def started(self, trial_id: str, config: dict[str, Any]) -> None:
+        if trial_id in self.recorded:
+            return
+        tags = {
+            SWEEP: self.sweep.name,
+            TUNE_TRIAL: trial_id,
+            OBJECTIVE: self.sweep.objective.describe(),
+            **({LEAKY: "true"} if self.sweep.leaky else {}),
+        }
+        params = {
+            **params_from_spec(_spec_of(self.sweep, config)),
+            "seed": ",".join(map(str, self.sweep.seeds)),
+            **{f"tune.{k}": str(v) for k, v in plain_config(config).items()},
+        }
+        self.runs.start(trial_id, f"{trial_id} {config_label(config)}", tags, params)
+
+    def result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        """One Tune report (an epoch of one seed) as the run's row at step = the report's number."""
+        if trial_id in self.recorded:
+            return
+        if trial_id not in self.runs.runs:
+            self.started(trial_id, config)
+        row = {
+            k: float(v)
+            for k, v in result.items()
+            if k not in AUTO_RESULT_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        self.runs.epoch(trial_id, int(result["training_iteration"]), row)
+
     def record(self, trial_id: str, config: dict[str, Any], checkpoint: Any, error: str | None) -> None:
-        """One child run: params (the resolved spec and the searched values), final metrics
-        (``objective``, ``floor_met``, the seed-mean ``val/*``), per-epoch history, status."""
+        """Close the trial's run: final metrics (``objective``, ``floor_met``, the seed-mean
+        ``val/*``), the reports not yet logged, how it ended, its state as an artifact."""
         self.ended += 1
         if trial_id in self.recorded:
             return
@@ -155,29 +196,18 @@ class _Recorder:
         status = (
             "errored" if error and len(reports) < epochs else "completed" if len(reports) >= epochs else "early-stopped"
         )
-        tags = {
-            PARENT: self.parent,
-            SWEEP: self.sweep.name,
-            TUNE_TRIAL: trial_id,
-            TRIAL_STATUS: status,
-            OBJECTIVE: self.sweep.objective.describe(),
-            **({LEAKY: "true"} if self.sweep.leaky else {}),
-        }
-        params = {
-            **params_from_spec(spec),
-            "seed": ",".join(map(str, self.sweep.seeds)),
-            **{f"tune.{k}": str(v) for k, v in plain_config(config).items()},
-        }
         metrics = {**state.get("summary", {}), "reports": float(len(reports))}
-        self.tracker.record_run(
-            self.parent,
-            f"{trial_id} {config_label(config)}",
-            tags,
-            params,
-            metrics,
-            reports,
-            "FAILED" if status == "errored" else "FINISHED",
-            {"sweep_trial.json": {"config": plain_config(config), "state": state, "error": error}},
+        if trial_id not in self.runs.runs:  # ended before it was seen running (a restored sweep)
+            self.started(trial_id, config)
+        self.runs.end(
+            trial_id,
+            Ending(
+                "FAILED" if status == "errored" else "FINISHED",
+                metrics,
+                reports,
+                {"sweep_trial.json": {"config": plain_config(config), "state": state, "error": error}},
+                tags={TRIAL_STATUS: status},
+            ),
         )
         self.recorded.add(trial_id)
         log(
@@ -190,10 +220,16 @@ class _Recorder:
 
 class SweepCallback(tune.Callback):
     """The Tune callback: a picklable proxy (it holds only the experiment path; see
-    ``_RECORDERS``) that hands ended trials to this driver session's recorder."""
+    ``_RECORDERS``) that hands trial events to this driver session's recorder."""
 
     def __init__(self, key: str):
         self.key = key
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        _RECORDERS[self.key].started(trial.trial_id, trial.config)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        _RECORDERS[self.key].result(trial.trial_id, trial.config, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         _RECORDERS[self.key].record(trial.trial_id, trial.config, trial.checkpoint, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -215,3 +217,41 @@ def plan_of(path: Path) -> list:
     from orchestrator.settings.benchmark import load_benchmark
 
     return plan(load_benchmark(path))
+
+
+def test_a_trial_streams_its_epochs_live_and_a_retry_continues_its_run(tmp_path, capsys):
+    """While the grid runs, the trial's child run is RUNNING and its epoch metrics grow; its worker
+    is killed after epoch 2 and the retried trial goes on in the same run, every epoch once."""
+    epochs = 6
+    path = write_benchmark(
+        tmp_path,
+        name="live",
+        shots=4,
+        seeds=[1],
+        methods=[{"name": "coop", "options": {"epochs": epochs, "batch_size": 2}, "dor": [False]}],
+        testing={"kill_worker": {"trial": "coop/shapes/seed1", "epoch": 2}},
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    outcome: list[int] = []
+    grid = threading.Thread(target=lambda: outcome.append(run(path, uri, tmp_path)))
+    grid.start()
+    client, seen = MlflowClient(uri), []  # (run id, status, epochs logged) while the grid runs
+    while grid.is_alive():
+        experiment = client.get_experiment_by_name("live")
+        for r in client.search_runs([experiment.experiment_id]) if experiment else []:
+            if RUN_KEY in r.data.tags:
+                steps = [m.step for m in client.get_metric_history(r.info.run_id, "epoch/train/loss")]
+                seen.append((r.info.run_id, r.info.status, len(steps)))
+        time.sleep(0.05)
+    grid.join()
+    assert outcome == [0]
+    assert "worker died during 'coop/shapes/seed1'" in capsys.readouterr().err
+    [live] = child_runs(uri, "live")
+    assert {run_id for run_id, _, _ in seen} == {live.info.run_id}  # one run, from start to end
+    running = [n for _, status, n in seen if status == "RUNNING"]
+    assert running and min(running) < epochs and len(set(running)) >= 2  # seen growing while it ran
+    history = client.get_metric_history(live.info.run_id, "epoch/train/loss")
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # each epoch once, none lost
+    first = min(m.timestamp for m in history)
+    assert first < live.info.end_time and len({m.timestamp for m in history}) >= 3  # logged as they came
+    assert live.info.status == "FINISHED" and live.data.tags["dor_bench.attempts"] == "2"

@@ -71,6 +71,9 @@ def test_sweep_end_to_end_with_asha(tmp_path, capsys, local_ray):
         reports[c.data.tags[TUNE_TRIAL]] = len(history)
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         assert c.data.metrics["reports"] == len(history)
+        # streamed as Tune reported them: each row arrived before the run ended, at its own time
+        assert max(m.timestamp for m in history) <= c.info.end_time
+        assert len(history) == 1 or len({m.timestamp for m in history}) > 1
         # the objective is the last epoch's value, moved by the penalty when the floor was missed
         # (pseudo-base accuracy of a random tiny CLIP sits near the floor: which trials miss it
         # depends on the epoch ASHA stops them at)
