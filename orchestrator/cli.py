@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-epoch trial checkpoints (shared storage on a cluster)",
     )
     run.add_argument("--report-dir", help="where the end-of-run report goes (default: reports/<name>)")
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object per line on stdout per trial started / epoch / finished / failed",
+    )
     run.set_defaults(handler=commands.run)
 
     tune = sub.add_parser("tune", help="run (or resume) a Ray Tune sweep file, recording in MLflow")

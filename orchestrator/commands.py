@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         max_trials=args.max_trials,
         dry_run=args.dry_run,
+        log_format=args.log_format,
         tracking_uri=args.tracking_uri,
         address=args.address,
         rerun=args.rerun,

@@ -50,8 +50,11 @@ class TrialEvents(Protocol):
     def ended(self, outcome: Outcome) -> None:
         """The job is done: a result, or an error after its last attempt."""
 
-    def progress(self, line: str) -> None:
-        """A line for the terminal (the grid's progress, a retry)."""
+    def retrying(self, job: Job, retries: int) -> None:
+        """The job's worker died; it is queued again (attempt ``job.attempt`` of ``retries``)."""
+
+    def progress(self, counts: GridCounts) -> None:
+        """The grid's counts (about once a second)."""
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
@@ -160,10 +163,7 @@ def run_jobs(
                     if job.attempt < retries:
                         job.attempt += 1
                         queue_.appendleft(job)
-                        events.progress(
-                            f"[dor-bench] worker died during '{job.name}'; "
-                            f"retry {job.attempt}/{retries} from its last checkpoint"
-                        )
+                        events.retrying(job, retries)
                         continue
                     reply = {"error": f"the worker process died {job.attempt + 1} times: {err}"}
                 else:
@@ -181,7 +181,7 @@ def run_jobs(
             progress.running = len(running)
             if time.monotonic() - last_line >= 1.0:
                 last_line = time.monotonic()
-                events.progress(progress.line())
+                events.progress(progress)
     finally:
         for _, actor in running.values():
             ray.kill(actor)

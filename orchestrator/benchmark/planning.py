@@ -225,13 +225,12 @@ def _check_testing(b: Benchmark, trials: list[PlannedTrial]) -> None:
                 f"has that run_key.{did_you_mean(kill.trial, names)}"
             )
         else:
-            config = {**METHODS.get(trial.spec.method).defaults, **trial.spec.method_options}
-            epochs = config.get("epochs")
-            if not METHODS.get(trial.spec.method).trains or epochs is None:
+            epochs = METHODS.get(trial.spec.method).epochs(trial.spec.method_options)
+            if not epochs:
                 problems.append(
                     f"testing.kill_worker.trial: '{trial.name}' does not train, so it never reaches an epoch"
                 )
-            elif kill.epoch > int(epochs):
+            elif kill.epoch > epochs:
                 problems.append(
                     f"testing.kill_worker.epoch: '{trial.name}' trains for {epochs} "
                     f"epochs, so it never reaches epoch {kill.epoch}"

@@ -3,22 +3,25 @@ every trial in MLflow, print the tables and write the report (orchestrator/repor
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
 from orchestrator import MAX_TRIALS
-from orchestrator.benchmark.actors import Job, Outcome, run_jobs
+from orchestrator.benchmark.actors import GridCounts, Job, Outcome, run_jobs
 from orchestrator.benchmark.planning import PlannedTrial, validate_file
 from orchestrator.cluster import start_ray
-from orchestrator.console import ProgressLog, log
+from orchestrator.console import GridDisplay, LogFormat, log
 from orchestrator.preflight import RUN_REFUSED, check_resources, preflight
 from orchestrator.report.build import build_report
 from orchestrator.report.collect import spec_values
 from orchestrator.settings.benchmark import Benchmark
 from orchestrator.tracking import BENCHMARK_FILE, LiveRuns, Tracker, epoch_row, trial_end, trial_start
 from workers.errors import DorBenchError
+from workers.methods import METHODS
 from workers.spec import RunOptions, TrialResult
 
 
@@ -34,6 +37,7 @@ def run_benchmark(
     rerun: bool = False,
     checkpoint_dir: str = ".dor-bench/checkpoints",
     report_dir: str | None = None,
+    log_format: LogFormat = "text",
 ) -> int:
     """Run (or resume) a benchmark file, then print its tables and write the report into
     ``report_dir`` (default reports/<name>); returns the exit code (1 when any trial failed).
@@ -64,48 +68,62 @@ def run_benchmark(
         f"{f', {resumable} resuming from checkpoints' if resumable else ''}"
         f"{f'; {stale} interrupted runs marked KILLED' if stale else ''}."
     )
-    by_name = {t.name: t for t in todo}
-    if todo:
-        start_ray(address)
-        check_resources(bench.resources, RUN_REFUSED)
-        parent = tracker.start_parent(f"run {Path(path).name}", {BENCHMARK_FILE: str(path)})
-        jobs = [make_job(t, bench) for t in todo]
-
-        show = ProgressLog()
-        grid = LiveGrid(LiveRuns(tracker, parent), by_name, checkpoints, show)
-        status = "FINISHED"
+    display = GridDisplay(log_format)  # made first: JSON events keep the real stdout
+    # With JSON events, stdout carries nothing else: what Ray or the tables print goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if log_format == "json" else contextlib.nullcontext():
+        if todo:
+            run_grid(bench, path, address, todo, tracker, checkpoints, display)
+        finished = tracker.finished_keys(keys)
         try:
-            progress = run_jobs(
-                jobs,
-                RunOptions(checkpoint_dir=str(checkpoints.absolute()), progress=False),
-                grid,
-                cpus=bench.resources.cpus,
-                gpus=bench.resources.gpus,
-                max_concurrency=bench.max_concurrency,
-                retries=bench.retries,
+            report = build_report(
+                tracker.uri, bench.name, out_dir=report_dir, planned=[spec_values(t.spec) for t in trials]
             )
-            show.end_line()
-            log(progress.line())
-            status = "FAILED" if progress.failed else "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            log(
-                "[dor-bench] interrupted: finished trials are recorded; run the same command "
-                "again to resume the rest from their checkpoints."
-            )
-            raise
-        finally:
-            grid.runs.abandon()
-            tracker.end_parent(parent, status)
-    finished = tracker.finished_keys(keys)
-    try:
-        report = build_report(
-            tracker.uri, bench.name, out_dir=report_dir, planned=[spec_values(t.spec) for t in trials]
-        )
-        print(report.terminal)
-    except DorBenchError as err:  # the trials are recorded; only the report is missing
-        log(f"[dor-bench] no report: {err.message}")
+            print(report.terminal)
+        except DorBenchError as err:  # the trials are recorded; only the report is missing
+            log(f"[dor-bench] no report: {err.message}")
+    display.finished(len(finished), len(keys))
     return 0 if len(finished) == len(keys) else 1
+
+
+def run_grid(
+    bench: Benchmark,
+    path: str,
+    address: str | None,
+    todo: list[PlannedTrial],
+    tracker: Tracker,
+    checkpoints: Path,
+    display: GridDisplay,
+) -> None:
+    """Start Ray, open the parent run and run ``todo`` on worker actors, each trial's child run
+    live; the parent ends FINISHED, FAILED (a trial failed) or KILLED (interrupted)."""
+    start_ray(address)
+    check_resources(bench.resources, RUN_REFUSED)
+    parent = tracker.start_parent(f"run {Path(path).name}", {BENCHMARK_FILE: str(path)})
+    grid = LiveGrid(LiveRuns(tracker, parent), {t.name: t for t in todo}, checkpoints, display)
+    status = "FINISHED"
+    try:
+        progress = run_jobs(
+            [make_job(t, bench) for t in todo],
+            RunOptions(checkpoint_dir=str(checkpoints.absolute()), progress=False),
+            grid,
+            cpus=bench.resources.cpus,
+            gpus=bench.resources.gpus,
+            max_concurrency=bench.max_concurrency,
+            retries=bench.retries,
+        )
+        display.close()
+        log(progress.line())
+        status = "FAILED" if progress.failed else "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        log(
+            "[dor-bench] interrupted: finished trials are recorded; run the same command "
+            "again to resume the rest from their checkpoints."
+        )
+        raise
+    finally:
+        grid.runs.abandon()
+        tracker.end_parent(parent, status)
 
 
 def print_dry_run(
@@ -146,17 +164,21 @@ def make_job(trial: PlannedTrial, bench: Benchmark) -> Job:
 
 class LiveGrid:
     """The benchmark's ``TrialEvents``: each trial's MLflow child run opens when a worker takes it,
-    takes its epochs as they end and closes with its result (only the driver writes)."""
+    takes its epochs as they end and closes with its result (only the driver writes); the
+    terminal shows the same events (``GridDisplay``)."""
 
-    def __init__(self, runs: LiveRuns, trials: dict[str, PlannedTrial], checkpoints: Path, show: ProgressLog):
-        self.runs, self.trials, self.checkpoints, self.show = runs, trials, checkpoints, show
+    def __init__(self, runs: LiveRuns, trials: dict[str, PlannedTrial], checkpoints: Path, display: GridDisplay):
+        self.runs, self.trials, self.checkpoints, self.display = runs, trials, checkpoints, display
 
     def started(self, job: Job) -> None:
         trial = self.trials[job.name]
         self.runs.start(trial.run_key, trial.name, *trial_start(trial.name, trial.spec, job.attempt + 1))
+        epochs = METHODS.get(trial.spec.method).epochs(trial.spec.method_options)
+        self.display.started(trial.name, epochs, job.attempt + 1)
 
     def epoch(self, job: Job, epoch: int, row: dict[str, float]) -> None:
         self.runs.epoch(self.trials[job.name].run_key, epoch, epoch_row(row))
+        self.display.epoch(job.name, epoch, epoch_row(row))
 
     def ended(self, outcome: Outcome) -> None:
         trial = self.trials[outcome.job.name]
@@ -164,9 +186,12 @@ class LiveGrid:
         self.runs.end(trial.run_key, trial_end(trial.name, trial.spec, result, outcome.error))
         if result is not None:
             (self.checkpoints / f"{trial.run_key}.pt").unlink(missing_ok=True)
-        else:
-            first_line = (outcome.error or "unknown error").splitlines()[0]
-            self.show(f"[dor-bench] trial '{trial.name}' FAILED: {first_line}")
+        self.display.ended(trial.name, result.metrics if result else None, outcome.error or None)
 
-    def progress(self, line: str) -> None:
-        self.show(line)
+    def retrying(self, job: Job, retries: int) -> None:
+        self.display.message(
+            f"[dor-bench] worker died during '{job.name}'; retry {job.attempt}/{retries} from its last checkpoint"
+        )
+
+    def progress(self, counts: GridCounts) -> None:
+        self.display.grid(counts.line())

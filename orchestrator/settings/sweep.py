@@ -359,8 +359,7 @@ class Sweep(Strict):
 
     @property
     def epochs(self) -> int:
-        options = {**METHODS.get(self.method.name).defaults, **self.method.options}
-        return int(options["epochs"])
+        return METHODS.get(self.method.name).epochs(self.method.options)
 
     @property
     def max_t(self) -> int:

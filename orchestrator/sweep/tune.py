@@ -190,9 +190,7 @@ class _Recorder:
         state = _read_state(checkpoint)
         reports = state.get("reports", [])
         spec = _spec_of(self.sweep, config)
-        epochs = int(spec.method_options.get("epochs") or METHODS.get(spec.method).defaults["epochs"]) * len(
-            self.sweep.seeds
-        )
+        epochs = METHODS.get(spec.method).epochs(spec.method_options) * len(self.sweep.seeds)
         status = (
             "errored" if error and len(reports) < epochs else "completed" if len(reports) >= epochs else "early-stopped"
         )

@@ -100,19 +100,72 @@ def test_pretrain_logit_scale_start_is_checked(capsys, tmp_path):
     assert not (tmp_path / "w.pt").exists()
 
 
-def test_progress_log_writes_a_line_only_when_the_counts_change(capsys):
-    from orchestrator.console import ProgressLog
+def test_grid_display_in_a_log_file_writes_changes_only(capsys, monkeypatch):
+    from orchestrator import console
 
-    show = ProgressLog()  # stderr is captured, so not a terminal: log lines
-    show("[dor-bench] 1/9 done, 2 running, 0 failed, 6 queued, ETA 80s")
-    show("[dor-bench] 1/9 done, 2 running, 0 failed, 6 queued, ETA 82s")
-    show("[dor-bench] 2/9 done, 2 running, 0 failed, 5 queued, ETA 70s")
-    show("[dor-bench] trial 'x' FAILED: boom")
-    assert capsys.readouterr().err.splitlines() == [
-        "[dor-bench] 1/9 done, 2 running, 0 failed, 6 queued, ETA 80s",
-        "[dor-bench] 2/9 done, 2 running, 0 failed, 5 queued, ETA 70s",
-        "[dor-bench] trial 'x' FAILED: boom",
+    now = [1000.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: now[0])
+    show = console.GridDisplay()  # stderr is captured, so not a terminal: log lines
+    show.grid("[dor-bench] 0/9 done, 1 running, 0 failed, 8 queued, ETA ?")
+    show.grid("[dor-bench] 0/9 done, 1 running, 0 failed, 8 queued, ETA 81s")  # same counts, same time
+    show.started("coop/dtd/seed1", epochs=4, attempt=1)
+    for epoch in (1, 2, 3, 4):  # 20 s apart: the first, then only after 30 s (3), and the last
+        now[0] += 20
+        show.epoch("coop/dtd/seed1", epoch, {"train/loss": 2.0 / epoch})
+    show.ended("coop/dtd/seed1", {"hm": 70.0}, None)
+    show.ended("kgcoop/dtd/seed1", None, "RuntimeError: boom\ntraceback")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "[dor-bench] 0/9 done, 1 running, 0 failed, 8 queued, ETA ?"
+    assert lines[1] == "[dor-bench] started coop/dtd/seed1"
+    epochs = [line for line in lines if ": epoch " in line]
+    assert [e.split(": epoch ")[1].split(",")[0] for e in epochs] == ["1/4", "3/4", "4/4"]
+    assert epochs[0] == "[dor-bench] coop/dtd/seed1: epoch 1/4, loss 2, 20s, ETA 60s"
+    assert lines[-2:] == [
+        "[dor-bench] finished coop/dtd/seed1",
+        "[dor-bench] trial 'kgcoop/dtd/seed1' FAILED: RuntimeError: boom",
     ]
+    assert sum("ETA 81s" in line for line in lines) == 0
+
+
+def test_grid_display_on_a_terminal_redraws_its_block_in_place(capsys):
+    from orchestrator.console import GridDisplay
+
+    show = GridDisplay()
+    show.tty = True  # what a terminal gets: the block is erased and drawn again on every event
+    show.grid("[dor-bench] 0/2 done, 2 running, 0 failed, 0 queued, ETA ?")
+    show.started("a", epochs=10, attempt=1)
+    show.started("b", epochs=0, attempt=1)
+    show.epoch("a", 5, {"train/loss": 0.5})
+    err = capsys.readouterr().err
+    last = err.rsplit("\x1b[J", 1)[1].splitlines()  # what is on screen after the last redraw
+    assert "\x1b[2F\x1b[J" in err and "\x1b[3F\x1b[J" in err  # the block grew from 2 to 3 lines
+    assert last[0] == "[dor-bench] 0/2 done, 2 running, 0 failed, 0 queued, ETA ?"
+    assert last[1].startswith("  a: epoch 5/10, loss 0.5,") and last[2].startswith("  b: scoring,")
+
+
+def test_grid_display_json_events_go_to_stdout(capsys):
+    import json
+
+    from orchestrator.console import GridDisplay
+
+    show = GridDisplay("json")
+    show.grid("[dor-bench] 0/1 done, 1 running, 0 failed, 0 queued, ETA ?")
+    show.started("a", epochs=2, attempt=1)
+    show.epoch("a", 1, {"train/loss": 0.5})
+    show.ended("a", {"hm": 70.0}, None)
+    out = capsys.readouterr()
+    events = [json.loads(line) for line in out.out.splitlines()]
+    assert [(e["event"], e["trial"]) for e in events] == [
+        ("trial_started", "a"),
+        ("epoch", "a"),
+        ("trial_finished", "a"),
+    ]
+    assert (
+        events[1]["metrics"] == {"train/loss": 0.5}
+        and events[1]["epochs"] == 2
+        and events[2]["metrics"] == {"hm": 70.0}
+    )
+    assert "0/1 done" in out.err and "{" not in out.err
 
 
 # --- the error boundary: user mistakes print a message and exit 2; a bug shows its traceback ------

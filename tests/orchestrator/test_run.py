@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -233,7 +234,7 @@ def test_a_trial_streams_its_epochs_live_and_a_retry_continues_its_run(tmp_path,
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     outcome: list[int] = []
-    grid = threading.Thread(target=lambda: outcome.append(run(path, uri, tmp_path)))
+    grid = threading.Thread(target=lambda: outcome.append(run(path, uri, tmp_path, "--log-format", "json")))
     grid.start()
     client, seen = MlflowClient(uri), []  # (run id, status, epochs logged) while the grid runs
     while grid.is_alive():
@@ -245,7 +246,13 @@ def test_a_trial_streams_its_epochs_live_and_a_retry_continues_its_run(tmp_path,
         time.sleep(0.05)
     grid.join()
     assert outcome == [0]
-    assert "worker died during 'coop/shapes/seed1'" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "worker died during 'coop/shapes/seed1'" in out.err
+    events = [json.loads(line) for line in out.out.splitlines()]  # stdout holds only the events
+    assert [e["attempt"] for e in events if e["event"] == "trial_started"] == [1, 2]
+    assert {e["epoch"] for e in events if e["event"] == "epoch"} >= {1, 2, epochs}
+    assert [e["event"] for e in events[-2:]] == ["trial_finished", "grid_finished"]
+    assert events[-1]["finished"] == events[-1]["planned"] == 1 and "hm" in events[-2]["metrics"]
     [live] = child_runs(uri, "live")
     assert {run_id for run_id, _, _ in seen} == {live.info.run_id}  # one run, from start to end
     running = [n for _, status, n in seen if status == "RUNNING"]

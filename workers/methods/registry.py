@@ -24,6 +24,10 @@ class MethodCard:
     trains: bool  # False for zero-shot
     defaults: dict[str, Any]
 
+    def epochs(self, options: dict[str, Any]) -> int:
+        """How many epochs a trial with these option overrides trains (0 for zero-shot)."""
+        return int({**self.defaults, **options}["epochs"]) if self.trains else 0
+
     def method(self) -> PromptMethod:
         """The method's builder (imports its file, and with it torch)."""
         module, _, cls = self.builder.partition(":")
