@@ -71,14 +71,15 @@ def run_benchmark(
     display = GridDisplay(log_format)  # made first: JSON events keep the real stdout
     # With JSON events, stdout carries nothing else: what Ray or the tables print goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if log_format == "json" else contextlib.nullcontext():
-        if todo:
-            run_grid(bench, path, address, todo, tracker, checkpoints, display)
+        parent = run_grid(bench, path, plan, address, todo, tracker, checkpoints, display) if todo else None
         finished = tracker.finished_keys(keys)
         try:
             report = build_report(
                 tracker.uri, bench.name, out_dir=report_dir, planned=[spec_values(t.spec) for t in trials]
             )
             print(report.terminal)
+            if parent is not None:
+                tracker.log_files(parent, {}, report.files["parquet"].parent)
         except DorBenchError as err:  # the trials are recorded; only the report is missing
             log(f"[dor-bench] no report: {err.message}")
     display.finished(len(finished), len(keys))
@@ -88,17 +89,20 @@ def run_benchmark(
 def run_grid(
     bench: Benchmark,
     path: str,
+    plan: str,
     address: str | None,
     todo: list[PlannedTrial],
     tracker: Tracker,
     checkpoints: Path,
     display: GridDisplay,
-) -> None:
-    """Start Ray, open the parent run and run ``todo`` on worker actors, each trial's child run
-    live; the parent ends FINISHED, FAILED (a trial failed) or KILLED (interrupted)."""
+) -> str:
+    """Start Ray, open the parent run (the benchmark file and the plan as its artifacts) and run
+    ``todo`` on worker actors, each trial's child run live; the parent ends FINISHED, FAILED (a
+    trial failed) or KILLED (interrupted). Returns the parent run's id."""
     start_ray(address)
     check_resources(bench.resources, RUN_REFUSED)
     parent = tracker.start_parent(f"run {Path(path).name}", {BENCHMARK_FILE: str(path)})
+    tracker.log_files(parent, {"benchmark.yaml": Path(path).read_text(encoding="utf-8"), "plan.txt": plan})
     grid = LiveGrid(LiveRuns(tracker, parent), {t.name: t for t in todo}, checkpoints, display)
     status = "FINISHED"
     try:
@@ -124,6 +128,7 @@ def run_grid(
     finally:
         grid.runs.abandon()
         tracker.end_parent(parent, status)
+    return parent
 
 
 def print_dry_run(

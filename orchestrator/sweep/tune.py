@@ -310,6 +310,9 @@ def run_sweep(
                 **({LEAKY: "true"} if sweep.leaky else {}),
             },
         )
+        tracker.log_files(
+            parent, {"sweep.yaml": Path(path).read_text(encoding="utf-8"), "sweep.txt": describe_sweep(sweep)}
+        )
     else:
         tracker.reopen(parent)
     _RECORDERS[str(folder)] = _Recorder(sweep, tracker, parent)

@@ -84,6 +84,21 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
     assert {"trial_spec.json", "result.json", "per_class.json"} <= artifacts
     assert runs[0].info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside mlflow.db
+    # what MLflow's UI and a reader need: the experiment's kind, each trial's dataset, the parent's files
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    [dataset] = runs[0].inputs.dataset_inputs
+    assert dataset.dataset.name == "shapes" and dataset.tags[0].value == "train" and len(dataset.dataset.digest) == 16
+    digests = {r.data.tags[TRIAL_NAME].split("/")[2]: r.inputs.dataset_inputs[0].dataset.digest for r in runs}
+    assert len(set(digests.values())) == 2  # one few-shot draw per seed, shared by the methods
+    [parent] = [r for r in client.search_runs([experiment.experiment_id]) if RUN_KEY not in r.data.tags]
+    files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"benchmark.yaml", "plan.txt", "report"} <= files
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.md"}
+    plan = Path(client.download_artifacts(parent.info.run_id, "plan.txt", str(tmp_path))).read_text()
+    assert plan.startswith("Benchmark 'e2e': 6 trials")
+    assert len(parent.data.tags["mlflow.source.git.commit"]) == 40
 
     assert run(path, uri, tmp_path) == 0
     assert "6 of 6 trials already finished" in capsys.readouterr().err

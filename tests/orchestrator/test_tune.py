@@ -108,7 +108,7 @@ def test_sweep_end_to_end_with_asha(tmp_path, capsys, local_ray):
     bench = parse_benchmark(fragment)
     assert bench.methods[0].name == "coop" and bench.seeds == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"objective_vs_lambda.png", "objective_vs_B.png", "report.md"} <= artifacts
+    assert {"objective_vs_lambda.png", "objective_vs_B.png", "report.md", "sweep.yaml", "sweep.txt"} <= artifacts
 
 
 def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(tmp_path, capsys):
