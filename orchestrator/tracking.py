@@ -215,6 +215,7 @@ class Ending:
     texts: dict[str, str] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)  # logged as they are (the learned prompt, outputs)
 
 
 class LiveRuns:
@@ -279,6 +280,8 @@ class LiveRuns:
         for file, fig in ending.figures.items():
             self.client.log_figure(run_id, fig, file)
             plt.close(fig)
+        for path in ending.files:
+            self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, ending.status)
         return run_id
 
@@ -325,12 +328,14 @@ def trial_end(name: str, spec: TrialSpec, result: TrialResult | None, error: str
         )
     artifacts["per_class.json"] = {"per_class": [c.model_dump() for c in result.per_class], "info": result.info}
     artifacts["result.json"] = result.model_dump(mode="json")
+    kept = Path(result.info["kept"]) if "kept" in result.info else None
     return Ending(
         "FINISHED",
         result.metrics,
         [epoch_row(row) for row in result.history],
         artifacts,
         figures={"reliability.png": reliability_figure(result.reliability, name)} if result.reliability else {},
+        files=sorted(kept.iterdir()) if kept is not None and kept.is_dir() else [],
     )
 
 

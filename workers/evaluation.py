@@ -38,13 +38,14 @@ def split_needs(spec: TrialSpec) -> SplitNeeds:
 
 @dataclass
 class SplitScores:
-    """Predictions on one test split (base, new or all)."""
+    """Predictions on one split: ``base``, ``new``, ``target/<dataset>`` (scored) or ``val``."""
 
     split: str
     logits: torch.Tensor
     labels: torch.Tensor
     classnames: list[str]
     proximity: torch.Tensor | None = None
+    complete: bool = True  # False: logits rebuilt from a kept top-k (workers/outputs.py)
 
 
 @dataclass

@@ -151,6 +151,9 @@ class RunOptions(BaseModel):
 
     device: str = "auto"
     checkpoint_dir: str | None = None
+    keep_dir: str | None = Field(
+        None, description="where the learned prompt and per-sample outputs go (<keep_dir>/<run key>/); None: not kept"
+    )
     feature_cache: bool = True
     progress: bool = True
 

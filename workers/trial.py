@@ -44,6 +44,7 @@ from workers.methods.base import PromptMethod, PromptModel
 from workers.methods.training import coerce_option
 from workers.metrics import proximity_scores
 from workers.models.clip import ClipBundle, load_clip
+from workers.outputs import keep
 from workers.paths import atomic_write_bytes
 from workers.progress import Progress
 from workers.spec import RunOptions, TrialResult, TrialSpec
@@ -137,6 +138,10 @@ def run_trial(
         scores += score_targets(spec, model, method, clip, options)
         ev = evaluate(scores, n_bins=spec.ece_bins)
         add_target_average(ev.metrics, spec.targets)
+        if options.keep_dir:  # what the trial learned and its outputs, for later questions
+            folder = Path(options.keep_dir) / spec.key()
+            keep(folder, model.state_dict(), scores + score_val(model, method, data, clip, features))
+            info["kept"] = str(folder)
     if score_epoch is not None:  # tuning mode: the validation metrics of the final model
         last = history[-1] if history else score_epoch()
         ev.metrics.update({k: v for k, v in last.items() if k.startswith("val/")})
@@ -450,6 +455,20 @@ def score_tests(
             )
         )
     return out
+
+
+@torch.no_grad()
+def score_val(
+    model: PromptModel, method: PromptMethod, data: TrialData, clip: ClipBundle, features: FeatureSource
+) -> list[SplitScores]:
+    """Logits on the base classes' validation images (what a post-hoc calibrator is fitted on)."""
+    if not data.val:
+        return []
+    image = scoring_features(model, method, clip, features, data.val, "val")
+    labels = torch.tensor([d.label for d in data.val])
+    return [
+        SplitScores("val", scoring_logits(model, clip, image, data.base_classnames).cpu(), labels, data.base_classnames)
+    ]
 
 
 @torch.no_grad()

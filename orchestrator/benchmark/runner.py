@@ -4,6 +4,7 @@ every trial in MLflow, print the tables and write the report (orchestrator/repor
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,7 +109,9 @@ def run_grid(
     try:
         progress = run_jobs(
             [make_job(t, bench) for t in todo],
-            RunOptions(checkpoint_dir=str(checkpoints.absolute()), progress=False),
+            RunOptions(
+                checkpoint_dir=str(checkpoints.absolute()), keep_dir=str(checkpoints.absolute()), progress=False
+            ),
             grid,
             cpus=bench.resources.cpus,
             gpus=bench.resources.gpus,
@@ -189,8 +192,9 @@ class LiveGrid:
         trial = self.trials[outcome.job.name]
         result = TrialResult.model_validate(outcome.result) if outcome.result else None
         self.runs.end(trial.run_key, trial_end(trial.name, trial.spec, result, outcome.error))
-        if result is not None:
+        if result is not None:  # recorded: the checkpoint and the kept files' folder go
             (self.checkpoints / f"{trial.run_key}.pt").unlink(missing_ok=True)
+            shutil.rmtree(self.checkpoints / trial.run_key, ignore_errors=True)
         self.display.ended(trial.name, result.metrics if result else None, outcome.error or None)
 
     def retrying(self, job: Job, retries: int) -> None:

@@ -82,7 +82,8 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
         "report.html",
     }
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
-    assert {"trial_spec.json", "result.json", "per_class.json"} <= artifacts
+    assert {"trial_spec.json", "result.json", "per_class.json", "prompt.pt", "outputs.npz"} <= artifacts
+    assert not any((tmp_path / "ckpt").iterdir())  # checkpoints and kept files go once recorded
     assert runs[0].info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside mlflow.db
     # what MLflow's UI and a reader need: the experiment's kind, each trial's dataset, the parent's files
     client = MlflowClient(uri)
