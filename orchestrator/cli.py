@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from orchestrator import MAX_TRIALS
+from orchestrator import DEFAULT_TRACKING_URI, MAX_TRIALS
 from orchestrator.secrets import redact
 from orchestrator.ui import HOST
 from workers.errors import DorBenchError
@@ -97,6 +97,17 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     add_max_trials(parser)
 
 
+def add_store_selection(parser: argparse.ArgumentParser) -> None:
+    """Which recorded runs a command reads: the store, the experiment, optionally one parent run."""
+    parser.add_argument("--experiment", help="MLflow experiment = the benchmark's name (default: the store's only one)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=DEFAULT_TRACKING_URI,
+        help=f"MLflow store (default: {DEFAULT_TRACKING_URI}, as `run` writes)",
+    )
+    parser.add_argument("--parent", metavar="RUN_ID", help="only the trials of this `dor-bench run` parent run")
+
+
 def add_max_trials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-trials",
@@ -108,7 +119,7 @@ def add_max_trials(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from orchestrator import DEFAULT_TRACKING_URI, commands
+    from orchestrator import commands
 
     parser = argparse.ArgumentParser(prog="dor-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -150,13 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(handler=commands.tune)
 
     report = sub.add_parser("report", help="the paper's tables from the runs in MLflow (md, LaTeX, CSV, HTML, Parquet)")
-    report.add_argument("--experiment", help="MLflow experiment = the benchmark's name (default: the store's only one)")
-    report.add_argument(
-        "--tracking-uri",
-        default=DEFAULT_TRACKING_URI,
-        help=f"MLflow store (default: {DEFAULT_TRACKING_URI}, as `run` writes)",
-    )
-    report.add_argument("--parent", metavar="RUN_ID", help="only the trials of this `dor-bench run` parent run")
+    add_store_selection(report)
     report.add_argument("--out", help="output folder (default: reports/<experiment>)")
     report.add_argument(
         "--format",
@@ -164,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: md,latex,csv,html (results.parquet is always written)",
     )
     report.set_defaults(handler=commands.report)
+
+    rescore = sub.add_parser("rescore", help="recompute recorded trials' metrics from their kept outputs (no training)")
+    add_store_selection(rescore)
+    rescore.add_argument("--ece-bins", type=int, required=True, help="bins of ECE, ACE, MCE and PIECE (e.g. 15)")
+    rescore.set_defaults(handler=commands.rescore)
 
     ui = sub.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the store `run` writes to")
     ui.add_argument(

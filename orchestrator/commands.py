@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from orchestrator.report.terminal import format_metrics
 from workers.errors import DorBenchError
@@ -39,6 +40,14 @@ def report(args: argparse.Namespace) -> int:
     print(out.markdown)
     print(f"[dor-bench] wrote {', '.join(str(p) for p in out.files.values())}", file=sys.stderr)
     return 0
+
+
+def rescore(args: argparse.Namespace) -> int:
+    from orchestrator.stored.rescore import rescore as rescore_runs
+    from workers.spec import EceBins
+
+    bins = pydantic_check(EceBins, args.ece_bins, "--ece-bins")
+    return 0 if rescore_runs(args.tracking_uri, args.experiment, bins, args.parent) else 1
 
 
 def ui(args: argparse.Namespace) -> int:
@@ -140,3 +149,13 @@ def ls(args: argparse.Namespace) -> int:
         names = architectures()
     print("\n".join(names))
     return 0
+
+
+def pydantic_check(kind: Any, value: object, flag: str) -> Any:
+    """``value`` checked as the field type ``kind`` (e.g. ``EceBins``), or a message naming ``flag``."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(kind).validate_python(value)
+    except ValidationError as err:
+        raise DorBenchError(f"{flag}: {err.errors()[0]['msg']} (got {value!r}).", f"correct {flag}.") from None

@@ -44,6 +44,7 @@ ERROR = "dor_bench.error"
 BENCHMARK_FILE = "dor_bench.benchmark_file"
 SWEEP_FILE = "dor_bench.sweep_file"
 BEST_TRIAL = "dor_bench.best_trial"
+RESCORED = "dor_bench.rescored"  # the settings a run was rescored with (bins15,bins20)
 
 
 def search_all(client: MlflowClient, experiment_id: str, query: str) -> list:

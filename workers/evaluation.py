@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from workers.catalog import TEST_AVERAGED
+from workers.catalog import TARGET_AVERAGED, TEST_AVERAGED
 from workers.datasets.sampling import SplitNeeds
 from workers.methods import METHODS
 from workers.metrics import calibration_report, harmonic_mean, per_class_stats, reliability_bins, top1
@@ -72,3 +72,11 @@ def evaluate(splits: list[SplitScores], n_bins: int = 10) -> Evaluation:
             if f"base/{name}" in m and f"new/{name}" in m:
                 m[f"avg/{name}"] = (m[f"base/{name}"] + m[f"new/{name}"]) / 2
     return out
+
+
+def add_target_average(metrics: dict[str, float], targets: list[str]) -> None:
+    """``target/avg/<m>``: the mean over the domain-shift targets (the paper's target average)."""
+    for name in TARGET_AVERAGED:
+        values = [metrics[f"target/{t}/{name}"] for t in targets if f"target/{t}/{name}" in metrics]
+        if values:
+            metrics[f"target/avg/{name}"] = sum(values) / len(values)

@@ -29,13 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from workers.catalog import TARGET_AVERAGED
 from workers.datasets import load_trial_data
 from workers.datasets.base import Datum, TrialData
 from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
 from workers.dor import DynamicOutlierRegularizer, build_pool, read_word_file
 from workers.errors import DorBenchError
-from workers.evaluation import Evaluation, SplitScores, evaluate, piece_setup, split_needs
+from workers.evaluation import Evaluation, SplitScores, add_target_average, evaluate, piece_setup, split_needs
 from workers.features import cached_image_features
 from workers.holdout import Holdout, hold_out, validation_metrics
 from workers.identity import normalise
@@ -485,14 +484,6 @@ def score_targets(
         logits = scoring_logits(model, clip, image, data.base_classnames)
         out.append(SplitScores(f"target/{target}", logits.cpu(), labels, data.base_classnames))
     return out
-
-
-def add_target_average(metrics: dict[str, float], targets: list[str]) -> None:
-    """``target/avg/<m>``: the mean over the domain-shift targets (the paper's target average)."""
-    for name in TARGET_AVERAGED:
-        values = [metrics[f"target/{t}/{name}"] for t in targets if f"target/{t}/{name}" in metrics]
-        if values:
-            metrics[f"target/avg/{name}"] = sum(values) / len(values)
 
 
 def save_checkpoint(path: Path, epoch: int, history, model, optimizer, scheduler, regularizer) -> None:

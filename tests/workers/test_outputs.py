@@ -28,10 +28,12 @@ def test_kept_outputs_rescore_exactly_whole_and_as_top_k(tmp_path, monkeypatch):
         base, val = outputs.read_outputs(tmp_path / str(whole) / outputs.OUTPUTS_FILE)
         assert (base.split, val.split, base.complete, val.complete) == ("base", "val", whole, whole)
         assert torch.equal(base.labels, kept[0].labels) and base.classnames == kept[0].classnames
+        reports = {}
         for bins in (10, 15):
             got = calibration_report(base.logits, base.labels, bins, base.proximity)
-            want = calibration_report(kept[0].logits, kept[0].labels, bins, kept[0].proximity)
+            want = reports[bins] = calibration_report(kept[0].logits, kept[0].labels, bins, kept[0].proximity)
             assert got == pytest.approx(want, rel=1e-5, abs=1e-5)
+        assert reports[10]["ece"] != pytest.approx(reports[15]["ece"]) and reports[10]["acc"] == reports[15]["acc"]
         if not whole:
             assert not torch.equal(base.logits, kept[0].logits)  # the tail is rebuilt, not kept
         loaded = torch.load(tmp_path / str(whole) / outputs.PROMPT_FILE, weights_only=True)

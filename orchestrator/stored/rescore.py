@@ -1,0 +1,52 @@
+"""``dor-bench rescore``: recompute the metrics of recorded trials from their kept per-sample
+outputs (``outputs.npz``) with other settings (ECE bins), without training again. The new values
+go into the same runs, labelled ``rescored/bins<N>/<metric>``; the originals are never touched."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from mlflow.entities import Metric
+
+from orchestrator.console import log
+from orchestrator.report.collect import open_experiment, search_child_runs
+from orchestrator.tracking import RESCORED, TRIAL_NAME
+from workers.evaluation import add_target_average, evaluate
+from workers.outputs import OUTPUTS_FILE, read_outputs
+from workers.spec import TrialSpec
+
+
+def prefix(bins: int) -> str:
+    """Where rescored metrics go: ``rescored/bins15/`` (a metric's name follows)."""
+    return f"rescored/bins{bins}/"
+
+
+def rescore(tracking_uri: str, experiment: str | None, bins: int, parent: str | None = None) -> int:
+    """Rescore every FINISHED trial of the experiment (of one parent run when given) that kept its
+    outputs; returns how many were rescored. Runs recorded before outputs were kept are named."""
+    client, found = open_experiment(tracking_uri, experiment)
+    runs = [r for r in search_child_runs(client, found.experiment_id, parent) if r.info.status == "FINISHED"]
+    done, without = 0, []
+    with tempfile.TemporaryDirectory(prefix="dor-bench-rescore-") as tmp:
+        for run in runs:
+            if OUTPUTS_FILE not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+                without.append(run.data.tags.get(TRIAL_NAME, run.info.run_id))
+                continue
+            path = Path(client.download_artifacts(run.info.run_id, OUTPUTS_FILE, tmp))
+            spec = TrialSpec.model_validate_json(
+                Path(client.download_artifacts(run.info.run_id, "trial_spec.json", tmp)).read_text()
+            )
+            scored = [s for s in read_outputs(path) if s.split != "val"]
+            metrics = evaluate(scored, n_bins=bins).metrics
+            add_target_average(metrics, spec.targets)
+            label = prefix(bins)
+            client.log_batch(run.info.run_id, metrics=[Metric(label + k, v, 0, 0) for k, v in metrics.items()])
+            seen = run.data.tags.get(RESCORED, "")
+            client.set_tag(run.info.run_id, RESCORED, ",".join(sorted({*seen.split(","), f"bins{bins}"} - {""})))
+            done += 1
+    log(f"[dor-bench] rescored {done} of {len(runs)} finished trials with {bins} ECE bins ({label}*)")
+    if without:
+        shown = ", ".join(without[:5]) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
+        log(f"[dor-bench] {len(without)} kept no outputs (recorded before dor-bench kept them): {shown}")
+    return done
