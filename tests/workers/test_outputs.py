@@ -12,7 +12,7 @@ from workers.metrics import calibration_report
 
 def splits(n: int, classes: int, seed: int = 0) -> list[SplitScores]:
     g = torch.Generator().manual_seed(seed)
-    logits = 20 * torch.randn(n, classes, generator=g)
+    logits = 3 * torch.randn(n, classes, generator=g)
     labels = torch.randint(classes, (n,), generator=g)
     proximity = torch.rand(n, generator=g)
     names = [f"class {i}" for i in range(classes)]
