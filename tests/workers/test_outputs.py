@@ -14,6 +14,8 @@ def splits(n: int, classes: int, seed: int = 0) -> list[SplitScores]:
     g = torch.Generator().manual_seed(seed)
     logits = 3 * torch.randn(n, classes, generator=g)
     labels = torch.randint(classes, (n,), generator=g)
+    right = torch.rand(n, generator=g) < logits.softmax(1).amax(1)  # right as often as confident, roughly
+    labels = torch.where(right, logits.argmax(1), labels)  # so some bins are over-, some underconfident
     proximity = torch.rand(n, generator=g)
     names = [f"class {i}" for i in range(classes)]
     return [SplitScores("base", logits, labels, names, proximity), SplitScores("val", logits[:5], labels[:5], names)]
