@@ -175,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument("--ece-bins", type=int, required=True, help="bins of ECE, ACE, MCE and PIECE (e.g. 15)")
     rescore.set_defaults(handler=commands.rescore)
 
+    ev = sub.add_parser("eval", help="score a recorded trial's kept prompt on another dataset (cross-dataset)")
+    ev.add_argument("--run", required=True, metavar="RUN_ID", help="the trial's MLflow run ID")
+    ev.add_argument("--dataset", required=True, help="the dataset to score it on (`dor-bench ls datasets`)")
+    ev.add_argument("--root", help="data root in CoOp layout (default: $DOR_BENCH_DATA; built-in data needs none)")
+    ev.add_argument(
+        "--tracking-uri",
+        default=DEFAULT_TRACKING_URI,
+        help=f"MLflow store (default: {DEFAULT_TRACKING_URI}, as `run` writes)",
+    )
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.set_defaults(handler=commands.eval_prompt)
+
     ui = sub.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the store `run` writes to")
     ui.add_argument(
         "--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow store (default: {DEFAULT_TRACKING_URI})"

@@ -50,6 +50,22 @@ def rescore(args: argparse.Namespace) -> int:
     return 0 if rescore_runs(args.tracking_uri, args.experiment, bins, args.parent) else 1
 
 
+def eval_prompt(args: argparse.Namespace) -> int:
+    import os
+
+    from orchestrator.stored.transfer import eval_run
+    from workers.datasets import DATASETS
+
+    dataset = DATASETS.get(args.dataset).name  # unknown: a "did you mean" error
+    root = args.root or os.environ.get("DOR_BENCH_DATA")
+    if root is None and not DATASETS.get(dataset).builtin:
+        raise DorBenchError(f"--dataset {dataset} is read from a data root.", "pass --root DIR or set $DOR_BENCH_DATA.")
+    run_id, metrics = eval_run(args.tracking_uri, args.run, dataset, root, args.device)
+    print(format_metrics({k.replace(f"target/{dataset}/", "all/"): v for k, v in metrics.items()}))
+    print(f"[dor-bench] recorded as run {run_id}", file=sys.stderr)
+    return 0
+
+
 def ui(args: argparse.Namespace) -> int:
     from orchestrator.ui import serve
 

@@ -44,6 +44,7 @@ ERROR = "dor_bench.error"
 BENCHMARK_FILE = "dor_bench.benchmark_file"
 SWEEP_FILE = "dor_bench.sweep_file"
 BEST_TRIAL = "dor_bench.best_trial"
+EVAL_OF = "dor_bench.eval_of"  # an eval run: the trial run whose prompt it scored
 RESCORED = "dor_bench.rescored"  # the settings a run was rescored with (bins15,bins20)
 
 
