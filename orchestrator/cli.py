@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     rescore = sub.add_parser("rescore", help="recompute recorded trials' metrics from their kept outputs (no training)")
     add_store_selection(rescore)
     rescore.add_argument("--ece-bins", type=int, required=True, help="bins of ECE, ACE, MCE and PIECE (e.g. 15)")
+    rescore.add_argument(
+        "--temperature",
+        action="store_true",
+        help="also temperature scaling fitted on each trial's base validation images (posthoc/temperature/*)",
+    )
     rescore.set_defaults(handler=commands.rescore)
 
     ev = sub.add_parser("eval", help="score a recorded trial's kept prompt on another dataset (cross-dataset)")

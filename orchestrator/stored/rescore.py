@@ -5,16 +5,22 @@ go into the same runs, labelled ``rescored/bins<N>/<metric>``; the originals are
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities import Metric
 
 from orchestrator.console import log
 from orchestrator.report.collect import open_experiment, search_child_runs
 from orchestrator.tracking import RESCORED, TRIAL_NAME
-from workers.evaluation import add_target_average, evaluate
+from workers.evaluation import SplitScores, add_target_average, evaluate
+from workers.metrics.posthoc import fit_temperature
 from workers.outputs import OUTPUTS_FILE, read_outputs
 from workers.spec import TrialSpec
+
+#: Where temperature-scaled metrics go.
+TEMPERATURE = "posthoc/temperature/"
 
 
 def prefix(bins: int) -> str:
@@ -22,12 +28,16 @@ def prefix(bins: int) -> str:
     return f"rescored/bins{bins}/"
 
 
-def rescore(tracking_uri: str, experiment: str | None, bins: int, parent: str | None = None) -> int:
+def rescore(
+    tracking_uri: str, experiment: str | None, bins: int, parent: str | None = None, temperature: bool = False
+) -> int:
     """Rescore every FINISHED trial of the experiment (of one parent run when given) that kept its
-    outputs; returns how many were rescored. Runs recorded before outputs were kept are named."""
+    outputs; returns how many were rescored. Runs recorded before outputs were kept are named.
+    With ``temperature``, also temperature scaling fitted on each trial's base validation images
+    (``posthoc/temperature/<metric>``, and the fitted ``posthoc/temperature/T``)."""
     client, found = open_experiment(tracking_uri, experiment)
     runs = [r for r in search_child_runs(client, found.experiment_id, parent) if r.info.status == "FINISHED"]
-    done, without = 0, []
+    done, without, unfit = 0, [], list[str]()
     with tempfile.TemporaryDirectory(prefix="dor-bench-rescore-") as tmp:
         for run in runs:
             if OUTPUTS_FILE not in {a.path for a in client.list_artifacts(run.info.run_id)}:
@@ -37,16 +47,39 @@ def rescore(tracking_uri: str, experiment: str | None, bins: int, parent: str | 
             spec = TrialSpec.model_validate_json(
                 Path(client.download_artifacts(run.info.run_id, "trial_spec.json", tmp)).read_text()
             )
-            scored = [s for s in read_outputs(path) if s.split != "val"]
-            metrics = evaluate(scored, n_bins=bins).metrics
-            add_target_average(metrics, spec.targets)
-            label = prefix(bins)
-            client.log_batch(run.info.run_id, metrics=[Metric(label + k, v, 0, 0) for k, v in metrics.items()])
+            splits = read_outputs(path)
+            scored = [s for s in splits if s.split != "val"]
+            metrics = {prefix(bins) + k: v for k, v in _metrics(scored, bins, spec).items()}
+            if temperature:
+                metrics.update(_temperature_scaled(splits, scored, bins, spec, unfit, run))
+            client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
             seen = run.data.tags.get(RESCORED, "")
             client.set_tag(run.info.run_id, RESCORED, ",".join(sorted({*seen.split(","), f"bins{bins}"} - {""})))
             done += 1
-    log(f"[dor-bench] rescored {done} of {len(runs)} finished trials with {bins} ECE bins ({label}*)")
+    log(f"[dor-bench] rescored {done} of {len(runs)} finished trials with {bins} ECE bins ({prefix(bins)}*)")
+    if unfit:
+        log(f"[dor-bench] no temperature scaling for {len(unfit)} (no complete validation logits): {', '.join(unfit)}")
     if without:
         shown = ", ".join(without[:5]) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
         log(f"[dor-bench] {len(without)} kept no outputs (recorded before dor-bench kept them): {shown}")
     return done
+
+
+def _metrics(scored: list[SplitScores], bins: int, spec: TrialSpec) -> dict[str, float]:
+    metrics = evaluate(scored, n_bins=bins).metrics
+    add_target_average(metrics, spec.targets)
+    return metrics
+
+
+def _temperature_scaled(
+    splits: list[SplitScores], scored: list[SplitScores], bins: int, spec: TrialSpec, unfit: list[str], run: Any
+) -> dict[str, float]:
+    """The trial's test metrics after temperature scaling fitted on its base validation logits
+    (never on a test split); empty (and the run named in ``unfit``) without complete ones."""
+    val = next((s for s in splits if s.split == "val"), None)
+    if val is None or not val.complete or any(not s.complete for s in scored):
+        unfit.append(run.data.tags.get(TRIAL_NAME, run.info.run_id))
+        return {}
+    t = fit_temperature(val.logits, val.labels)
+    cooled = [replace(s, logits=s.logits / t) for s in scored]
+    return {TEMPERATURE + "T": t, **{TEMPERATURE + k: v for k, v in _metrics(cooled, bins, spec).items()}}

@@ -104,12 +104,13 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
     # rescoring the kept outputs: 10 bins gives back every recorded metric, 15 bins changes the
     # binned ones (ECE, ACE, MCE, PIECE) and nothing else
     for bins in ("10", "15"):
-        assert main(["rescore", "--experiment", "e2e", "--tracking-uri", uri, "--ece-bins", bins]) == 0
+        extra = ["--temperature"] if bins == "10" else []
+        assert main(["rescore", "--experiment", "e2e", "--tracking-uri", uri, "--ece-bins", bins, *extra]) == 0
     assert "rescored 6 of 6 finished trials with 15 ECE bins" in capsys.readouterr().err
     changed = set()
     for r in child_runs(uri, "e2e"):
         m = r.data.metrics
-        recorded = {k: v for k, v in m.items() if "/" in k and not k.startswith(("epoch/", "rescored/"))}
+        recorded = {k: v for k, v in m.items() if "/" in k and not k.startswith(("epoch/", "rescored/", "posthoc/"))}
         assert {k: m[f"rescored/bins10/{k}"] for k in recorded} == pytest.approx(recorded, abs=1e-9)
         for k in recorded:
             if k.rsplit("/", 1)[1] in ("acc", "nll", "confidence", "n"):
@@ -117,6 +118,8 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
             elif m[f"rescored/bins15/{k}"] != pytest.approx(m[k], abs=1e-9):
                 changed.add(k.rsplit("/", 1)[1])
         assert r.data.tags["dor_bench.rescored"] == "bins10,bins15"
+        # temperature scaling, fitted on the base validation images: a temperature, the same accuracy
+        assert m["posthoc/temperature/T"] > 0 and m["posthoc/temperature/base/acc"] == m["base/acc"]
     # (a random tiny CLIP is never confident: every sample sits in the lowest bin of both ECEs,
     # so ECE itself stays; ACE's equal-mass bins move)
     assert "ace" in changed and changed <= {"ece", "ace", "mce", "mce_weighted", "piece"}
