@@ -107,13 +107,19 @@ def artifact_location(tracking_uri: str) -> str | None:
     return (database.parent / "mlruns").as_uri()
 
 
+def quiet_mlflow() -> None:
+    """MLflow prints "View run at <tracking URI>..." for every run it ends (the URI with its
+    credentials, a line per trial) and a progress bar per artifact it downloads; dor-bench prints
+    its own progress instead."""
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+
 class Tracker:
     """Writes trial records into one MLflow experiment."""
 
     def __init__(self, tracking_uri: str, experiment: str):
-        # MLflow prints "View run at <tracking URI>..." for every run it ends: the URI with its
-        # credentials, and a line per trial. dor-bench prints its own progress instead.
-        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        quiet_mlflow()
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         try:

@@ -13,7 +13,7 @@ from mlflow.entities import Metric
 
 from orchestrator.console import log
 from orchestrator.report.collect import open_experiment, search_child_runs
-from orchestrator.tracking import RESCORED, TRIAL_NAME
+from orchestrator.tracking import RESCORED, TRIAL_NAME, quiet_mlflow
 from workers.evaluation import SplitScores, add_target_average, evaluate
 from workers.metrics.posthoc import fit_temperature
 from workers.outputs import OUTPUTS_FILE, read_outputs
@@ -35,6 +35,7 @@ def rescore(
     outputs; returns how many were rescored. Runs recorded before outputs were kept are named.
     With ``temperature``, also temperature scaling fitted on each trial's base validation images
     (``posthoc/temperature/<metric>``, and the fitted ``posthoc/temperature/T``)."""
+    quiet_mlflow()
     client, found = open_experiment(tracking_uri, experiment)
     runs = [r for r in search_child_runs(client, found.experiment_id, parent) if r.info.status == "FINISHED"]
     done, without, unfit = 0, [], list[str]()

@@ -11,7 +11,7 @@ from typing import Any
 from mlflow.entities import Metric, Param
 
 from orchestrator.secrets import redact
-from orchestrator.tracking import EVAL_OF, TRIAL_NAME, VERSION, dor_bench_version
+from orchestrator.tracking import EVAL_OF, TRIAL_NAME, VERSION, dor_bench_version, quiet_mlflow
 from orchestrator.translate.params import params_from_spec
 from workers.errors import DorBenchError
 from workers.outputs import PROMPT_FILE
@@ -27,6 +27,7 @@ def eval_run(
 
     from workers.transfer import score_prompt
 
+    quiet_mlflow()
     client = MlflowClient(tracking_uri)
     try:
         source = client.get_run(run_id)
