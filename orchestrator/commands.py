@@ -134,7 +134,7 @@ def _print_result(result, as_json: bool) -> int:
 def data_check(args: argparse.Namespace) -> int:
     from workers.datasets.check import check_datasets, format_report, has_problems
 
-    reports = check_datasets(Path(args.root), args.dataset)
+    reports = check_datasets(Path(args.root), args.dataset, stream=sys.stderr)  # progress: the current stderr
     print(format_report(reports))
     return 1 if has_problems(reports) else 0
 

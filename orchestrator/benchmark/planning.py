@@ -23,13 +23,13 @@ from typing import Any
 
 from orchestrator import MAX_TRIALS
 from orchestrator.secrets import redact
-from orchestrator.settings.benchmark import Benchmark, DorGrid, MethodEntry, load_benchmark
+from orchestrator.settings.benchmark import Benchmark, MethodEntry, load_benchmark
 from orchestrator.settings.fields import BenchmarkError, fmt
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.identity import normalise
 from workers.methods import METHODS
-from workers.spec import DorSpec, TrialSpec
+from workers.spec import TrialSpec
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def _grid(b: Benchmark) -> list[_Point]:
         for index, entry in enumerate(b.methods):
             for options in _option_combinations(entry.options):
                 for use_dor in entry.dor or [False]:
-                    for dor in _dor_specs(b.dor) if use_dor else [None]:
+                    for dor in b.dor.specs() if use_dor else [None]:
                         spec = normalise(
                             TrialSpec(
                                 method=entry.name,
@@ -126,7 +126,7 @@ def grid_size(b: Benchmark) -> int:
     """How many grid points ``plan`` expands (before duplicates are dropped), without building them."""
     return _per_run(b) * sum(
         math.prod(len(v) if isinstance(v, list) else 1 for v in entry.options.values())
-        * sum(_dor_variants_count(b.dor) if use_dor else 1 for use_dor in (entry.dor or [False]))
+        * sum(b.dor.variants() if use_dor else 1 for use_dor in (entry.dor or [False]))
         for entry in b.methods
     )
 
@@ -139,29 +139,6 @@ def _option_combinations(options: dict[str, Any]) -> list[dict[str, Any]]:
     keys = list(options)
     axes = [options[k] if isinstance(options[k], list) else [options[k]] for k in keys]
     return [dict(zip(keys, values)) for values in itertools.product(*axes)]
-
-
-def _dor_variants_count(grid: DorGrid) -> int:
-    return len(grid.lam) * len(grid.pool_size) * len(grid.outliers_per_step) * len(grid.pool_strategy)
-
-
-def _dor_specs(grid: DorGrid) -> list[DorSpec]:
-    """The DOR settings of one DOR-on trial family (a null lam is resolved by ``normalise``)."""
-    specs = []
-    for lam, size, per_step, strategy in itertools.product(
-        grid.lam, grid.pool_size, grid.outliers_per_step, grid.pool_strategy
-    ):
-        specs.append(
-            DorSpec(
-                lam=None if lam is None else float(lam),
-                pool_size=size,
-                outliers_per_step=per_step,
-                pool_strategy=strategy,
-                vocabulary=grid.vocabulary,
-                exclude=grid.exclude,
-            )
-        )
-    return specs
 
 
 def _names(b: Benchmark, points: list[_Point]) -> list[str]:
@@ -246,7 +223,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 def _entry_variants(b: Benchmark, entry: MethodEntry) -> tuple[int, str]:
     """How many grid points one method entry adds per (dataset, shots, seed), and why."""
     combos = len(_option_combinations(entry.options))
-    n_dor = _dor_variants_count(b.dor)
+    n_dor = b.dor.variants()
     flags = entry.dor or [False]
     count = combos * sum(n_dor if flag else 1 for flag in flags)
     if True not in flags:

@@ -29,10 +29,10 @@ from orchestrator import DEFAULT_TRACKING_URI
 from orchestrator.settings.fields import (
     Axis,
     BenchmarkError,
+    DorSection,
     ExperimentName,
     ModelSection,
     NamedMethod,
-    NonNegFloat,
     NonNegInt,
     PosInt,
     Problem,
@@ -43,7 +43,6 @@ from orchestrator.settings.fields import (
     as_list_or_none,
     custom,
     known_dataset,
-    known_strategy,
     raise_at,
     validate_settings,
     validate_with,
@@ -53,7 +52,7 @@ from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
 from workers.methods.training import coerce_option
-from workers.spec import DOR_DEFAULTS, EceBins, PoolExclude
+from workers.spec import EceBins
 
 
 class MethodEntry(NamedMethod):
@@ -115,62 +114,6 @@ class MethodEntry(NamedMethod):
         return list(dict.fromkeys(dor))
 
 
-class DorGrid(Strict):
-    """Dynamic Outlier Regularization settings for the DOR-on trials; lists are grid axes."""
-
-    lam: Axis[NonNegFloat | None] = Field(
-        default_factory=lambda: list[float | None]([None]), description="DOR weight; null: the method's default"
-    )
-    pool_size: Axis[PosInt] = Field(default_factory=lambda: [DOR_DEFAULTS["pool_size"]], description="K: pool words")
-    outliers_per_step: Axis[PosInt | None] = Field(
-        default_factory=lambda: list[int | None]([None]), description="B: words per step; null: number of base classes"
-    )
-    pool_strategy: Axis[str] = Field(
-        default_factory=lambda: [DOR_DEFAULTS["pool_strategy"]], description="near, far or random"
-    )
-    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"], description="'wordnet' or a word-list file (one per line)")
-    exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"], description="class names left out of the pool: base or all")
-
-    @field_validator("pool_strategy")
-    @classmethod
-    def _strategies(cls, strategies: list[str]) -> list[str]:
-        problems: list[Problem] = []
-        for i, name in enumerate(strategies):
-            try:
-                known_strategy(name)
-            except PydanticCustomError as err:
-                problems.append(((i,), err.message(), name))
-        raise_at("pool_strategy", problems)
-        return strategies
-
-    @model_validator(mode="after")
-    def _outliers_fit_the_pool(self) -> DorGrid:
-        smallest = min(self.pool_size)
-        problems: list[Problem] = [
-            (
-                ("outliers_per_step", i),
-                f"{b} outliers per step cannot be drawn from a pool of {smallest} words (pool_size); "
-                f"set outliers_per_step to at most {smallest}, or a larger pool_size",
-                b,
-            )
-            for i, b in enumerate(self.outliers_per_step)
-            if b is not None and b > smallest
-        ]
-        raise_at("outliers_per_step", problems)
-        return self
-
-    @field_validator("vocabulary")
-    @classmethod
-    def _vocabulary_file(cls, vocabulary: str) -> str:
-        if vocabulary != "wordnet" and not Path(vocabulary).expanduser().is_file():
-            raise custom(
-                f"the word-list file '{vocabulary}' does not exist; use 'wordnet' or a "
-                "text file with one outlier word per line (a relative path is read from "
-                "the benchmark file's folder)"
-            )
-        return vocabulary
-
-
 class KillWorker(Strict):
     """Kill the worker process running ``trial`` when it finishes epoch ``epoch`` (1-based)."""
 
@@ -207,7 +150,7 @@ class Benchmark(Strict):
     test_per_class: PosInt | None = None
     ece_bins: EceBins = 10
     methods: Axis[MethodEntry]
-    dor: DorGrid = Field(default_factory=DorGrid)
+    dor: DorSection = Field(default_factory=DorSection)
     resources: Resources = Field(default_factory=Resources)
     max_concurrency: PosInt | None = Field(None, description="None: as many actors as resources allow")
     retries: NonNegInt = Field(2, description="re-runs of a trial whose worker died")

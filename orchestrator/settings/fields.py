@@ -5,6 +5,7 @@ command line), and relative-path resolution."""
 from __future__ import annotations
 
 import contextvars
+import itertools
 import os
 import re
 import typing
@@ -30,7 +31,7 @@ from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
 from workers.models.names import SHIPPED_WEIGHTS, architectures, default_pretrained, names_a_file, pretrained_tags
-from workers.spec import PoolStrategy, Seed
+from workers.spec import DOR_DEFAULTS, DorSpec, PoolExclude, PoolStrategy, Seed
 
 T = TypeVar("T")
 
@@ -344,3 +345,81 @@ def fmt(value: Any) -> str:
     if value is None:
         return "none"
     return re.sub(r"[\s/]+", "_", str(value))
+
+
+class DorSection(Strict):
+    """The ``dor:`` section of both settings files: DOR's knobs with ``DorSpec``'s defaults. In a
+    benchmark file a list is a grid axis; a sweep file takes one value per knob (its ``space``
+    searches). Adding a DOR knob: a field of ``DorSpec``, a field here, and its place in ``specs``."""
+
+    lam: Axis[NonNegFloat | None] = Field(
+        default_factory=lambda: list[float | None]([None]), description="DOR weight; null: the method's default"
+    )
+    pool_size: Axis[PosInt] = Field(default_factory=lambda: [DOR_DEFAULTS["pool_size"]], description="K: pool words")
+    outliers_per_step: Axis[PosInt | None] = Field(
+        default_factory=lambda: list[int | None]([None]), description="B: words per step; null: number of base classes"
+    )
+    pool_strategy: Axis[str] = Field(
+        default_factory=lambda: [DOR_DEFAULTS["pool_strategy"]], description="near, far or random"
+    )
+    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"], description="'wordnet' or a word-list file (one per line)")
+    exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"], description="class names left out of the pool: base or all")
+
+    @field_validator("pool_strategy")
+    @classmethod
+    def _strategies(cls, strategies: list[str]) -> list[str]:
+        problems: list[Problem] = []
+        for i, name in enumerate(strategies):
+            try:
+                known_strategy(name)
+            except PydanticCustomError as err:
+                problems.append(((i,), err.message(), name))
+        raise_at("pool_strategy", problems)
+        return strategies
+
+    @model_validator(mode="after")
+    def _outliers_fit_the_pool(self) -> DorSection:
+        smallest = min(self.pool_size)
+        problems: list[Problem] = [
+            (
+                ("outliers_per_step", i),
+                f"{b} outliers per step cannot be drawn from a pool of {smallest} words (pool_size); "
+                f"set outliers_per_step to at most {smallest}, or a larger pool_size",
+                b,
+            )
+            for i, b in enumerate(self.outliers_per_step)
+            if b is not None and b > smallest
+        ]
+        raise_at("outliers_per_step", problems)
+        return self
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _vocabulary_file(cls, vocabulary: str) -> str:
+        if vocabulary != "wordnet" and not Path(vocabulary).expanduser().is_file():
+            raise custom(
+                f"the word-list file '{vocabulary}' does not exist; use 'wordnet' or a "
+                "text file with one outlier word per line (a relative path is read from "
+                "the settings file's folder)"
+            )
+        return vocabulary
+
+    def specs(self) -> list[DorSpec]:
+        """Every combination of the axes, as trial settings (a null lam is resolved by ``normalise``)."""
+        return [
+            DorSpec(
+                lam=None if lam is None else float(lam),
+                pool_size=size,
+                outliers_per_step=per_step,
+                pool_strategy=strategy,
+                vocabulary=self.vocabulary,
+                exclude=self.exclude,
+            )
+            for lam, size, per_step, strategy in itertools.product(
+                self.lam, self.pool_size, self.outliers_per_step, self.pool_strategy
+            )
+        ]
+
+    def variants(self) -> int:
+        """How many combinations ``specs`` gives, without building them."""
+        return len(self.lam) * len(self.pool_size) * len(self.outliers_per_step) * len(self.pool_strategy)

@@ -25,10 +25,10 @@ from pydantic import (
 from orchestrator import MAX_TRIALS
 from orchestrator.secrets import redact
 from orchestrator.settings.fields import (
+    DorSection,
     ExperimentName,
     ModelSection,
     NamedMethod,
-    NonNegFloat,
     PosInt,
     Problem,
     Resources,
@@ -48,7 +48,7 @@ from workers.datasets import DATASETS
 from workers.errors import did_you_mean
 from workers.methods import METHODS
 from workers.methods.training import coerce_option
-from workers.spec import DOR_DEFAULTS, EceBins, PoolExclude, ValidationSpec
+from workers.spec import DorSpec, EceBins, ValidationSpec
 
 #: Metrics a tuning trial reports per epoch, by where their data comes from.
 VAL_METRIC = re.compile(rf"^val/(pseudo_base|pseudo_new|avg)/({'|'.join(VALIDATION)})$|^val/hm$")
@@ -180,22 +180,6 @@ class MethodSection(NamedMethod):
         return options if name is None else _checked_options(name, options, allow_lists=False)
 
 
-class FixedDor(Strict):
-    """DOR settings every trial shares (the space overrides them)."""
-
-    lam: NonNegFloat | None = Field(None, description="null: the method's default weight")
-    pool_size: PosInt = DOR_DEFAULTS["pool_size"]
-    outliers_per_step: PosInt | None = Field(None, description="null: number of (pseudo-)base classes")
-    pool_strategy: str = DOR_DEFAULTS["pool_strategy"]
-    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"], description="'wordnet' or a word-list file (one per line)")
-    exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"], description="class names left out of the pool: base or all")
-
-    @field_validator("pool_strategy")
-    @classmethod
-    def _strategy(cls, name: str) -> str:
-        return known_strategy(name)
-
-
 class Floor(Strict):
     """A constraint on a second metric; trials that miss it rank after every trial that meets it."""
 
@@ -267,7 +251,7 @@ class Sweep(Strict):
     subsample: Literal["base2new", "all"] = "base2new"
     test_per_class: PosInt | None = Field(None, description="only used by a leaky sweep")
     ece_bins: EceBins = 10
-    dor: FixedDor = Field(default_factory=FixedDor)
+    dor: DorSection = Field(default_factory=DorSection, description="fixed DOR settings (the space overrides them)")
     space: Space
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     objective: Objective = Field(default_factory=Objective)
@@ -329,10 +313,26 @@ class Sweep(Strict):
         raise_at("Sweep", problems)
         return self
 
+    @field_validator("dor")
+    @classmethod
+    def _one_value_per_knob(cls, dor: DorSection) -> DorSection:
+        problems: list[Problem] = [
+            ((knob,), "a sweep fixes one value per DOR knob; search several under space instead", values)
+            for knob in KNOBS
+            if len(values := getattr(dor, knob)) > 1
+        ]
+        raise_at("dor", problems)
+        return dor
+
+    @property
+    def fixed_dor(self) -> DorSpec:
+        """The DOR settings every trial of the sweep shares, before its space fills in its values."""
+        return self.dor.specs()[0]
+
     def _outliers_within_pool(self) -> list[Problem]:
         """A trial whose B (outliers per step) exceeds its K (pool size) fails once it has started."""
-        pool: Any = self.space.pool_size or [self.dor.pool_size]
-        per_step: Any = self.space.outliers_per_step or [self.dor.outliers_per_step]
+        pool: Any = self.space.pool_size or self.dor.pool_size
+        per_step: Any = self.space.outliers_per_step or self.dor.outliers_per_step
         smallest_pool = pool.bounds[0] if isinstance(pool, Range) else min(pool)
         values = per_step.bounds if isinstance(per_step, Range) else per_step
         largest = max((v for v in values if v is not None), default=None)

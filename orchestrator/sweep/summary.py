@@ -122,7 +122,7 @@ def table(sweep: Sweep, rows: list[Row]) -> str:
 
 def knob(sweep: Sweep, row: Row, name: str) -> Any:
     """A DOR knob of a trial: its searched value, else the sweep's fixed value."""
-    return row.config.get(name, getattr(sweep.dor, name))
+    return row.config.get(name, getattr(sweep.fixed_dor, name))
 
 
 def plot(sweep: Sweep, rows: list[Row], name: str, path: Path) -> Path | None:
@@ -199,7 +199,7 @@ def best_fragment(sweep: Sweep, row: Row) -> str:
             "pool_size": knob(sweep, row, "pool_size"),
             "outliers_per_step": knob(sweep, row, "outliers_per_step"),
             "pool_strategy": knob(sweep, row, "pool_strategy"),
-            "vocabulary": sweep.dor.vocabulary,
+            "vocabulary": sweep.fixed_dor.vocabulary,
         }
     return yaml.safe_dump(bench, sort_keys=False)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from orchestrator.settings.sweep import INT_KNOBS, Sweep
 from workers.identity import normalise
-from workers.spec import DorSpec, TrialSpec
+from workers.spec import TrialSpec
 
 
 def spec_from_sweep(sweep: Sweep) -> TrialSpec:
@@ -24,14 +24,7 @@ def spec_from_sweep(sweep: Sweep) -> TrialSpec:
             shots=sweep.shots,
             subsample=sweep.subsample,
             method_options=dict(sweep.method.options),
-            dor=DorSpec(
-                lam=sweep.dor.lam,
-                pool_size=sweep.dor.pool_size,
-                outliers_per_step=sweep.dor.outliers_per_step,
-                pool_strategy=sweep.dor.pool_strategy,
-                vocabulary=sweep.dor.vocabulary,
-                exclude=sweep.dor.exclude,
-            ),
+            dor=sweep.fixed_dor,
             ece_bins=sweep.ece_bins,
             test_per_class=sweep.test_per_class,
             validation=sweep.validation.model_copy(update={"leaky": sweep.leaky}),

@@ -166,29 +166,33 @@ def test_test_split_objective_needs_the_leaky_flag(tmp_path):
     config = yaml.safe_load((EXAMPLES / "sweep-tiny.yaml").read_text())
     config["objective"] = {"metric": "new/ece", "mode": "min"}
     with pytest.raises(Exception, match="never reads") as err:
-        parse_sweep(config)
+        parse_sweep(config, base_dir=EXAMPLES)
     assert "leaky: true" in str(err.value)
     config["leaky"] = True
-    assert parse_sweep(config).leaky is True
+    assert parse_sweep(config, base_dir=EXAMPLES).leaky is True
+
+
+REACHES = "space.outliers_per_step: reaches {} outliers per step, but the pool can be as small as {}"
 
 
 @pytest.mark.parametrize(
-    ("space", "dor", "where", "largest", "smallest"),
+    ("space", "dor", "message", "smallest"),
     [
-        ({"pool_size": [8, 100], "outliers_per_step": [4, 16]}, {}, "space.outliers_per_step", 16, 8),
-        ({"lam": [1]}, {"pool_size": 5, "outliers_per_step": 6}, "dor.outliers_per_step", 6, 5),
-        ({"pool_size": {"uniform": [3, 50]}, "outliers_per_step": [4]}, {}, "space.outliers_per_step", 4, 3),
+        ({"pool_size": [8, 100], "outliers_per_step": [4, 16]}, {}, REACHES.format(16, 8), 8),
+        ({"pool_size": {"uniform": [3, 50]}, "outliers_per_step": [4]}, {}, REACHES.format(4, 3), 3),
+        # the fixed settings alone: the same check (and message) as a benchmark file's
+        ({"lam": [1]}, {"pool_size": 5, "outliers_per_step": 6}, "dor.outliers_per_step: 6 outliers per step", 5),
     ],
 )
-def test_a_space_reaching_more_outliers_than_its_pool_is_refused(space, dor, where, largest, smallest):
+def test_a_space_reaching_more_outliers_than_its_pool_is_refused(space, dor, message, smallest):
     config = yaml.safe_load((EXAMPLES / "sweep-tiny.yaml").read_text())
     config.update(space=space, dor={**config["dor"], **dor}, search={"algorithm": "random", "samples": 4})
     with pytest.raises(Exception) as err:
-        parse_sweep(config)
-    assert f"{where}: reaches {largest} outliers per step, but the pool can be as small as {smallest}" in str(err.value)
+        parse_sweep(config, base_dir=EXAMPLES)
+    assert message in str(err.value)
     config["space"] = {**space, "outliers_per_step": [smallest]} if "outliers_per_step" in space else space
     config["dor"]["outliers_per_step"] = min(config["dor"].get("outliers_per_step") or smallest, smallest)
-    assert parse_sweep(config).name == "sweep-tiny"
+    assert parse_sweep(config, base_dir=EXAMPLES).name == "sweep-tiny"
 
 
 def test_a_sweep_above_the_trial_limit_is_refused_unless_asked(tmp_path, capsys):

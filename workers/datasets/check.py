@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +63,7 @@ def _check_chunk(paths: list[str]) -> list[tuple[str, str]]:
     return [(path, reason) for path in paths if (reason := image_problem(path)) is not None]
 
 
-def check_images(paths: list[str], label: str, stream: TextIO | None = sys.stderr) -> list[tuple[str, str]]:
+def check_images(paths: list[str], label: str, stream: TextIO | None) -> list[tuple[str, str]]:
     """(path, reason) for every missing or unreadable image, checked on a few threads."""
     progress = Progress(len(paths), label, enabled=stream is not None, stream=stream, unit="images")
     bad: list[tuple[str, str]] = []
@@ -102,7 +101,7 @@ def check_dataset(root: Path, name: str, requested: bool, stream: TextIO | None)
     return report
 
 
-def check_datasets(root: Path, names: list[str] | None, stream: TextIO | None = sys.stderr) -> list[DatasetReport]:
+def check_datasets(root: Path, names: list[str] | None, stream: TextIO | None) -> list[DatasetReport]:
     """Check ``names`` (all non-built-in datasets when None) under ``root``; progress to ``stream``.
 
     With ``names`` None a dataset whose folder is absent is listed as missing, not a problem.
