@@ -77,3 +77,6 @@ TARGET_AVERAGED = tuple(m.name for m in METRICS if m.averaged and not m.proximit
 VALIDATION = tuple(m.name for m in METRICS if not m.proximity)
 #: The report's base-to-new tables, accuracy first.
 TABLES = tuple(m.name for m in METRICS if m.table)
+#: Post-hoc calibrators (``dor-bench rescore``): name -> (prefix of their metrics, column suffix in
+#: the report). A recorded trial scored through one also appears as its own report column.
+POSTHOC = {"temperature": ("posthoc/temperature/", "+TS")}

@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import yaml
 
-from orchestrator.report.collect import DOR, metric_columns, spec_columns
-from workers.catalog import BY_NAME, TABLES
+from orchestrator.report.collect import CALIBRATOR, DOR, metric_columns, spec_columns
+from workers.catalog import BY_NAME, POSTHOC, TABLES
 from workers.spec import LEGACY_PROTOCOL, PROTOCOL
 
 FINISHED = "FINISHED"
@@ -256,7 +256,8 @@ def name_variants(configs: Iterable[tuple[tuple[str, Any], ...]]) -> dict[tuple,
     by_base: dict[str, list[tuple]] = defaultdict(list)
     for config in configs:
         d = dict(config)
-        by_base[methods.get(d["method"], d["method"]) + ("+DOR" if d.get(DOR) else "")].append(config)
+        suffix = ("+DOR" if d.get(DOR) else "") + (POSTHOC[d[CALIBRATOR]][1] if d.get(CALIBRATOR) else "")
+        by_base[methods.get(d["method"], d["method"]) + suffix].append(config)
     out: dict[tuple, Variant] = {}
     for base, group in by_base.items():
         dicts = [dict(c) for c in group]
@@ -357,6 +358,14 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
         kind, dataset, conf, seed = key
         rows.cells.setdefault((kind, dataset, conf), {})[seed] = {m: cols[m][i] for m in metrics}
         rows.run_ids.setdefault((kind, dataset, conf), {})[seed] = cols["run_id"][i]
+        for name, (prefix, _) in POSTHOC.items():  # a rescored trial: its calibrated twin is a column too
+            if prefix + "base/acc" in cols and cols[prefix + "base/acc"][i] is not None:
+                twin = (*conf, (CALIBRATOR, name))
+                _expect(rows, (kind, dataset, twin, seed))
+                calibrated = {m.removeprefix(prefix): cols[m][i] for m in metrics if m.startswith(prefix)}
+                rows.cells.setdefault((kind, dataset, twin), {})[seed] = (
+                    calibrated  # no diagram: its run's is uncalibrated
+                )
     finished_runs = sum(current[i] and cols["status"][i] == FINISHED for i in range(n))
     rows.counts["finished"] = len(newest)
     rows.counts["older_finished"] = finished_runs - len(newest)

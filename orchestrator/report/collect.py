@@ -38,6 +38,8 @@ SPEC_COLUMNS_KEY = b"dor_bench.spec_columns"
 METRIC_COLUMNS_KEY = b"dor_bench.metric_columns"
 #: The boolean column that says whether DOR was on (the spec's ``dor`` is not null).
 DOR = "dor"
+#: The column (not a spec field) that marks a post-hoc calibrated twin of a trial in the tables.
+CALIBRATOR = "calibrator"
 
 
 def _arrow_type(annotation: Any) -> pa.DataType | type[BaseModel] | None:

@@ -14,13 +14,14 @@ from mlflow.entities import Metric
 from orchestrator.console import log
 from orchestrator.report.collect import open_experiment, search_child_runs
 from orchestrator.tracking import RESCORED, TRIAL_NAME, quiet_mlflow
+from workers.catalog import POSTHOC
 from workers.evaluation import SplitScores, add_target_average, evaluate
 from workers.metrics.posthoc import fit_temperature
 from workers.outputs import OUTPUTS_FILE, read_outputs
 from workers.spec import TrialSpec
 
 #: Where temperature-scaled metrics go.
-TEMPERATURE = "posthoc/temperature/"
+TEMPERATURE = POSTHOC["temperature"][0]
 
 
 def prefix(bins: int) -> str:

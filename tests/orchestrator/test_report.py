@@ -246,3 +246,19 @@ def test_run_report_end_to_end_writes_every_format(store, tmp_path):
         "report.html",
     }
     assert "## Accuracy, base-to-new" in out.terminal and "ACE" not in out.terminal.split("Full report")[0]
+
+
+def test_a_post_hoc_calibrated_twin_is_its_own_column(tmp_path):
+    """Trials rescored with temperature scaling (``posthoc/temperature/*``) also fill a ``+TS``
+    column from those metrics; their own column keeps the uncalibrated values."""
+    uri, tracker = new_store(tmp_path, "ts")
+    parent = tracker.start_parent("run", {})
+    for seed, (ece, cooled) in enumerate([(10.0, 4.0), (12.0, 6.0)], start=1):
+        metrics = b2n_metrics(70, 60, ece, ece + 5)
+        metrics.update({f"posthoc/temperature/{k}": v for k, v in b2n_metrics(70, 60, cooled, cooled).items()})
+        log_trial(tracker, parent, spec("coop", "imagenet", seed), metrics)
+    ece = next(t for t in build_tables(collect(uri, "ts")).tables if t.key == "ece")
+    assert [c.group for c in ece.columns[::3]] == ["CoOp", "CoOp+TS"]
+    assert ece.cell("ImageNet", "CoOp", "base").mean == pytest.approx(11.0)
+    assert ece.cell("ImageNet", "CoOp+TS", "base").mean == pytest.approx(5.0)
+    assert ece.cell("ImageNet", "CoOp+TS", "new").n == 2
