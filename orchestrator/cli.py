@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also temperature scaling fitted on each trial's base validation images (posthoc/temperature/*)",
     )
+    rescore.add_argument(
+        "--dac", action="store_true", help="also DAC, distance-aware calibration of each class (posthoc/dac/*)"
+    )
     rescore.set_defaults(handler=commands.rescore)
 
     ev = sub.add_parser("eval", help="score a recorded trial's kept prompt on another dataset (cross-dataset)")

@@ -47,7 +47,8 @@ def rescore(args: argparse.Namespace) -> int:
     from workers.spec import EceBins
 
     bins = pydantic_check(EceBins, args.ece_bins, "--ece-bins")
-    return 0 if rescore_runs(args.tracking_uri, args.experiment, bins, args.parent, args.temperature) else 1
+    done = rescore_runs(args.tracking_uri, args.experiment, bins, args.parent, args.temperature, args.dac)
+    return 0 if done else 1
 
 
 def eval_prompt(args: argparse.Namespace) -> int:

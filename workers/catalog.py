@@ -79,4 +79,4 @@ VALIDATION = tuple(m.name for m in METRICS if not m.proximity)
 TABLES = tuple(m.name for m in METRICS if m.table)
 #: Post-hoc calibrators (``dor-bench rescore``): name -> (prefix of their metrics, column suffix in
 #: the report). A recorded trial scored through one also appears as its own report column.
-POSTHOC = {"temperature": ("posthoc/temperature/", "+TS")}
+POSTHOC = {"temperature": ("posthoc/temperature/", "+TS"), "dac": ("posthoc/dac/", "+DAC")}

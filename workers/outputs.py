@@ -33,8 +33,14 @@ FULL_LOGITS_MAX = 1_000_000
 TOP_K = 10
 
 
-def keep(folder: Path, state: dict[str, torch.Tensor], splits: list[SplitScores]) -> None:
-    """Write the learned ``state`` and the ``splits``' outputs into ``folder``."""
+def keep(
+    folder: Path,
+    state: dict[str, torch.Tensor],
+    splits: list[SplitScores],
+    text: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write the learned ``state``, the ``splits``' outputs and the class ``text`` features
+    (``base/tuned``, ``base/zeroshot``, ``new/...``: what DAC needs) into ``folder``."""
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
     atomic_write_bytes(folder / PROMPT_FILE, buffer.getvalue())
@@ -56,6 +62,8 @@ def keep(folder: Path, state: dict[str, torch.Tensor], splits: list[SplitScores]
             arrays[f"{i}.true_logit"] = logits.gather(1, s.labels.long()[:, None]).squeeze(1).numpy()
             arrays[f"{i}.logsumexp"] = logits.logsumexp(dim=1).numpy()
         meta.append({"split": s.split, "classnames": s.classnames, "whole": whole})
+    for key, features in (text or {}).items():
+        arrays[f"text.{key}"] = features.detach().float().cpu().numpy()
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs type allow_pickle as a kwarg too
@@ -64,15 +72,8 @@ def keep(folder: Path, state: dict[str, torch.Tensor], splits: list[SplitScores]
 
 def read_outputs(path: Path) -> list[SplitScores]:
     """The splits written by ``keep`` (logits rebuilt where only the top-k was kept)."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        meta = json.loads(arrays["meta"].tobytes())
-    except (OSError, ValueError, KeyError) as err:
-        raise DorBenchError(
-            f"'{path}' is not a dor-bench outputs file ({type(err).__name__}: {err}).",
-            "rescore runs recorded by this dor-bench (their outputs.npz artifact).",
-        ) from None
+    arrays = _arrays(path)
+    meta = json.loads(arrays["meta"].tobytes())
     out = []
     for i, m in enumerate(meta):
         labels = torch.from_numpy(arrays[f"{i}.labels"]).long()
@@ -102,3 +103,22 @@ def _rebuilt(arrays: dict[str, np.ndarray], i: int, labels: torch.Tensor, classe
     logits.scatter_(1, labels[:, None], true_logit[:, None])
     logits.scatter_(1, top_indices, top_values)
     return logits.float()
+
+
+def read_text_features(path: Path) -> dict[str, torch.Tensor]:
+    """The class text features written by ``keep`` (empty when none were kept)."""
+    return {k.removeprefix("text."): torch.from_numpy(v) for k, v in _arrays(path).items() if k.startswith("text.")}
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        if "meta" not in arrays:
+            raise KeyError("meta")
+    except (OSError, ValueError, KeyError) as err:
+        raise DorBenchError(
+            f"'{path}' is not a dor-bench outputs file ({type(err).__name__}: {err}).",
+            "rescore runs recorded by this dor-bench (their outputs.npz artifact).",
+        ) from None
+    return arrays

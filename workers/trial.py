@@ -139,7 +139,8 @@ def run_trial(
         add_target_average(ev.metrics, spec.targets)
         if options.keep_dir:  # what the trial learned and its outputs, for later questions
             folder = Path(options.keep_dir) / spec.key()
-            keep(folder, model.state_dict(), scores + score_val(model, method, data, clip, features))
+            val = score_val(model, method, data, clip, features)
+            keep(folder, model.state_dict(), scores + val, class_text_features(model, clip, data))
             info["kept"] = str(folder)
     if score_epoch is not None:  # tuning mode: the validation metrics of the final model
         last = history[-1] if history else score_epoch()
@@ -453,6 +454,21 @@ def score_tests(
                 proximity=proximity_scores(normed, reference, k=min(k, len(reference))),
             )
         )
+    return out
+
+
+@torch.no_grad()
+def class_text_features(model: PromptModel, clip: ClipBundle, data: TrialData) -> dict[str, torch.Tensor]:
+    """Each class's normalised text feature, tuned and zero-shot (what DAC compares); none for
+    an image-conditioned method, whose class features differ per image."""
+    if model.image_conditioned:
+        return {}
+    zeroshot = METHODS.get("zeroshot").method().build(clip, data.base_classnames, data.name, data.template, {})
+    out = {}
+    for split, names in (("base", data.base_classnames), ("new", data.new_classnames)):
+        if names:
+            out[f"{split}/tuned"] = F.normalize(model.encode_names(names).float(), dim=-1).cpu()
+            out[f"{split}/zeroshot"] = zeroshot.encode_names(names).cpu()
     return out
 
 

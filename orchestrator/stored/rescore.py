@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric
+from torch import Tensor
 
 from orchestrator.console import log
 from orchestrator.report.collect import open_experiment, search_child_runs
 from orchestrator.tracking import RESCORED, TRIAL_NAME, quiet_mlflow
 from workers.catalog import POSTHOC
 from workers.evaluation import SplitScores, add_target_average, evaluate
-from workers.metrics.posthoc import fit_temperature
-from workers.outputs import OUTPUTS_FILE, read_outputs
+from workers.metrics.posthoc import apply_dac, dac_scales, fit_temperature
+from workers.outputs import OUTPUTS_FILE, read_outputs, read_text_features
 from workers.spec import TrialSpec
 
-#: Where temperature-scaled metrics go.
-TEMPERATURE = POSTHOC["temperature"][0]
+#: Where temperature-scaled and DAC-scaled metrics go.
+TEMPERATURE, DAC = POSTHOC["temperature"][0], POSTHOC["dac"][0]
 
 
 def prefix(bins: int) -> str:
@@ -30,12 +31,19 @@ def prefix(bins: int) -> str:
 
 
 def rescore(
-    tracking_uri: str, experiment: str | None, bins: int, parent: str | None = None, temperature: bool = False
+    tracking_uri: str,
+    experiment: str | None,
+    bins: int,
+    parent: str | None = None,
+    temperature: bool = False,
+    dac: bool = False,
 ) -> int:
     """Rescore every FINISHED trial of the experiment (of one parent run when given) that kept its
     outputs; returns how many were rescored. Runs recorded before outputs were kept are named.
     With ``temperature``, also temperature scaling fitted on each trial's base validation images
-    (``posthoc/temperature/<metric>``, and the fitted ``posthoc/temperature/T``)."""
+    (``posthoc/temperature/<metric>``, and the fitted ``posthoc/temperature/T``); with ``dac``,
+    Distance-Aware Calibration from the trial's kept class text features (``posthoc/dac/<metric>``,
+    base and new splits)."""
     quiet_mlflow()
     client, found = open_experiment(tracking_uri, experiment)
     runs = [r for r in search_child_runs(client, found.experiment_id, parent) if r.info.status == "FINISHED"]
@@ -54,13 +62,15 @@ def rescore(
             metrics = {prefix(bins) + k: v for k, v in _metrics(scored, bins, spec).items()}
             if temperature:
                 metrics.update(_temperature_scaled(splits, scored, bins, spec, unfit, run))
+            if dac:
+                metrics.update(_dac_scaled(scored, read_text_features(path), bins, spec, unfit, run))
             client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
             seen = run.data.tags.get(RESCORED, "")
             client.set_tag(run.info.run_id, RESCORED, ",".join(sorted({*seen.split(","), f"bins{bins}"} - {""})))
             done += 1
     log(f"[dor-bench] rescored {done} of {len(runs)} finished trials with {bins} ECE bins ({prefix(bins)}*)")
     if unfit:
-        log(f"[dor-bench] no temperature scaling for {len(unfit)} (no complete validation logits): {', '.join(unfit)}")
+        log(f"[dor-bench] not calibrated ({len(unfit)}; no complete logits or class features kept): {', '.join(unfit)}")
     if without:
         shown = ", ".join(without[:5]) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
         log(f"[dor-bench] {len(without)} kept no outputs (recorded before dor-bench kept them): {shown}")
@@ -85,3 +95,22 @@ def _temperature_scaled(
     t = fit_temperature(val.logits, val.labels)
     cooled = [replace(s, logits=s.logits / t) for s in scored]
     return {TEMPERATURE + "T": t, **{TEMPERATURE + k: v for k, v in _metrics(cooled, bins, spec).items()}}
+
+
+def _dac_scaled(
+    scored: list[SplitScores], text: dict[str, Tensor], bins: int, spec: TrialSpec, unfit: list[str], run: Any
+) -> dict[str, float]:
+    """The trial's base and new test metrics after DAC; empty (and the run named in ``unfit``)
+    without kept class text features (an image-conditioned method keeps none)."""
+    if "base/tuned" not in text or any(not s.complete for s in scored):
+        unfit.append(run.data.tags.get(TRIAL_NAME, run.info.run_id))
+        return {}
+    scaled = []
+    for s in scored:
+        if f"{s.split}/tuned" in text:
+            scales = dac_scales(
+                text["base/zeroshot"], text[f"{s.split}/zeroshot"], text["base/tuned"], text[f"{s.split}/tuned"]
+            )
+            scaled.append(replace(s, logits=apply_dac(s.logits, scales)))
+    metrics = evaluate(scaled, n_bins=bins).metrics
+    return {DAC + k: v for k, v in metrics.items()}

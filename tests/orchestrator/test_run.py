@@ -104,7 +104,7 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
     # rescoring the kept outputs: 10 bins gives back every recorded metric, 15 bins changes the
     # binned ones (ECE, ACE, MCE, PIECE) and nothing else
     for bins in ("10", "15"):
-        extra = ["--temperature"] if bins == "10" else []
+        extra = ["--temperature", "--dac"] if bins == "10" else []
         assert main(["rescore", "--experiment", "e2e", "--tracking-uri", uri, "--ece-bins", bins, *extra]) == 0
     assert "rescored 6 of 6 finished trials with 15 ECE bins" in capsys.readouterr().err
     changed = set()
@@ -120,6 +120,11 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
         assert r.data.tags["dor_bench.rescored"] == "bins10,bins15"
         # temperature scaling, fitted on the base validation images: a temperature, the same accuracy
         assert m["posthoc/temperature/T"] > 0 and m["posthoc/temperature/base/acc"] == m["base/acc"]
+        # DAC leaves base classes as they are (each is its own nearest base class)
+        assert {k: m[f"posthoc/dac/{k}"] for k in recorded if k.startswith("base/")} == pytest.approx(
+            {k: v for k, v in recorded.items() if k.startswith("base/")}, abs=1e-9
+        )
+        assert "posthoc/dac/new/ece" in m
     # (a random tiny CLIP is never confident: every sample sits in the lowest bin of both ECEs,
     # so ECE itself stays; ACE's equal-mass bins move)
     assert "ace" in changed and changed <= {"ece", "ace", "mce", "mce_weighted", "piece"}

@@ -39,3 +39,47 @@ def test_fitted_on_held_out_data_it_lowers_test_ece_and_keeps_accuracy():
 def test_nothing_to_fit_on_is_an_error():
     with pytest.raises(ValueError, match="at least one held-out sample"):
         fit_temperature(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def dac_by_definition(base_zs, cur_zs, base_ft, cur_ft, k=5):
+    """DAC's class scales written out from its definition, one class at a time (numpy)."""
+    scales = []
+    for i in range(len(cur_zs)):
+        zs = np.sort(np.linalg.norm(base_zs - cur_zs[i], axis=1))[:k]
+        ft = np.sort(np.linalg.norm(base_ft - cur_ft[i], axis=1))[:k]
+        scales.append(1.0 if ft[0] < 0.05 else np.exp(-ft.sum() / k) / np.exp(-zs.sum() / k))
+    return np.array(scales)
+
+
+def test_dac_matches_its_definition_on_a_tiny_clip():
+    from workers.datasets import load_trial_data
+    from workers.methods import METHODS
+    from workers.metrics.posthoc import apply_dac, dac_scales
+    from workers.models.clip import load_clip
+
+    clip = load_clip("micro-clip", "shapes", device="cpu")
+    data = load_trial_data("shapes", None, shots=1, seed=1)
+    zeroshot = METHODS.get("zeroshot").method().build(clip, data.base_classnames, data.name, data.template, {})
+    card = METHODS.get("coop")
+    torch.manual_seed(0)
+    tuned = card.method().build(clip, data.base_classnames, data.name, "", {**card.defaults, "n_ctx": 4})
+    with torch.no_grad():
+        feats = {
+            (split, kind): torch.nn.functional.normalize(model.encode_names(names).float(), dim=-1)
+            for split, names in (("base", data.base_classnames), ("new", data.new_classnames))
+            for kind, model in (("zs", zeroshot), ("ft", tuned))
+        }
+    for split in ("base", "new"):
+        args = (feats["base", "zs"], feats[split, "zs"], feats["base", "ft"], feats[split, "ft"])
+        got = dac_scales(*args)
+        want = dac_by_definition(*(a.numpy().astype(np.float64) for a in args))
+        assert got.numpy() == pytest.approx(want, rel=1e-5)
+        if split == "base":
+            assert (got == 1).all()  # a base class is its own nearest base class: left as it is
+        else:
+            assert not torch.allclose(got, torch.ones_like(got))
+    logits = torch.randn(6, len(data.new_classnames))
+    scales = dac_scales(feats["base", "zs"], feats["new", "zs"], feats["base", "ft"], feats["new", "ft"])
+    scaled = apply_dac(logits, scales)
+    for row, out in zip(logits, scaled):
+        assert torch.allclose(out, row * scales[row.argmax()])

@@ -45,3 +45,35 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, tolerance: float
             b = low + ratio * (high - low)
             fb = nll_at(logits, labels, math.exp(b))
     return math.exp((low + high) / 2)
+
+
+#: DAC's neighbours: the ``k`` base classes nearest a class's text feature (its ``CALIBRATION.DAC.K``).
+DAC_K = 5
+#: A class whose tuned text feature lies this close to a base class's is that base class: unscaled.
+DAC_SAME_CLASS = 0.05
+
+
+def dac_scales(
+    base_zeroshot: torch.Tensor,
+    classes_zeroshot: torch.Tensor,
+    base_tuned: torch.Tensor,
+    classes_tuned: torch.Tensor,
+    k: int = DAC_K,
+) -> torch.Tensor:
+    """Distance-Aware Calibration (Wang et al., ICML 2024): one logit scale per scored class, the
+    ratio of its closeness to the base classes after tuning to its closeness before, closeness
+    being ``exp(-mean distance to its k nearest base classes)`` between normalised text features;
+    1 for a class that is a base class (its tuned feature within ``DAC_SAME_CLASS`` of one)."""
+
+    def closeness(base: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        distances = torch.cdist(classes.double(), base.double()).topk(min(k, len(base)), largest=False).values
+        return (-distances.mean(dim=1)).exp(), distances[:, 0]
+
+    zeroshot, _ = closeness(base_zeroshot, classes_zeroshot)
+    tuned, nearest = closeness(base_tuned, classes_tuned)
+    return torch.where(nearest < DAC_SAME_CLASS, torch.ones_like(tuned), tuned / zeroshot).float()
+
+
+def apply_dac(logits: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Each sample's logits times the scale of the class it predicts."""
+    return logits * scales[logits.argmax(dim=1)][:, None]
