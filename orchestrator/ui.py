@@ -7,6 +7,7 @@ import ipaddress
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from orchestrator.secrets import redact
 from workers.errors import DorBenchError
@@ -30,6 +31,17 @@ def ui_command(tracking_uri: str, port: int, host: str = HOST) -> list[str]:
         "--workers",
         "1",
     ]
+
+
+def runs_pages(tracking_uri: str, base: str) -> list[tuple[str, str]]:
+    """Each experiment's runs table in the UI (MLflow 3 opens an experiment on its GenAI
+    overview, where trials do not show): ``(name, url)``; none for a store not written yet."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return []
+    from mlflow.tracking import MlflowClient
+
+    experiments = MlflowClient(tracking_uri).search_experiments()
+    return [(e.name, f"{base}/#/experiments/{e.experiment_id}/runs") for e in experiments if e.name != "Default"]
 
 
 def exposure_warning(host: str) -> str | None:
@@ -62,6 +74,8 @@ def serve(tracking_uri: str, port: int, host: str = HOST) -> int:
         file=sys.stderr,
         flush=True,
     )
+    for name, url in runs_pages(tracking_uri, f"http://{probe_host}:{port}"):
+        print(f"[dor-bench]   {name}: {url}", file=sys.stderr, flush=True)
     process = subprocess.Popen(ui_command(tracking_uri, port, host))
     try:
         return process.wait()

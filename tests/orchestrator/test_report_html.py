@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from orchestrator.report.aggregate import pool_reliability
 from orchestrator.report.build import build_report
+from tests.helpers.browser import HEADLESS, chromium
 from tests.helpers.reports import b2n_metrics, bins, log_trial, spec, store
 
 ROOT = Path(__file__).parents[2]
@@ -27,19 +27,6 @@ def test_reliability_bins_pool_seeds_by_count():
     assert pooled["accuracy"] == pytest.approx([0.875, 0.0, 0.9])
     assert pooled["confidence"] == pytest.approx([0.475, 0.0, 0.88])
     assert pool_reliability([a, bins([1], [1.0], [1.0]).model_dump()]) is None  # different bins
-
-
-def chromium() -> str:
-    """The Chromium binary, installed by scripts/ensure-chromium when missing; skips (saying
-    why) only where it cannot be installed."""
-    found = next((p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None)
-    if found:
-        return found
-    setup = subprocess.run([str(ROOT / "scripts" / "ensure-chromium")], capture_output=True, text=True)
-    found = next((p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None)
-    if not found:
-        pytest.skip(f"Chromium unavailable and could not be installed: {setup.stderr.strip()}")
-    return found
 
 
 def test_html_report_renders_in_headless_chromium(tmp_path):
@@ -62,16 +49,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     assert "<script" not in text and not re.search(r'(src|href)="(https?:)?//', text)  # self-contained
     assert text.count('src="data:image/png;base64,') == 4  # 2 datasets x 2 columns, seeds pooled
 
-    browser = chromium()
-    flags = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        "--enable-logging=stderr",
-        "--v=0",
-    ]
+    flags = [chromium(), *HEADLESS]
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert '<table id="acc">' in dom.stdout and "EuroSAT" in dom.stdout and "CoOp+DOR" in dom.stdout
