@@ -100,12 +100,17 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
 def add_store_selection(parser: argparse.ArgumentParser) -> None:
     """Which recorded runs a command reads: the store, the experiment, optionally one parent run."""
     parser.add_argument("--experiment", help="MLflow experiment = the benchmark's name (default: the store's only one)")
+    add_tracking_uri(parser)
+    parser.add_argument("--parent", metavar="RUN_ID", help="only the trials of this `dor-bench run` parent run")
+
+
+def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
+    """The store a command reads (``run`` and ``tune`` take the file's unless told otherwise)."""
     parser.add_argument(
         "--tracking-uri",
         default=DEFAULT_TRACKING_URI,
         help=f"MLflow store (default: {DEFAULT_TRACKING_URI}, as `run` writes)",
     )
-    parser.add_argument("--parent", metavar="RUN_ID", help="only the trials of this `dor-bench run` parent run")
 
 
 def add_max_trials(parser: argparse.ArgumentParser) -> None:
@@ -187,18 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run", required=True, metavar="RUN_ID", help="the trial's MLflow run ID")
     ev.add_argument("--dataset", required=True, help="the dataset to score it on (`dor-bench ls datasets`)")
     ev.add_argument("--root", help="data root in CoOp layout (default: $DOR_BENCH_DATA; built-in data needs none)")
-    ev.add_argument(
-        "--tracking-uri",
-        default=DEFAULT_TRACKING_URI,
-        help=f"MLflow store (default: {DEFAULT_TRACKING_URI}, as `run` writes)",
-    )
+    add_tracking_uri(ev)
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ev.set_defaults(handler=commands.eval_prompt)
 
     ui = sub.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the store `run` writes to")
-    ui.add_argument(
-        "--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow store (default: {DEFAULT_TRACKING_URI})"
-    )
+    add_tracking_uri(ui)
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument(
         "--host", default=HOST, help="address to listen on (default 127.0.0.1; another one is warned about)"

@@ -124,11 +124,7 @@ def _grid(b: Benchmark) -> list[_Point]:
 
 def grid_size(b: Benchmark) -> int:
     """How many grid points ``plan`` expands (before duplicates are dropped), without building them."""
-    return _per_run(b) * sum(
-        math.prod(len(v) if isinstance(v, list) else 1 for v in entry.options.values())
-        * sum(b.dor.variants() if use_dor else 1 for use_dor in (entry.dor or [False]))
-        for entry in b.methods
-    )
+    return _per_run(b) * sum(_entry_variants(b, entry)[0] for entry in b.methods)
 
 
 def _per_run(b: Benchmark) -> int:
@@ -222,7 +218,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 
 def _entry_variants(b: Benchmark, entry: MethodEntry) -> tuple[int, str]:
     """How many grid points one method entry adds per (dataset, shots, seed), and why."""
-    combos = len(_option_combinations(entry.options))
+    combos = math.prod(len(v) if isinstance(v, list) else 1 for v in entry.options.values())
     n_dor = b.dor.variants()
     flags = entry.dor or [False]
     count = combos * sum(n_dor if flag else 1 for flag in flags)
@@ -256,12 +252,11 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
     if len(b.shots) > 1:
         factors.append(_plural(len(b.shots), "shot setting"))
     factors.append(_plural(len(b.seeds), "seed"))
-    grid_size = len(b.datasets) * len(b.shots) * len(b.seeds) * sum(n for _, n, _ in entries)
     equation = " x ".join(factors) + f" x ({per_cell})"
     lines = [f"Benchmark '{b.name}': {_plural(len(trials), 'trial')} = {equation}"]
     if duplicates:
         lines.append(
-            f"  ({grid_size} grid points; {_plural(len(duplicates), 'duplicate')} with the "
+            f"  ({grid_size(b)} grid points; {_plural(len(duplicates), 'duplicate')} with the "
             "same run_key as an earlier one dropped: "
             + ", ".join(d if d == k else f"{d} (= {k})" for d, k in duplicates[:3])
             + (", ..." if len(duplicates) > 3 else "")
