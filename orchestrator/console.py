@@ -103,11 +103,7 @@ class GridDisplay:
     def finished(self, finished: int, planned: int) -> None:
         """The run is over: how many of the planned trials have a finished run."""
         if self.fmt == "json":
-            print(
-                json.dumps({"event": "grid_finished", "finished": finished, "planned": planned}),
-                file=self.out,
-                flush=True,
-            )
+            self._event("grid_finished", finished=finished, planned=planned)
 
     def message(self, text: str) -> None:
         """A line above the live block (which is redrawn below it)."""
@@ -120,8 +116,8 @@ class GridDisplay:
         self.drawn = 0
 
     # ----------------------------------------------------------------------- drawing
-    def _event(self, event: str, trial: str, **fields: Any) -> None:
-        record = {"event": event, "trial": trial, "time": round(time.time(), 3), **fields}
+    def _event(self, event: str, trial: str | None = None, **fields: Any) -> None:
+        record = {"event": event, **({"trial": trial} if trial else {}), "time": round(time.time(), 3), **fields}
         print(redact(json.dumps(record)), file=self.out, flush=True)
 
     def _clear(self) -> None:

@@ -185,8 +185,9 @@ class LiveGrid:
         self.display.started(trial.name, epochs, job.attempt + 1)
 
     def epoch(self, job: Job, epoch: int, row: dict[str, float]) -> None:
-        self.runs.epoch(self.trials[job.name].run_key, epoch, epoch_row(row))
-        self.display.epoch(job.name, epoch, epoch_row(row))
+        metrics = epoch_row(row)
+        self.runs.epoch(self.trials[job.name].run_key, epoch, metrics)
+        self.display.epoch(job.name, epoch, metrics)
 
     def ended(self, outcome: Outcome) -> None:
         trial = self.trials[outcome.job.name]

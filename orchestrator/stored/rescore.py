@@ -47,7 +47,9 @@ def rescore(
     quiet_mlflow()
     client, found = open_experiment(tracking_uri, experiment)
     runs = [r for r in search_child_runs(client, found.experiment_id, parent) if r.info.status == "FINISHED"]
-    done, without, unfit = 0, [], list[str]()
+    done = 0
+    without: list[str] = []  # runs that kept no outputs
+    unfit: list[str] = []  # runs a calibrator could not be applied to
     with tempfile.TemporaryDirectory(prefix="dor-bench-rescore-") as tmp:
         for run in runs:
             if OUTPUTS_FILE not in {a.path for a in client.list_artifacts(run.info.run_id)}:
