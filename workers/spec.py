@@ -18,8 +18,10 @@ PoolExclude = Literal["base", "all"]
 #: The protocol version: bumped by every change that alters what a trial computes. It is part of
 #: every spec (and so of every run key), so results of an older protocol are never skipped as
 #: done, resumed or averaged with newer ones. 1: before the parity fixes (no ``protocol`` field);
-#: 2: the authors' computation (docs/fidelity.md).
-PROTOCOL = 2
+#: 2: the authors' computation (docs/fidelity.md); 3: the same, with each training image's crop
+#: and flip drawn from its own seed (the same draws whatever the loader's worker count) and
+#: prompts encoded at their length (equal within floating-point noise).
+PROTOCOL = 3
 LEGACY_PROTOCOL = 1
 
 
@@ -156,6 +158,24 @@ class RunOptions(BaseModel):
     )
     feature_cache: bool = True
     progress: bool = True
+    full_text_context: bool = Field(
+        False,
+        description="encode at CLIP's full 77-token context as the reference code does; default: truncated "
+        "to each prompt batch's longest prompt (equal within floating-point noise, faster)",
+    )
+    loader_workers: int | None = Field(
+        None,
+        ge=0,
+        description="processes decoding and augmenting training images; 0: in the trial's process; None: "
+        "one per CPU the trial may use but one, at most 8. The same seed draws the same batches "
+        "with any count",
+    )
+    image_pipeline: Literal["pil", "device"] = Field(
+        "pil",
+        description="'pil': crop and resize each image with PIL (torchvision's computation, as the "
+        "references); 'device': decode once into a cache, resize the crops on the trial's device "
+        "(the same crops, resampled in float32: docs/fidelity.md)",
+    )
 
 
 class ClassStat(BaseModel):

@@ -16,10 +16,13 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import platform
 import random
+import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from workers.datasets import load_trial_data
 from workers.datasets.base import Datum, TrialData
+from workers.datasets.supply import Batches, training_images
 from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
 from workers.dor import DynamicOutlierRegularizer, build_pool, read_word_file
 from workers.errors import DorBenchError
@@ -87,7 +91,9 @@ def run_trial(
     )
     holdout = hold_out(data, spec.validation) if spec.validation else None
     trained_on = holdout.training if holdout else data  # tuning mode: the pseudo-base classes
-    clip = warm_clip(spec.model, spec.pretrained, options.device)
+    clip = replace(warm_clip(spec.model, spec.pretrained, options.device), full_text_context=options.full_text_context)
+    if clip.device.type == "cuda":  # the peak this trial reaches, not an earlier trial's
+        torch.cuda.reset_peak_memory_stats(clip.device)
     method = card.method()
     model = method.build(clip, trained_on.base_classnames, data.name, data.template, config)
     features = FeatureSource(clip, data.name, options)
@@ -147,9 +153,25 @@ def run_trial(
         ev.metrics.update({k: v for k, v in last.items() if k.startswith("val/")})
     info["seconds"] = round(time.monotonic() - started, 3)
     info["feature_cache_hits"] = features.hits
+    info.update(device_record(clip.device))
     return TrialResult(
         spec=spec, metrics=ev.metrics, per_class=ev.per_class, reliability=ev.reliability, history=history, info=info
     )
+
+
+def device_record(device: torch.device) -> dict[str, Any]:
+    """What the trial ran on and its peak memory: on a GPU, the device's name and the most memory
+    tensors held since the trial began; on a CPU, the machine's processor and the worker process's
+    peak resident memory (every trial it has run so far)."""
+    if device.type == "cuda":
+        return {
+            "device_name": torch.cuda.get_device_name(device),
+            "peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+        }
+    return {
+        "device_name": platform.processor() or platform.machine(),
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, 1),  # KiB on Linux
+    }
 
 
 def seed_everything(seed: int) -> None:
@@ -259,8 +281,7 @@ def train(
         model.train()
         totals = {"loss": 0.0, "dor": 0.0, "correct": 0.0, "n": 0.0}
         lr = optimizer.param_groups[0]["lr"]  # this epoch's
-        for step, (inputs, labels) in enumerate(loader()):
-            inputs, labels = inputs.to(clip.device), labels.to(clip.device)
+        for step, (inputs, labels) in enumerate(loader()):  # already on the device
             with amp:
                 image = inputs if inputs.dim() == 2 else model.encode_images(inputs)
                 words, zero_shot = regularizer.draw() if regularizer else ([], None)
@@ -362,9 +383,11 @@ def training_batches(
     clip: ClipBundle,
     features: FeatureSource,
     seed: int,
-) -> Callable[[], DataLoader]:
-    """A factory of one epoch's shuffled batches: (images or cached features, labels). As Dassl's
-    training loader, the last incomplete batch is dropped when there is at least one full batch."""
+) -> Batches:
+    """A factory of one epoch's shuffled batches on the trial's device: (images or cached
+    features, labels). As Dassl's training loader, the last incomplete batch is dropped when there
+    is at least one full batch. Images come through ``workers/datasets/supply.py`` with the
+    loader workers and image pipeline of the trial's RunOptions (which ``features`` carries)."""
     labels = torch.tensor([d.label for d in data.train])
     views = int(config["augment_views"])
     batch = int(config["batch_size"])
@@ -374,32 +397,25 @@ def training_batches(
             [features.get(data.train, "train", seed * 1000 + v, config["min_crop_scale"]) for v in range(views)]
         )  # [V, N, D]
 
-        def cached() -> DataLoader:
+        def cached() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             pick = torch.randint(views, (len(labels),))
             chosen = bank[pick, torch.arange(len(labels))]
-            return DataLoader(TensorDataset(chosen, labels), batch_size=batch, shuffle=True, drop_last=drop_last)
+            loader = DataLoader(TensorDataset(chosen, labels), batch_size=batch, shuffle=True, drop_last=drop_last)
+            for inputs, targets in loader:
+                yield inputs.to(clip.device), targets.to(clip.device)
 
         return cached
-    dataset = ImageDataset(data.train, train_transform(clip.image_size, config["min_crop_scale"]))
-
-    def online() -> DataLoader:
-        return DataLoader(_PairDataset(dataset), batch_size=batch, shuffle=True, drop_last=drop_last)
-
-    return online
-
-
-class _PairDataset(torch.utils.data.Dataset):
-    """(image, label) pairs from an ImageDataset's (image, label, index) triples."""
-
-    def __init__(self, base: ImageDataset):
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int):
-        image, label, _ = self.base[i]
-        return image, label
+    options = features.options
+    return training_images(
+        data.train,
+        train_transform(clip.image_size, config["min_crop_scale"]),
+        dataset=data.name,
+        batch_size=batch,
+        drop_last=drop_last,
+        device=clip.device,
+        pipeline=options.image_pipeline,
+        workers=options.loader_workers,
+    )
 
 
 def scoring_features(

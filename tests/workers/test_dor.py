@@ -227,14 +227,16 @@ def test_strategies_differ_and_respect_the_size(clip, small_vocabulary, tmp_path
 
 def test_zero_shot_features_are_computed_once_per_pool(clip, small_vocabulary, tmp_path, monkeypatch):
     monkeypatch.setenv("DOR_BENCH_CACHE", str(tmp_path))
+    from workers.dor import pool as pool_module
+
     calls = []
-    real_encode_text = clip.model.encode_text
+    real_encode_text = pool_module.encode_text  # the pool's one way through CLIP's text tower
 
     def counting_encode_text(*args, **kwargs):
         calls.append(1)
         return real_encode_text(*args, **kwargs)
 
-    monkeypatch.setattr(clip.model, "encode_text", counting_encode_text)
+    monkeypatch.setattr(pool_module, "encode_text", counting_encode_text)
     pool = build_pool(clip, BASE, "near", size=40, vocabulary=small_vocabulary, progress=False)
     after_build = len(calls)
     assert after_build > 0

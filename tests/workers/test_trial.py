@@ -65,6 +65,12 @@ def test_second_trial_reads_image_features_from_cache():
     second = run_trial({**TINY, "seed": 1}, {"progress": False})
     assert second.info["feature_cache_hits"]["test-base"] is True
     assert second.metrics == first.metrics
+    # what it ran on, as the run record shows it: this process's peak memory, in MB
+    import resource
+
+    assert second.info["device"] == "cpu" and second.info["device_name"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    assert 50 < second.info["peak_memory_mb"] <= peak + 0.1  # rounded to 0.1 MB
 
 
 def test_warmup_then_cosine_schedule():

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from workers.dor.vocabulary import noun_vocabulary
 from workers.errors import DorBenchError, did_you_mean
-from workers.models.clip import ClipBundle
+from workers.models.clip import ClipBundle, encode_text
 from workers.paths import atomic_write_bytes, cache_dir
 from workers.progress import Progress
 
@@ -60,7 +59,7 @@ def encode_words(
     for start in range(0, len(words), batch_size):
         batch = words[start : start + batch_size]
         tokens = clip.tokenizer([template.format(w) for w in batch]).to(clip.device)
-        chunks.append(F.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu())
+        chunks.append(encode_text(clip, tokens).cpu())
         bar.update(len(batch))
     return torch.cat(chunks)
 

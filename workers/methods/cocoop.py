@@ -11,13 +11,12 @@ from torch import nn
 from workers.methods.base import PromptModel
 from workers.methods.prompting import (
     context_setup,
-    encode_with_context,
     frozen_image_features,
     init_context,
     placeholder_tokens,
     prompt_prefix,
 )
-from workers.models.clip import ClipBundle
+from workers.models.clip import ClipBundle, encode_text
 
 
 class ConditionalPromptModel(nn.Module):
@@ -46,7 +45,7 @@ class ConditionalPromptModel(nn.Module):
         context = self.ctx.unsqueeze(0) + shift.unsqueeze(1)  # [N, n_ctx, width]
         n, p = len(shift), len(names)
         # every (image, name) prompt in one text-encoder pass
-        feats = encode_with_context(self.clip, tokens.repeat(n, 1), context.repeat_interleave(p, dim=0))
+        feats = encode_text(self.clip, tokens.repeat(n, 1), context.repeat_interleave(p, dim=0))
         return feats.view(n, p, -1)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

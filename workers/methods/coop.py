@@ -10,13 +10,12 @@ from torch import nn
 from workers.methods.base import PromptModel
 from workers.methods.prompting import (
     context_setup,
-    encode_with_context,
     frozen_image_features,
     init_context,
     placeholder_tokens,
     prompt_prefix,
 )
-from workers.models.clip import ClipBundle
+from workers.models.clip import ClipBundle, encode_text
 
 
 class ContextPromptModel(nn.Module):
@@ -42,7 +41,7 @@ class ContextPromptModel(nn.Module):
         self.anchor, self.anchor_weight = anchor, anchor_weight
 
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
-        return encode_with_context(self.clip, placeholder_tokens(self.clip, names, self.prefix), self.ctx)
+        return encode_text(self.clip, placeholder_tokens(self.clip, names, self.prefix), self.ctx)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return frozen_image_features(self.clip, images)

@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from workers.methods.base import PromptModel
 from workers.methods.coop import ContextPromptModel
-from workers.models.clip import ClipBundle
+from workers.models.clip import ClipBundle, encode_text
 
 #: KgCoOp's templates by dor-bench dataset name; every other dataset: "a photo of a {}.".
 ANCHOR_TEMPLATES = {
@@ -34,7 +33,7 @@ DEFAULT_ANCHOR_TEMPLATE = "a photo of a {}."
 def template_features(clip: ClipBundle, classnames: list[str], template: str) -> torch.Tensor:
     """Frozen zero-shot features of ``template.format(name)``, L2-normalised."""
     tokens = clip.tokenizer([template.format(n) for n in classnames]).to(clip.device)
-    return F.normalize(clip.model.encode_text(tokens).float(), dim=-1)
+    return encode_text(clip, tokens)
 
 
 class KgCoOp:

@@ -16,12 +16,11 @@ from torch import nn
 from workers.methods.base import PromptModel
 from workers.methods.prompting import (
     context_setup,
-    encode_with_context,
     init_context,
     placeholder_tokens,
     prompt_prefix,
 )
-from workers.models.clip import ClipBundle
+from workers.models.clip import ClipBundle, encode_text
 
 
 class MultiModalPromptModel(nn.Module):
@@ -48,7 +47,7 @@ class MultiModalPromptModel(nn.Module):
 
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
         tokens = placeholder_tokens(self.clip, names, self.prefix)
-        return encode_with_context(self.clip, tokens, self.ctx, list(self.deep_text))
+        return encode_text(self.clip, tokens, self.ctx, list(self.deep_text))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         visual = self.clip.model.visual

@@ -1,16 +1,14 @@
-"""Encoding learned prompts through CLIP's frozen text encoder (shared by every tuned method).
+"""Learned prompts of the tuned methods: their context length, initial vectors and placeholders.
 
 A prompt for name ``n`` is tokenised as ``[SOS] X X ... X n. [EOS]`` with one placeholder ``X``
-per context token; the placeholder embeddings are then replaced by learned context vectors, so
-the class name (or an outlier word) sits exactly where the method puts it.
+per context token; ``workers.models.clip.encode_text`` then puts the learned context vectors in
+place of the placeholders, so the class name (or an outlier word) sits exactly where the method
+puts it.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
-from torch import nn
 
 from workers.errors import DorBenchError
 from workers.models.clip import ClipBundle
@@ -62,38 +60,3 @@ def init_context(clip: ClipBundle, n_ctx: int, init: str | None, std: float = 0.
     with torch.no_grad():
         embedded = clip.model.token_embedding(tokens)[0].float().cpu()
     return embedded[1 : 1 + n_ctx].clone()
-
-
-def encode_with_context(
-    clip: ClipBundle,
-    tokens: torch.Tensor,
-    context: torch.Tensor,
-    deep_context: list[torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """L2-normalised text features of prompts whose positions 1..n_ctx hold ``context``.
-
-    Args:
-        tokens: ``[P, L]`` placeholder token ids from :func:`placeholder_tokens`.
-        context: ``[n_ctx, W]`` shared by all prompts, or ``[P, n_ctx, W]`` per prompt.
-        deep_context: optional per-layer replacements for the context positions in layers
-            1..len(deep_context) (MaPLe's deeper text prompts), each ``[n_ctx, W]``.
-    """
-    model = clip.model
-    dtype = model.transformer.get_cast_dtype()
-    n_ctx = context.shape[-2]
-    with torch.no_grad():
-        embedded = model.token_embedding(tokens).to(dtype)
-    if context.dim() == 2:
-        context = context.unsqueeze(0).expand(tokens.shape[0], -1, -1)
-    x = torch.cat([embedded[:, :1], context.to(dtype), embedded[:, 1 + n_ctx :]], dim=1)
-    x = x + model.positional_embedding.to(dtype)
-    for depth, block in enumerate(model.transformer.resblocks):
-        if deep_context is not None and 1 <= depth <= len(deep_context):
-            deep = deep_context[depth - 1].to(dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-            x = torch.cat([x[:, :1], deep, x[:, 1 + n_ctx :]], dim=1)
-        x = block(x, attn_mask=model.attn_mask)
-    x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
-    projection = model.text_projection
-    x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
-    return F.normalize(x.float(), dim=-1)

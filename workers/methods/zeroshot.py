@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from workers.methods.base import PromptModel
 from workers.methods.prompting import frozen_image_features
-from workers.models.clip import ClipBundle
+from workers.models.clip import ClipBundle, encode_text
 
 
 class ZeroShotModel(nn.Module):
@@ -25,7 +24,7 @@ class ZeroShotModel(nn.Module):
     @torch.no_grad()
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
         tokens = self.clip.tokenizer([self.template.format(n) for n in names]).to(self.clip.device)
-        return F.normalize(self.clip.model.encode_text(tokens).float(), dim=-1)
+        return encode_text(self.clip, tokens)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return frozen_image_features(self.clip, images)

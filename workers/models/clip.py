@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import open_clip
 import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
 from torch import nn
 
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
@@ -46,6 +48,9 @@ class ClipBundle:
     visual_fingerprint: str  # changes whenever the image tower's weights or structure change
     text_fingerprint: str  # likewise for the text side
     activation: str  # the MLP activation the towers run ("QuickGELU" for OpenAI's weights)
+    # encode every prompt at the full context (the reference's 77 tokens) instead of up to the
+    # batch's last EOT: equal within floating-point noise, so a way to run, not a result
+    full_text_context: bool = False
 
     @property
     def logit_scale(self) -> float:
@@ -152,6 +157,68 @@ def load_clip(
         text_fingerprint=fingerprint(_text_side(model)),
         activation=type(model.transformer.resblocks[0].mlp.gelu).__name__,
     )
+
+
+def eot_positions(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor | None:
+    """Each prompt's end-of-text position, where the text tower reads its features; None for a
+    tower that pools some other way (first or last position, mean)."""
+    if model.text_pool_type == "argmax":  # OpenAI's tokenizer: EOT has the largest id
+        return tokens.argmax(dim=-1)
+    if model.text_pool_type == "eos":
+        return (tokens == model.text_eos_id).int().argmax(dim=-1)
+    return None
+
+
+def encode_text(
+    clip: ClipBundle,
+    tokens: torch.Tensor,
+    context: torch.Tensor | None = None,
+    deep_context: Sequence[torch.Tensor] = (),
+) -> torch.Tensor:
+    """L2-normalised float32 features of a prompt batch through CLIP's frozen text tower: the one
+    text encoder of every method, anchor and outlier pool.
+
+    The tower is causal and reads each prompt at its EOT token, so the positions after the batch's
+    last EOT cannot change any feature: the batch is encoded only up to there (with the positional
+    embedding and causal mask cut to that length), unless ``clip.full_text_context`` asks for the
+    whole context as the reference code runs it, or the tower is not causal or pools elsewhere.
+
+    Args:
+        tokens: ``[P, L]`` token ids from ``clip.tokenizer``.
+        context: learned vectors for positions 1..n_ctx: ``[n_ctx, W]`` shared by all prompts, or
+            ``[P, n_ctx, W]`` per prompt; None encodes the tokens as they are.
+        deep_context: replacements for those positions at the input of layers 1..len(deep_context)
+            (MaPLe's deeper text prompts), each ``[n_ctx, W]``.
+    """
+    model = clip.model
+    dtype = model.transformer.get_cast_dtype()
+    n_ctx = 0 if context is None else context.shape[-2]
+    eot = eot_positions(model, tokens)
+    if not clip.full_text_context and eot is not None and model.attn_mask is not None:
+        tokens = tokens[:, : max(int(eot.max()) + 1, 1 + n_ctx)]
+    length = tokens.shape[1]
+    with torch.no_grad():
+        x = model.token_embedding(tokens).to(dtype)
+    if context is not None:
+        if context.dim() == 2:
+            context = context.unsqueeze(0).expand(len(tokens), -1, -1)
+        x = torch.cat([x[:, :1], context.to(dtype), x[:, 1 + n_ctx :]], dim=1)
+    x = x + model.positional_embedding[:length].to(dtype)
+    mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
+    for depth, block in enumerate(model.transformer.resblocks):
+        if 1 <= depth <= len(deep_context):
+            deep = deep_context[depth - 1].to(dtype).unsqueeze(0).expand(len(x), -1, -1)
+            x = torch.cat([x[:, :1], deep, x[:, 1 + n_ctx :]], dim=1)
+        x = block(x, attn_mask=mask)
+    x = model.ln_final(x)
+    if eot is None:
+        x = text_global_pool(x, tokens, model.text_pool_type)
+    else:
+        x = x[torch.arange(len(x), device=x.device), eot]
+    projection = model.text_projection
+    if projection is not None:
+        x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+    return F.normalize(x.float(), dim=-1)
 
 
 def openai_weights(arch: str, tag: str | None) -> bool:
