@@ -170,12 +170,6 @@ class RunOptions(BaseModel):
         "one per CPU the trial may use but one, at most 8. The same seed draws the same batches "
         "with any count",
     )
-    image_pipeline: Literal["pil", "device"] = Field(
-        "pil",
-        description="'pil': crop and resize each image with PIL (torchvision's computation, as the "
-        "references); 'device': decode once into a cache, resize the crops on the trial's device "
-        "(the same crops, resampled in float32: docs/fidelity.md)",
-    )
 
 
 class ClassStat(BaseModel):

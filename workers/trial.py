@@ -413,7 +413,7 @@ def training_batches(
         batch_size=batch,
         drop_last=drop_last,
         device=clip.device,
-        pipeline=options.image_pipeline,
+        pipeline=config["image_pipeline"],
         workers=options.loader_workers,
     )
 

@@ -286,9 +286,9 @@ def test_trial_trains_and_scores_with_the_device_pipeline(session_cache):
         "pretrained": None,
         "shots": 2,
         "test_per_class": 2,
-        "method_options": {"epochs": 2, "batch_size": 16},
+        "method_options": {"epochs": 2, "batch_size": 16, "image_pipeline": "device"},
     }
-    result = run_trial(spec, {"progress": False, "image_pipeline": "device", "loader_workers": 2})
+    result = run_trial(spec, {"progress": False, "loader_workers": 2})
     assert [row["epoch"] for row in result.history] == [1.0, 2.0]
     assert all(math.isfinite(row["train/loss"]) for row in result.history)
     assert 0 <= result.metrics["base/acc"] <= 100 and result.metrics["base/n"] > 0

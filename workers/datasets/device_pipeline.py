@@ -1,4 +1,4 @@
-"""The device image pipeline (``RunOptions.image_pipeline: device``): decode once, resample on the device.
+"""The device image pipeline (method option ``image_pipeline: device``): decode once, resample on the device.
 
 Each training image is decoded once into a uint8 array kept on disk (``decoded_image``: the
 cache folder's ``decoded/<dataset>/short<side>/``, one ``.npy`` per image, read memory-mapped, so

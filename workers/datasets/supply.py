@@ -7,7 +7,7 @@ workers, and a trial resumed from a checkpoint (which keeps the torch RNG) draws
 uninterrupted trial would have drawn. The loader's own worker-seed draw comes from a separate
 generator, so the trial's RNG advances by exactly one draw per epoch whatever the worker count.
 
-**Pipelines** (``RunOptions.image_pipeline``): ``pil`` decodes each JPEG and augments it with
+**Pipelines** (the method option ``image_pipeline``): ``pil`` decodes each JPEG and augments it with
 PIL (``TrainAugment``, torchvision's computation) in the loader; ``device`` reads decoded images
 from a disk cache, cuts the crop box in the loader and resizes, mirrors and normalises on the
 trial's device (``device_pipeline.py``).

@@ -15,7 +15,14 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "augment_views": 0,
     # smallest crop area of the training random-resized crop (CoOp: 0.08); >= 1: no crop, flip only
     "min_crop_scale": 0.08,
+    # "pil": crop and resize each image with PIL (torchvision's computation, as the references);
+    # "device": decode once into a cache, resize the same crops on the trial's device (float32
+    # resampling: a documented difference, docs/fidelity.md)
+    "image_pipeline": "pil",
 }
+
+#: The allowed values of each string method option that has a fixed set.
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {"image_pipeline": ("pil", "device")}
 
 #: The range of each numeric method option: (lowest allowed, whether the lowest itself is allowed).
 OPTION_RANGES: dict[str, tuple[float, bool]] = {
@@ -72,6 +79,8 @@ def coerce_option(key: str, value: Any, default: Any) -> Any:
         value = float(value)
     elif isinstance(default, str) and not isinstance(value, str):
         raise ValueError(f"must be a string, not {value!r}")
+    if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
+        raise ValueError(f"must be one of {', '.join(OPTION_CHOICES[key])}, not {value!r}")
     if problem := _range_problem(key, value):
         raise ValueError(problem)
     return value
