@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	scripts/ensure-wordnet $(BIN)/python
 	scripts/ensure-chromium || true  # the HTML report test skips, saying why, without it
+	scripts/ensure-postgres || true  # `dor-bench server` and its tests; they say how without it
 	touch $(STAMP)
 
 clean:

@@ -1,23 +1,36 @@
-"""The ``dor-bench`` command line: run | tune | report | ui | validate | trial | data check |
-micro-clip | ls."""
+"""The ``dor-bench`` command line: run | tune | report | ui | server | replay | validate | trial |
+data check | micro-clip | ls."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from orchestrator import DEFAULT_TRACKING_URI, MAX_TRIALS
+from orchestrator import DEFAULT_TRACKING_URI, MAX_TRIALS, TRACKING_ENV, places
 from orchestrator.secrets import redact
+from orchestrator.server import STORE_TIMEOUT_ENV, STORE_TIMEOUT_S
 from orchestrator.ui import HOST
 from workers.errors import DorBenchError
 from workers.spec import DOR_DEFAULTS
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+_TERMINATED: list[int] = []  # SIGTERM received (Ray re-raises our KeyboardInterrupt as its own)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (``ray job stop``, ``scancel``, ``kill``): the command stops as Ctrl-C stops it,
+    open runs ended KILLED and checkpoints kept, so the same command resumes."""
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.settings = [*args.settings, *extra]
     # The one error boundary: a user's mistake (or a known library error it causes) prints a
     # message and exits 2; anything else is a bug, shown with its traceback.
+    main_thread = threading.current_thread() is threading.main_thread()  # where signals can be caught
+    _TERMINATED.clear()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return args.handler(args)
     except DorBenchError as err:
@@ -39,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         return _user_error(DorBenchError(f"invalid trial settings: {problems}"))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        terminated = bool(_TERMINATED)
+        print("terminated (SIGTERM)" if terminated else "interrupted", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:  # the reader of our output went away (`dor-bench validate x | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
@@ -66,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _user_error(err: DorBenchError) -> int:
@@ -108,8 +128,21 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
     """The store a command reads (``run`` and ``tune`` take the file's unless told otherwise)."""
     parser.add_argument(
         "--tracking-uri",
-        default=DEFAULT_TRACKING_URI,
-        help=f"MLflow store (default: {DEFAULT_TRACKING_URI}, as `run` writes)",
+        type=places.tracking_uri,
+        default=places.tracking_uri(None),
+        help=f"MLflow store (default: ${TRACKING_ENV}, else {DEFAULT_TRACKING_URI}, as `run` writes)",
+    )
+
+
+def add_store_timeout(parser: argparse.ArgumentParser) -> None:
+    """How long ``run`` and ``tune`` keep the writes for an MLflow store they cannot reach."""
+    parser.add_argument(
+        "--store-timeout",
+        type=float,
+        metavar="S",
+        help="while the MLflow store cannot be reached (a server restarting), trials go on and their writes "
+        "wait; after S seconds the command stops and keeps them for `dor-bench replay` "
+        f"(default: ${STORE_TIMEOUT_ENV}, else {STORE_TIMEOUT_S:.0f})",
     )
 
 
@@ -150,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="json: one JSON object per line on stdout per trial started / epoch / finished / failed",
     )
+    add_store_timeout(run)
     run.set_defaults(handler=commands.run)
 
     tune = sub.add_parser("tune", help="run (or resume) a Ray Tune sweep file, recording in MLflow")
@@ -163,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=".dor-bench/tune",
         help="Tune state and the sweep report go to STORAGE/<name> (shared on a cluster)",
     )
+    add_store_timeout(tune)
     tune.set_defaults(handler=commands.tune)
 
     report = sub.add_parser("report", help="the paper's tables from the runs in MLflow (md, LaTeX, CSV, HTML, Parquet)")
@@ -203,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default=HOST, help="address to listen on (default 127.0.0.1; another one is warned about)"
     )
     ui.set_defaults(handler=commands.ui)
+
+    server = sub.add_parser(
+        "server", help="an MLflow server for a team on 127.0.0.1: runs in PostgreSQL, artifacts served from --data"
+    )
+    server.add_argument(
+        "--data", required=True, help="its folder: the PostgreSQL cluster (postgres/), the artifacts (artifacts/)"
+    )
+    server.add_argument("--port", type=int, default=5000, help="MLflow's port on 127.0.0.1 (default: %(default)s)")
+    server.add_argument("--workers", type=int, default=4, help="MLflow's server processes (default: %(default)s)")
+    server.set_defaults(handler=commands.server)
+
+    replay = sub.add_parser("replay", help="write the journal of writes a run kept (store unreachable) into the store")
+    replay.add_argument("file", help="the journal named by the run's error (CHECKPOINT_DIR/.outbox/.../writes.jsonl)")
+    replay.add_argument("--tracking-uri", help="the store (default: the one the journal was written for)")
+    replay.set_defaults(handler=commands.replay)
 
     validate = sub.add_parser("validate", help="check a benchmark or sweep file and print its plan")
     validate.add_argument("file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from workers.spec import RunOptions
 def run(args: argparse.Namespace) -> int:
     from orchestrator.benchmark.runner import run_benchmark
 
+    store_timeout(args)
     return run_benchmark(
         args.file,
         overrides=args.settings,
@@ -76,6 +78,7 @@ def ui(args: argparse.Namespace) -> int:
 def tune(args: argparse.Namespace) -> int:
     from orchestrator.sweep.tune import run_sweep
 
+    store_timeout(args)
     return run_sweep(
         args.file,
         tracking_uri=args.tracking_uri,
@@ -84,6 +87,33 @@ def tune(args: argparse.Namespace) -> int:
         storage=args.storage,
         max_trials=args.max_trials,
     )
+
+
+def store_timeout(args: argparse.Namespace) -> None:
+    """``--store-timeout``, handed to the tracker (``tracking.store_timeout``) through its variable."""
+    from orchestrator.server import STORE_TIMEOUT_ENV
+
+    if args.store_timeout is not None:
+        os.environ[STORE_TIMEOUT_ENV] = str(args.store_timeout)
+
+
+def server(args: argparse.Namespace) -> int:
+    from orchestrator.server import serve
+
+    return serve(Path(args.data), args.port, args.workers)
+
+
+def replay(args: argparse.Namespace) -> int:
+    from orchestrator.secrets import redact
+    from orchestrator.tracking import replay as replay_journal
+
+    made, runs, uri = replay_journal(Path(args.file), args.tracking_uri)
+    print(
+        f"[dor-bench] replayed {args.file} into {redact(uri)}: {made} writes, {runs} runs "
+        "(made once: a run or metric already there is not added again)",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def validate(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,6 +57,9 @@ class GridDisplay:
         self.running: dict[str, Running] = {}
         self.grid_line, self.logged_grid, self.grid_at = "", "", 0.0
         self.drawn = 0  # lines of the in-place block on screen
+        #: The MLflow store's trouble now, or None: the caller points it at ``LiveRuns.trouble``.
+        self.store: Callable[[], str | None] = lambda: None
+        self.troubled = False
 
     # ----------------------------------------------------------------------- events
     def started(self, name: str, epochs: int, attempt: int) -> None:
@@ -92,11 +96,18 @@ class GridDisplay:
         self._draw()
 
     def grid(self, line: str) -> None:
-        """The grid's progress line (counts and ETA)."""
-        self.grid_line = line
+        """The grid's progress line (counts and ETA), and the store's trouble while it has any
+        (logged, and a JSON event, as soon as it starts and ends)."""
+        trouble = self.store()
+        turned = (trouble is not None) != self.troubled
+        self.troubled = trouble is not None
+        shown = trouble or ("reachable again" if turned else None)
+        self.grid_line = line = f"{line}; store: {shown}" if shown else line
+        if self.fmt == "json" and turned:
+            self._event("store", status=shown)
         if self.tty:
             self._draw()
-        elif _counts(line) != _counts(self.logged_grid) or time.monotonic() - self.grid_at > LOG_EVERY_S:
+        elif turned or _counts(line) != _counts(self.logged_grid) or time.monotonic() - self.grid_at > LOG_EVERY_S:
             self.message(line)
             self.logged_grid, self.grid_at = line, time.monotonic()
 

@@ -3,10 +3,12 @@ every problem that would make trials fail for the same reason, all at once, in o
 
 ``preflight`` and ``preflight_sweep`` run before Ray starts or the MLflow store is opened: the
 datasets (read, and counted against the shots and splits the trials use), the weights, the DOR
-word list, the local tracking store and the folders the command writes. ``check_resources`` runs
-once Ray is up, before any trial is scheduled or any MLflow run is created: what one trial asks
-for against what the cluster has. The data-plane checks live beside what they check in
-``workers/``; this module gathers their answers.
+word list, the local tracking store and the folders the command writes. ``check_resources`` and
+``check_nodes`` run once Ray is up, before any trial is scheduled or any MLflow run is created:
+what one trial asks for against what the cluster has, and the data-plane inputs again on every
+other node that can run trials (an offline worker without the weights or the data is refused
+here, not trial by trial). The data-plane checks live beside what they check in ``workers/``;
+this module gathers their answers.
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.benchmark.planning import PlannedTrial
-from orchestrator.report.build import default_out_dir
+from orchestrator.places import file_store_path, sqlite_path
 from orchestrator.secrets import redact
 from orchestrator.settings.benchmark import Benchmark
 from orchestrator.settings.fields import Resources
-from orchestrator.tracking import file_store_path, sqlite_path
 from workers.errors import DorBenchError
 from workers.spec import TrialSpec
 
@@ -41,17 +42,16 @@ def preflight(
     *,
     tracking_uri: str,
     checkpoint_dir: str | os.PathLike[str],
-    report_dir: str | os.PathLike[str] | None,
+    report_dir: str | os.PathLike[str],
 ) -> None:
     """Everything that would make a benchmark's trials fail for the same reason, checked before
-    Ray starts or the store is opened. ``report_dir`` None: the default, reports/<name>.
+    Ray starts or the store is opened.
 
     Raises:
         DorBenchError: one line per problem, each naming its field, file or folder.
     """
     datasets = [("datasets", n) for n in bench.datasets] + [("targets", n) for n in bench.targets]
     specs = [t.spec for t in trials]
-    report = Path(report_dir) if report_dir is not None else default_out_dir(bench.name)
     refuse(
         [
             *input_problems(datasets, bench.data_root, specs, bench.model.arch, bench.model.pretrained),
@@ -59,7 +59,7 @@ def preflight(
             *folder_problems(
                 [
                     (Path(checkpoint_dir), "checkpoint folder", "--checkpoint-dir"),
-                    (report, "report folder", "--report-dir"),
+                    (Path(report_dir), "report folder", "--report-dir"),
                 ]
             ),
         ],
@@ -82,12 +82,55 @@ def preflight_sweep(sweep: Any, spec: TrialSpec, *, tracking_uri: str, storage: 
     )
 
 
-def check_resources(resources: Resources, consequence: str) -> None:
-    """Refuse trials that ask for more CPUs or GPUs than any node of the running Ray cluster has
-    (call with Ray started, before anything is scheduled)."""
+def check_resources(asked: Sequence[Resources], consequence: str) -> None:
+    """Refuse trials that ask for more CPUs, GPUs or memory than any node of the running Ray
+    cluster has (call with Ray started, before anything is scheduled)."""
     from orchestrator.cluster import resource_problems
 
-    refuse(resource_problems(resources.cpus, resources.gpus), consequence)
+    shapes = {r.model_dump_json(): r for r in asked}.values()
+    refuse([p for r in shapes for p in resource_problems(r.cpus, r.gpus, r.memory_gb)], consequence)
+
+
+def check_nodes(bench: Benchmark, trials: list[PlannedTrial], consequence: str) -> None:
+    """The trials' inputs, the cache folder and (for trials with GPUs) CUDA checked on every node
+    of the cluster besides the driver's that can run one of them (call with Ray started)."""
+    from orchestrator.cluster import on_other_nodes
+
+    datasets = [("datasets", n) for n in bench.datasets] + [("targets", n) for n in bench.targets]
+    args = (datasets, bench.data_root, [t.spec for t in trials], bench.model.arch, bench.model.pretrained)
+    shapes = list({r.model_dump_json(): r for r in (t.resources for t in trials)}.values())
+    answers = on_other_nodes(node_problems, shapes, *args)
+    refuse([f"on node {where}: {problem}" for where, problems in answers.items() for problem in problems], consequence)
+
+
+def node_problems(
+    datasets: Sequence[DatasetField],
+    data_root: str | None,
+    specs: Sequence[TrialSpec],
+    arch: str,
+    pretrained: str | None,
+    gpus: bool,
+) -> list[str]:
+    """What ``check_nodes`` runs on a node: the inputs as the driver checks them, the cache
+    folder written, CUDA seen where the trials get GPUs."""
+    from workers.paths import cache_dir
+
+    try:  # first: the built-in data and the features are written there
+        why = unwritable(cache_dir())
+    except OSError as err:
+        why = f"cannot be made ({err.strerror or err})"
+    if why:
+        return [f"the cache folder ($DOR_BENCH_CACHE) {why}: point it to a folder this node can write"]
+    problems = input_problems(datasets, data_root, specs, arch, pretrained)
+    if gpus:
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(
+                f"the trials ask for GPUs and this node has them in Ray, but torch {torch.__version__} sees no "
+                "CUDA device: install a torch build for its CUDA driver (docker/README.md), or set resources.gpus: 0"
+            )
+    return problems
 
 
 def refuse(problems: Sequence[str], consequence: str) -> None:

@@ -94,8 +94,6 @@ def actor_queue(trials: list) -> float:
         [Job(t.name, t.spec.model_dump(mode="json")) for t in trials],
         RunOptions(progress=False),
         Ignore(),  # type: ignore[arg-type]  # structurally a TrialEvents
-        cpus=1,
-        gpus=0,
         max_concurrency=2,
         retries=0,
     )

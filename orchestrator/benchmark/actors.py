@@ -1,15 +1,17 @@
-"""Ray scheduling: worker actors that keep CLIP warm, a queue that keeps them busy, each trial's
-epochs streamed back to the driver as they end (a Ray streaming generator), retries of trials
-whose worker process died (from their last checkpoint)."""
+"""Ray scheduling: worker actors that keep CLIP warm, a pool of them that follows the cluster's
+size while the grid runs, each trial's epochs streamed back to the driver as they end (a Ray
+streaming generator), retries of trials whose worker process or node died (from their last
+checkpoint, on storage every node reaches)."""
 
 from __future__ import annotations
 
 import os
 import queue
+import socket
 import threading
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,13 +22,37 @@ from ray.exceptions import RayActorError, WorkerCrashedError
 from workers.spec import RunOptions
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What one trial reserves on a node (Ray resources; fractional GPUs share a device)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The actor options that reserve it."""
+        memory = {"memory": int(self.memory_gb * 2**30)} if self.memory_gb else {}
+        return {"num_cpus": self.cpus, "num_gpus": self.gpus, **memory}
+
+    def amounts(self) -> dict[str, float]:
+        """It in Ray's resource names and units (memory in bytes)."""
+        return {k: float(v) for k, v in {"CPU": self.cpus, "GPU": self.gpus, **self._memory()}.items() if v}
+
+    def _memory(self) -> dict[str, float]:
+        return {"memory": self.memory_gb * 2**30} if self.memory_gb else {}
+
+
 @dataclass
 class Job:
-    """One trial to run: its name, spec (JSON) and how often its worker has died so far."""
+    """One trial to run: its name, spec (JSON), what it reserves, and how often its worker has
+    died so far."""
 
     name: str
     spec: dict[str, Any]
+    shape: Shape = field(default_factory=Shape)
     attempt: int = 0
+    where: str = ""  # the node running it: "<ip> <node id>"
     kill_at_epoch: int | None = None  # fault injection (tests): the worker dies after this epoch
     fail: bool = False  # fault injection (tests): the trial raises
 
@@ -42,7 +68,8 @@ class TrialEvents(Protocol):
     """What the queue tells its caller as trials run (the driver records them as they happen)."""
 
     def started(self, job: Job) -> None:
-        """A worker has been handed the job (again, after its worker died: ``job.attempt`` > 0)."""
+        """A worker (on node ``job.where``) has been handed the job (again, after its worker
+        died: ``job.attempt`` > 0)."""
 
     def epoch(self, job: Job, epoch: int, row: dict[str, float]) -> None:
         """The job finished an epoch (1-based) with this row of metrics."""
@@ -61,6 +88,10 @@ class TrialEvents(Protocol):
 class TrialWorker:
     """Runs trials one at a time in one process; ``run_trial`` memoises CLIP across them."""
 
+    def where(self) -> str:
+        """The node this worker runs on (it has started once this answers)."""
+        return f"{ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()[:12]}"
+
     def run(self, job: Job, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """A streaming generator: ``{"epoch": n, "row": {...}}`` as each epoch ends, then
         ``{"result": TrialResult JSON}`` or ``{"error": text}``. The trial runs in a thread of
@@ -68,11 +99,14 @@ class TrialWorker:
         from workers.trial import TrialError, run_trial
 
         events: queue.Queue[dict[str, Any]] = queue.Queue()
+        gpus = ray.get_gpu_ids()
 
         def work() -> None:
             try:
                 if job.fail:
                     raise TrialError(f"injected failure for trial '{job.name}' (testing.fail_trials)")
+                if gpus:
+                    options["device"] = granted_device(gpus, options["device"])
                 on_epoch = lambda epoch, row: events.put({"epoch": epoch, "row": row})
                 events.put({"result": run_trial(job.spec, options, on_epoch=on_epoch).model_dump(mode="json")})
             except Exception as err:  # the trial's own failure: reported, the grid goes on
@@ -87,6 +121,23 @@ class TrialWorker:
             if job.kill_at_epoch == event["epoch"] and job.attempt == 0:
                 time.sleep(0.5)  # let the row reach the driver, then die as a crashed worker would
                 os._exit(1)
+
+
+def granted_device(gpus: list[Any], device: str) -> str:
+    """The device of a trial that Ray granted ``gpus``: CUDA (Ray hides the others), never a
+    silent fall-back to the CPU."""
+    import torch
+
+    from workers.trial import TrialError
+
+    if not torch.cuda.is_available():
+        raise TrialError(
+            f"Ray granted this trial GPU {', '.join(map(str, gpus))} on {socket.gethostname()}, but torch "
+            f"{torch.__version__} sees no CUDA device there.",
+            "install a torch build for that node's CUDA driver (docker/README.md, 'CUDA'), or set "
+            "resources.gpus: 0 to train on CPUs.",
+        )
+    return "cuda" if device == "auto" else device
 
 
 @dataclass
@@ -110,14 +161,81 @@ class GridCounts:
         )
 
 
-def actor_count(total_jobs: int, cpus: float, gpus: float, max_concurrency: int | None) -> int:
-    """How many worker actors fit the cluster (and the concurrency cap), at least one."""
-    available = ray.cluster_resources()
-    fits = [int(available.get("CPU", 1) // cpus)] if cpus else []
-    if gpus:
-        fits.append(int(available.get("GPU", 0) // gpus))
-    n = min([*fits, total_jobs] + ([max_concurrency] if max_concurrency else []))
-    return max(1, n)
+class Pool:
+    """The worker actors, one kind per ``Shape``, sized to the cluster while the grid runs:
+    actors are added while jobs wait and the cluster has room (so a node that joins gets work),
+    a job goes only to an actor that has started, and the idle actors of a shape that no job
+    waits for are let go (their resources go to the other shapes)."""
+
+    RECHECK_S = 2.0  # how often the cluster's size is read again
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.starting: dict[Any, tuple[Any, Shape]] = {}  # the actor's first reply -> it
+        self.idle: dict[Shape, list[tuple[Any, str]]] = {}  # actors and the node each runs on
+        self.busy: dict[Any, tuple[Shape, str]] = {}
+        self.checked = -self.RECHECK_S
+
+    def shapes(self) -> list[Shape]:
+        """The shape of every actor, one entry each."""
+        idle = [shape for shape, actors in self.idle.items() for _ in actors]
+        return [s for _, s in self.starting.values()] + [s for s, _ in self.busy.values()] + idle
+
+    def grow(self, waiting: deque[Job]) -> None:
+        """Start actors for the waiting jobs that the cluster's unclaimed resources fit."""
+        if time.monotonic() - self.checked < self.RECHECK_S:
+            return
+        self.checked = time.monotonic()
+        free = Counter(ray.cluster_resources())
+        for shape in self.shapes():
+            free.subtract(shape.amounts())
+        for shape, count in Counter(job.shape for job in waiting).items():
+            have = len(self.idle.get(shape, [])) + sum(s == shape for _, s in self.starting.values())
+            while have < count and (self.limit is None or len(self.shapes()) < self.limit):
+                if any(free[key] < amount for key, amount in shape.amounts().items()):
+                    break
+                actor = TrialWorker.options(**shape.options()).remote()  # type: ignore[attr-defined]
+                self.starting[actor.where.remote()] = (actor, shape)
+                free.subtract(shape.amounts())
+                have += 1
+
+    def started(self, reply: Any) -> None:
+        """An actor answered its first call (it runs) or died before it could."""
+        actor, shape = self.starting.pop(reply)
+        try:
+            self.idle.setdefault(shape, []).append((actor, ray.get(reply)))
+        except RayActorError:
+            pass
+
+    def take(self, shape: Shape) -> tuple[Any, str] | None:
+        """A started idle actor of this shape (now busy) and its node, if there is one."""
+        if not self.idle.get(shape):
+            return None
+        actor, where = self.idle[shape].pop()
+        self.busy[actor] = (shape, where)
+        return actor, where
+
+    def give_back(self, actor: Any) -> None:
+        shape, where = self.busy.pop(actor)
+        self.idle.setdefault(shape, []).append((actor, where))
+
+    def lose(self, actor: Any) -> None:
+        """Forget an actor whose process (or node) died."""
+        self.busy.pop(actor, None)
+        ray.kill(actor)
+
+    def release(self, waiting: deque[Job]) -> None:
+        """Let go the idle actors of shapes that no waiting job needs."""
+        needed = {job.shape for job in waiting}
+        for shape in [s for s in self.idle if s not in needed]:
+            for actor, _ in self.idle.pop(shape):
+                ray.kill(actor)
+
+    def close(self) -> None:
+        for actor in [a for a, _ in self.starting.values()] + list(self.busy):
+            ray.kill(actor)
+        self.release(deque())
+        self.starting, self.busy = {}, {}
 
 
 def run_jobs(
@@ -125,44 +243,48 @@ def run_jobs(
     options: RunOptions,
     events: TrialEvents,
     *,
-    cpus: float,
-    gpus: float,
     max_concurrency: int | None,
     retries: int,
 ) -> GridCounts:
     """Run every job on worker actors, telling ``events`` as each starts, ends an epoch and ends.
 
-    A worker process that dies is replaced and its trial re-queued (resuming from its checkpoint)
-    up to ``retries`` times; then it is reported as failed.
+    A worker process (or node) that dies is let go and its trial re-queued (resuming from its
+    checkpoint) up to ``retries`` times; then it is reported as failed.
     """
     progress = GridCounts(total=len(jobs))
-    if not jobs:
-        return progress
-    queue_ = deque(jobs)
-    make = TrialWorker.options(num_cpus=cpus, num_gpus=gpus)  # type: ignore[attr-defined]  # a Ray actor class
-    idle = [make.remote() for _ in range(actor_count(len(jobs), cpus, gpus, max_concurrency))]
+    waiting = deque(jobs)
+    pool = Pool(max_concurrency)
     running: dict[Any, tuple[Job, Any]] = {}  # a trial's stream of events -> its job and worker
     opts = options.model_dump()
     last_line = 0.0
     try:
-        while queue_ or running:
-            while idle and queue_:
-                job, actor = queue_.popleft(), idle.pop()
+        while waiting or running:
+            pool.grow(waiting)
+            pool.release(waiting)
+            for job in list(waiting):
+                taken = pool.take(job.shape)
+                if taken is None:
+                    continue
+                waiting.remove(job)
+                actor, job.where = taken
                 running[actor.run.options(num_returns="streaming").remote(job, opts)] = (job, actor)
                 events.started(job)
             progress.running = len(running)
-            ready: list[Any] = ray.wait(list(running), num_returns=1, timeout=1.0)[0]  # streams with an event
-            for stream in ready:
-                job, actor = running[stream]
+            # streams with an event, or actors that have started
+            ready: list[Any] = ray.wait([*running, *pool.starting], num_returns=1, timeout=1.0)[0]
+            for ref in ready:
+                if ref in pool.starting:
+                    pool.started(ref)
+                    continue
+                job, actor = running[ref]
                 try:
-                    reply: dict[str, Any] = ray.get(next(stream))
+                    reply: dict[str, Any] = ray.get(next(ref))
                 except (RayActorError, WorkerCrashedError, StopIteration) as err:
-                    del running[stream]
-                    ray.kill(actor)
-                    idle.append(make.remote())
+                    del running[ref]
+                    pool.lose(actor)
                     if job.attempt < retries:
                         job.attempt += 1
-                        queue_.appendleft(job)
+                        waiting.appendleft(job)
                         events.retrying(job, retries)
                         continue
                     reply = {"error": f"the worker process died {job.attempt + 1} times: {err}"}
@@ -170,8 +292,8 @@ def run_jobs(
                     if "epoch" in reply:
                         events.epoch(job, int(reply["epoch"]), reply["row"])
                         continue
-                    del running[stream]
-                    idle.append(actor)
+                    del running[ref]
+                    pool.give_back(actor)
                 outcome = Outcome(job, reply.get("result"), reply.get("error"))
                 if outcome.result is not None:
                     progress.done += 1
@@ -183,8 +305,5 @@ def run_jobs(
                 last_line = time.monotonic()
                 events.progress(progress)
     finally:
-        for _, actor in running.values():
-            ray.kill(actor)
-        for actor in idle:
-            ray.kill(actor)
+        pool.close()
     return progress

@@ -17,14 +17,15 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator import MAX_TRIALS
+from orchestrator.places import tracking_uri
 from orchestrator.secrets import redact
 from orchestrator.settings.benchmark import Benchmark, MethodEntry, load_benchmark
-from orchestrator.settings.fields import BenchmarkError, fmt
+from orchestrator.settings.fields import BenchmarkError, Resources, fmt
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.identity import normalise
@@ -43,6 +44,7 @@ class PlannedTrial:
     name: str
     run_key: str
     targets: tuple[str, ...] = ()
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass
@@ -90,7 +92,8 @@ def _plan(benchmark: Benchmark) -> tuple[list[PlannedTrial], list[tuple[str, str
         if name in taken:  # cannot happen with the naming rules; keeps names unique regardless
             name = f"{name}~{key[:8]}"
         taken.add(name)
-        kept[key] = PlannedTrial(point.spec, name, key, tuple(benchmark.targets))
+        own = benchmark.methods[point.entry].resources
+        kept[key] = PlannedTrial(point.spec, name, key, tuple(benchmark.targets), benchmark.resources.over(own))
     return list(kept.values()), duplicates
 
 
@@ -316,11 +319,11 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
         )
     if b.targets:
         row("targets", ", ".join(b.targets) + " (domain shift: each trial also scores their test splits)")
-    row("tracking", f"experiment '{b.name}' at {redact(b.tracking_uri)}")
-    gpus = fmt(float(b.resources.gpus))
+    row("tracking", f"experiment '{b.name}' at {redact(tracking_uri(None, b.tracking_uri))}")
+    own = "".join(f"; {m.name}: {b.resources.over(m.resources).describe()}" for m in b.methods if m.resources)
     row(
         "resources",
-        f"{fmt(float(b.resources.cpus))} CPU, {gpus} GPU per trial; "
+        f"{b.resources.describe()} per trial{own}; "
         + (f"at most {b.max_concurrency} at once" if b.max_concurrency else "as many at once as resources allow")
         + f"; {_plural(b.retries, 'retry', 'retries')} after a worker dies",
     )
@@ -346,15 +349,19 @@ def validate_file(
     overrides: Sequence[str] = (),
     only: Sequence[str] = (),
     max_trials: int = MAX_TRIALS,
+    tracking_uri: str | None = None,
 ) -> tuple[Benchmark, list[PlannedTrial], str]:
-    """Load, check and plan a benchmark file (with command-line ``overrides``, keeping the trials
-    ``only`` selects, refusing a grid above ``max_trials``): ``(benchmark, trials, description)``.
+    """Load, check and plan a benchmark file (with command-line ``overrides`` and
+    ``--tracking-uri``, keeping the trials ``only`` selects, refusing a grid above
+    ``max_trials``): ``(benchmark, trials, description)``.
 
     Raises:
         DorBenchError: the file is missing or not YAML, or ``only`` selects nothing;
         BenchmarkError: it has problems.
     """
     benchmark = load_benchmark(path, overrides)
+    if tracking_uri:
+        benchmark = benchmark.model_copy(update={"tracking_uri": tracking_uri})
     trials = select(plan(benchmark, max_trials), only)
     return benchmark, trials, describe_plan(benchmark, trials)
 

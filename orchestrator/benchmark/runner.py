@@ -11,16 +11,16 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator import MAX_TRIALS
-from orchestrator.benchmark.actors import GridCounts, Job, Outcome, run_jobs
+from orchestrator import MAX_TRIALS, places
+from orchestrator.benchmark.actors import GridCounts, Job, Outcome, Shape, run_jobs
 from orchestrator.benchmark.planning import PlannedTrial, validate_file
 from orchestrator.cluster import start_ray
 from orchestrator.console import GridDisplay, LogFormat, log
-from orchestrator.preflight import RUN_REFUSED, check_resources, preflight
-from orchestrator.report.build import build_report
+from orchestrator.preflight import RUN_REFUSED, check_nodes, check_resources, preflight
+from orchestrator.report.build import build_report, default_out_dir
 from orchestrator.report.collect import spec_values
 from orchestrator.settings.benchmark import Benchmark
-from orchestrator.tracking import BENCHMARK_FILE, LiveRuns, Tracker, epoch_row, trial_end, trial_start
+from orchestrator.tracking import BENCHMARK_FILE, NODE, LiveRuns, Tracker, epoch_row, trial_end, trial_start
 from workers.errors import DorBenchError
 from workers.methods import METHODS
 from workers.spec import RunOptions, TrialResult
@@ -45,23 +45,23 @@ def run_benchmark(
     ``overrides`` and ``only`` change and filter the plan (a grid above ``max_trials`` is
     refused); ``dry_run`` prints it against the
     store (to run, to skip, to resume) and stops before anything is written."""
-    bench, trials, plan = validate_file(path, overrides, only, max_trials)
+    bench, trials, plan = validate_file(path, overrides, only, max_trials, tracking_uri)
     log(plan)
-    if dry_run:
-        return print_dry_run(trials, tracking_uri or bench.tracking_uri, bench.name, Path(checkpoint_dir), rerun)
-    preflight(
-        bench,
-        trials,
-        tracking_uri=tracking_uri or bench.tracking_uri,
-        checkpoint_dir=checkpoint_dir,
-        report_dir=report_dir,
+    store, (checkpoints, reports) = places.outputs(
+        tracking=(None, bench.tracking_uri),
+        folders=[
+            (checkpoint_dir, "the checkpoint folder", "--checkpoint-dir"),
+            (report_dir or default_out_dir(bench.name), "the report folder", "--report-dir"),
+        ],
     )
-    tracker = Tracker(tracking_uri or bench.tracking_uri, bench.name)
+    if dry_run:
+        return print_dry_run(trials, store, bench.name, checkpoints, rerun)
+    preflight(bench, trials, tracking_uri=store, checkpoint_dir=checkpoints, report_dir=reports)
+    tracker = Tracker(store, bench.name, outbox=checkpoints / ".outbox")  # writes waiting for the store
     keys = {t.run_key for t in trials}
     stale = tracker.close_stale(keys)
     done = set() if rerun else tracker.finished_keys(keys)
     todo = [t for t in trials if t.run_key not in done]
-    checkpoints = Path(checkpoint_dir)
     resumable = sum((checkpoints / f"{t.run_key}.pt").is_file() for t in todo)
     log(
         f"[dor-bench] {len(done)} of {len(trials)} trials already finished (skipped"
@@ -76,7 +76,7 @@ def run_benchmark(
         finished = tracker.finished_keys(keys)
         try:
             report = build_report(
-                tracker.uri, bench.name, out_dir=report_dir, planned=[spec_values(t.spec) for t in trials]
+                tracker.uri, bench.name, out_dir=reports, planned=[spec_values(t.spec) for t in trials]
             )
             print(report.terminal)
             if parent is not None:
@@ -101,26 +101,27 @@ def run_grid(
     ``todo`` on worker actors, each trial's child run live; the parent ends FINISHED, FAILED (a
     trial failed) or KILLED (interrupted). Returns the parent run's id."""
     start_ray(address)
-    check_resources(bench.resources, RUN_REFUSED)
+    check_resources([t.resources for t in todo], RUN_REFUSED)
+    check_nodes(bench, todo, RUN_REFUSED)
     parent = tracker.start_parent(f"run {Path(path).name}", {BENCHMARK_FILE: str(path)})
     tracker.log_files(parent, {"benchmark.yaml": Path(path).read_text(encoding="utf-8"), "plan.txt": plan})
     grid = LiveGrid(LiveRuns(tracker, parent), {t.name: t for t in todo}, checkpoints, display)
+    display.store = grid.runs.trouble
     status = "FINISHED"
     try:
         progress = run_jobs(
             [make_job(t, bench) for t in todo],
-            RunOptions(
-                checkpoint_dir=str(checkpoints.absolute()), keep_dir=str(checkpoints.absolute()), progress=False
-            ),
+            RunOptions(checkpoint_dir=str(checkpoints), keep_dir=str(checkpoints), progress=False),
             grid,
-            cpus=bench.resources.cpus,
-            gpus=bench.resources.gpus,
             max_concurrency=bench.max_concurrency,
             retries=bench.retries,
         )
         display.close()
         log(progress.line())
         status = "FAILED" if progress.failed else "FINISHED"
+    except Exception:
+        status = "FAILED"  # e.g. the store stayed unreachable past --store-timeout
+        raise
     except KeyboardInterrupt:
         status = "KILLED"
         log(
@@ -165,6 +166,7 @@ def make_job(trial: PlannedTrial, bench: Benchmark) -> Job:
     return Job(
         name=trial.name,
         spec=trial.spec.model_dump(mode="json"),
+        shape=Shape(trial.resources.cpus, trial.resources.gpus, trial.resources.memory_gb),
         kill_at_epoch=kill.epoch if kill and hit(kill.trial) else None,
         fail=bool(testing and any(hit(r) for r in testing.fail_trials)),
     )
@@ -180,7 +182,8 @@ class LiveGrid:
 
     def started(self, job: Job) -> None:
         trial = self.trials[job.name]
-        self.runs.start(trial.run_key, trial.name, *trial_start(trial.name, trial.spec, job.attempt + 1))
+        tags, params, dataset = trial_start(trial.name, trial.spec, job.attempt + 1)
+        self.runs.start(trial.run_key, trial.name, {**tags, NODE: job.where}, params, dataset)
         epochs = METHODS.get(trial.spec.method).epochs(trial.spec.method_options)
         self.display.started(trial.name, epochs, job.attempt + 1)
 

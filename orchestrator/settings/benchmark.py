@@ -25,12 +25,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from orchestrator import DEFAULT_TRACKING_URI
+from orchestrator import DEFAULT_TRACKING_URI, TRACKING_ENV
 from orchestrator.settings.fields import (
     Axis,
     BenchmarkError,
     DorSection,
     ExperimentName,
+    MethodResources,
     ModelSection,
     NamedMethod,
     NonNegInt,
@@ -61,6 +62,9 @@ class MethodEntry(NamedMethod):
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="overrides of the method's published defaults; a list value is a grid axis",
+    )
+    resources: MethodResources | None = Field(
+        None, description="what this method's trials reserve, over the benchmark's resources"
     )
     dor: Annotated[list[bool] | None, BeforeValidator(as_list_or_none)] = Field(
         None,
@@ -134,7 +138,9 @@ class Benchmark(Strict):
     """One benchmark file: what to run (the grid), where to record it, how to schedule it."""
 
     name: ExperimentName = Field(description="the MLflow experiment name")
-    tracking_uri: str = Field(DEFAULT_TRACKING_URI, description="MLflow tracking URI")
+    tracking_uri: str | None = Field(
+        None, description=f"MLflow tracking URI (default: ${TRACKING_ENV}, else {DEFAULT_TRACKING_URI})"
+    )
     model: ModelSection = Field(default_factory=ModelSection)
     data_root: str | None = Field(
         None, description="folder holding the CoOp-style dataset folders (unused by built-in data)"

@@ -210,6 +210,26 @@ class Resources(Strict):
 
     gpus: NonNegFloat = 0
     cpus: Annotated[float, Field(gt=0)] = 1
+    memory_gb: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None, description="memory one trial reserves (Ray's `memory` resource); None: none reserved"
+    )
+
+    def over(self, own: MethodResources | None) -> Resources:
+        """These resources with a method's own on top (what it leaves unset is kept)."""
+        return self.model_copy(update=own.model_dump(exclude_none=True)) if own else self
+
+    def describe(self) -> str:
+        memory = f", {fmt(self.memory_gb)} GB" if self.memory_gb else ""
+        return f"{fmt(float(self.cpus))} CPU, {fmt(float(self.gpus))} GPU{memory}"
+
+
+class MethodResources(Strict):
+    """A method's own resources (MaPLe and CoCoOp need more memory than CoOp), over the
+    benchmark's ``resources``."""
+
+    gpus: NonNegFloat | None = None
+    cpus: Annotated[float, Field(gt=0)] | None = None
+    memory_gb: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
 def validate_with(title: str, data: Any, handler: Any, extra: list[Problem]) -> Any:

@@ -22,7 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator import MAX_TRIALS
+from orchestrator import DEFAULT_TRACKING_URI, MAX_TRIALS, TRACKING_ENV
+from orchestrator.places import tracking_uri
 from orchestrator.secrets import redact
 from orchestrator.settings.fields import (
     DorSection,
@@ -241,7 +242,9 @@ class Sweep(Strict):
     """One sweep file."""
 
     name: ExperimentName = Field(description="MLflow experiment and Tune run name")
-    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
+    tracking_uri: str | None = Field(
+        None, description=f"MLflow tracking URI (default: ${TRACKING_ENV}, else {DEFAULT_TRACKING_URI})"
+    )
     model: ModelSection = Field(default_factory=ModelSection)
     data_root: str | None = None
     dataset: str
@@ -564,7 +567,7 @@ def describe_sweep(s: Sweep) -> str:
         else f"none (every trial runs {s.max_t} reports)",
     )
     row("resources", f"{fmt(float(s.resources.cpus))} CPU, {fmt(float(s.resources.gpus))} GPU per trial")
-    row("tracking", f"experiment '{s.name}' at {redact(s.tracking_uri)}")
+    row("tracking", f"experiment '{s.name}' at {redact(tracking_uri(None, s.tracking_uri))}")
     if s.testing.exit_driver_after_trials:
         row("TESTING", f"the driver exits after {s.testing.exit_driver_after_trials} trials end")
     return "\n".join(lines)

@@ -179,7 +179,7 @@ def best_fragment(sweep: Sweep, row: Row) -> str:
     lam = knob(sweep, row, "lam")
     bench: dict[str, Any] = {
         "name": f"{sweep.name}-best",
-        "tracking_uri": redact(sweep.tracking_uri, mask=None),  # credentials: MLflow's variables
+        **({"tracking_uri": redact(sweep.tracking_uri, mask=None)} if sweep.tracking_uri else {}),  # no credentials
         "model": {"arch": sweep.model.arch, "pretrained": sweep.model.pretrained},
         **({"data_root": sweep.data_root} if sweep.data_root else {}),
         "datasets": [sweep.dataset],

@@ -19,7 +19,7 @@ from typing import Any
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from orchestrator import MAX_TRIALS
+from orchestrator import MAX_TRIALS, places
 from orchestrator.console import log
 from orchestrator.settings.sweep import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
 from orchestrator.sweep.summary import report
@@ -286,19 +286,22 @@ def run_sweep(
 
     sweep = load_sweep(path, max_trials)
     log(describe_sweep(sweep))
-    folder = experiment_folder(sweep, storage)
-    preflight_sweep(sweep, spec_from_sweep(sweep), tracking_uri=tracking_uri or sweep.tracking_uri, storage=folder)
+    store, (folder,) = places.outputs(
+        tracking=(tracking_uri, sweep.tracking_uri),
+        folders=[(experiment_folder(sweep, storage), "the sweep's Tune folder", "--storage")],
+    )
+    preflight_sweep(sweep, spec_from_sweep(sweep), tracking_uri=store, storage=folder)
     if fresh and folder.exists():
         shutil.rmtree(folder)
     restoring = tune.Tuner.can_restore(str(folder))
-    tracker = Tracker(tracking_uri or sweep.tracking_uri, sweep.name)
+    tracker = Tracker(store, sweep.name, outbox=folder / ".outbox")  # writes waiting for the store
     parent = tracker.find_parent(SWEEP_STORAGE, str(folder)) if restoring else None
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if sweep.testing.exit_driver_after_trials:
         os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # state saved every step: the kill point is exact
     start_ray(address)
-    check_resources(sweep.resources, SWEEP_REFUSED)  # before the sweep's parent run is created or reopened
+    check_resources([sweep.resources], SWEEP_REFUSED)  # before the sweep's parent run is created or reopened
     if parent is None:
         parent = tracker.start_parent(
             f"sweep {Path(path).name}",

@@ -343,7 +343,7 @@ def test_defaults_and_python_construction():
     bench = Benchmark(name="b", datasets=["demo"], methods=["coop"])
     assert bench.datasets == ["shapes"] and bench.seeds == [1, 2, 3] and bench.shots == [16]
     assert bench.model.arch == "ViT-B-16" and bench.model.pretrained == "openai"
-    assert bench.tracking_uri == "sqlite:///mlflow.db" and bench.retries == 2
+    assert bench.tracking_uri is None and bench.retries == 2  # None: $MLFLOW_TRACKING_URI, else the default
     assert bench.methods[0].dor == [False, True]
     assert len(plan(bench)) == 3 * 2
     with pytest.raises(BenchmarkError):
@@ -416,3 +416,32 @@ def test_trial_flags_get_the_same_checks(capsys):
     assert "50 outliers per step cannot be drawn from a pool of 5 words" in capsys.readouterr().err
     assert main([*base, "--batch-size", "0"]) == 2
     assert "batch_size must be >= 1, not 0" in capsys.readouterr().err
+
+
+def test_a_method_reserves_its_own_resources_over_the_benchmarks(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name: res
+        datasets: [shapes]
+        seeds: [1]
+        methods:
+          - name: coop
+            dor: [false]
+          - name: maple
+            dor: [false]
+            resources: {memory_gb: 16, gpus: 0.5}
+        resources: {cpus: 2, gpus: 0.25}
+        """,
+    )
+    bench, trials, text = validate_file(path)
+    reserved = {t.spec.method: t.resources for t in trials}
+    assert (reserved["coop"].cpus, reserved["coop"].gpus, reserved["coop"].memory_gb) == (2, 0.25, None)
+    assert (reserved["maple"].cpus, reserved["maple"].gpus, reserved["maple"].memory_gb) == (2, 0.5, 16)
+    assert "resources   2 CPU, 0.25 GPU per trial; maple: 2 CPU, 0.5 GPU, 16 GB;" in text
+    bad = write(tmp_path, path.read_text().replace("memory_gb: 16", "memory_gb: -1, disk: 3"), "bad.yaml")
+    with pytest.raises(BenchmarkError) as raised:
+        validate_file(bad)
+    message = str(raised.value)
+    assert "methods[1].resources.memory_gb: must be > 0, not -1" in message
+    assert "methods[1].resources.disk: unknown setting 'disk'" in message

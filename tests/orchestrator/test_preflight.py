@@ -263,9 +263,9 @@ def one_cpu_ray():
 
 
 def test_trials_asking_more_than_the_cluster_has_are_refused_before_any_run(tmp_path, capsys, one_cpu_ray):
-    check_resources(Resources(cpus=1, gpus=0), RUN_REFUSED)
+    check_resources([Resources(cpus=1, gpus=0)], RUN_REFUSED)
     with pytest.raises(DorBenchError) as raised:
-        check_resources(Resources(cpus=2, gpus=0.5), RUN_REFUSED)
+        check_resources([Resources(cpus=1), Resources(cpus=2, gpus=0.5), Resources(cpus=2, gpus=0.5)], RUN_REFUSED)
     assert raised.value.message == (
         f"Preflight found problems; {RUN_REFUSED}:\n"
         "  - resources.cpus: each trial asks for 2 CPUs; the cluster has 1 CPU: set resources.cpus: 1 or start "
@@ -273,6 +273,9 @@ def test_trials_asking_more_than_the_cluster_has_are_refused_before_any_run(tmp_
         "  - resources.gpus: each trial asks for 0.5 GPUs; the cluster has 0 GPUs: set resources.gpus: 0 or start "
         "Ray on a machine with GPUs, or connect to a cluster that has them with --address"
     )
+    with pytest.raises(DorBenchError) as raised:  # a method's own memory, larger than any node
+        check_resources([Resources(memory_gb=10**6)], RUN_REFUSED)
+    assert "resources.memory_gb: each trial asks for 1e+06 GB of memory; the cluster has " in raised.value.message
 
     make_split_json_dataset(tmp_path / "data", "oxford_pets", 4, train=2, val=1, test=1)
     path = write_benchmark(tmp_path, resources={"cpus": 1, "gpus": 1})

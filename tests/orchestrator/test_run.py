@@ -14,8 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 from orchestrator.tracking import RUN_KEY, TRIAL_NAME
-
-EXAMPLES = Path(__file__).parents[2] / "examples"
+from tests.helpers.grids import child_runs, run, write_benchmark
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -23,39 +22,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def write_benchmark(folder: Path, **changes) -> Path:
-    """examples/tiny.yaml with ``changes``, the word list copied beside it."""
-    config = yaml.safe_load((EXAMPLES / "tiny.yaml").read_text())
-    config.update(changes)
-    (folder / "words.txt").write_text((EXAMPLES / "words.txt").read_text())
-    config["dor"]["vocabulary"] = "words.txt"
-    path = folder / "bench.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def child_runs(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    return [r for r in client.search_runs([exp.experiment_id]) if RUN_KEY in r.data.tags]
-
-
-def run(path: Path, uri: str, folder: Path, *extra: str) -> int:
-    return main(
-        [
-            "run",
-            str(path),
-            "--tracking-uri",
-            uri,
-            "--checkpoint-dir",
-            str(folder / "ckpt"),
-            "--report-dir",
-            str(folder / "report"),
-            *extra,
-        ]
-    )
 
 
 def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
@@ -83,7 +49,8 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
     }
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
     assert {"trial_spec.json", "result.json", "per_class.json", "prompt.pt", "outputs.npz"} <= artifacts
-    assert not any((tmp_path / "ckpt").iterdir())  # checkpoints and kept files go once recorded
+    left = {p.name: p for p in (tmp_path / "ckpt").iterdir()}  # checkpoints and kept files go once recorded
+    assert set(left) <= {".outbox"} and not any(left[".outbox"].iterdir() if left else [])  # every write made
     assert runs[0].info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside mlflow.db
     # what MLflow's UI and a reader need: the experiment's kind, each trial's dataset, the parent's files
     client = MlflowClient(uri)
