@@ -30,17 +30,15 @@ class Shape:
     gpus: float = 0.0
     memory_gb: float | None = None
 
+    def amounts(self) -> dict[str, float]:
+        """It in Ray's resource names and units (memory in bytes), the zero ones left out."""
+        memory = (self.memory_gb or 0) * 2**30
+        return {key: float(v) for key, v in (("CPU", self.cpus), ("GPU", self.gpus), ("memory", memory)) if v}
+
     def options(self) -> dict[str, Any]:
         """The actor options that reserve it."""
-        memory = {"memory": int(self.memory_gb * 2**30)} if self.memory_gb else {}
-        return {"num_cpus": self.cpus, "num_gpus": self.gpus, **memory}
-
-    def amounts(self) -> dict[str, float]:
-        """It in Ray's resource names and units (memory in bytes)."""
-        return {k: float(v) for k, v in {"CPU": self.cpus, "GPU": self.gpus, **self._memory()}.items() if v}
-
-    def _memory(self) -> dict[str, float]:
-        return {"memory": self.memory_gb * 2**30} if self.memory_gb else {}
+        memory = self.amounts().get("memory")
+        return {"num_cpus": self.cpus, "num_gpus": self.gpus, **({"memory": int(memory)} if memory else {})}
 
 
 @dataclass

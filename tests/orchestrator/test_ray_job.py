@@ -82,7 +82,7 @@ def test_ray_job_stop_ends_runs_killed_keeps_checkpoints_and_the_same_job_resume
     """Submitted, stopped mid-trial, submitted again: the second job finishes the trial in the same
     run from its checkpoint, and every output is where the command asked (not in Ray's folders)."""
     env, jobs = head
-    epochs = 12
+    epochs = 8
     path = write_benchmark(
         tmp_path,
         name="stop",
