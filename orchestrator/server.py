@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from orchestrator.console import log
-from orchestrator.ui import HOST
+from orchestrator.ui import HOST, port_in_use
 from workers.errors import DorBenchError
 
 #: How long a driver keeps the writes for a store it cannot reach (a server restarting) before it
@@ -64,11 +64,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex((HOST, port)) == 0
 
 
 class TeamServer:

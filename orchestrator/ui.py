@@ -59,14 +59,19 @@ def exposure_warning(host: str) -> str | None:
     )
 
 
+def port_in_use(port: int, host: str = HOST) -> bool:
+    """Whether something listens on ``host``:``port``."""
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
 def serve(tracking_uri: str, port: int, host: str = HOST) -> int:
     """Run the UI until interrupted; returns its exit status."""
     probe_host = HOST if host in ("0.0.0.0", "::") else host
-    with socket.socket() as probe:
-        if probe.connect_ex((probe_host, port)) == 0:
-            raise DorBenchError(
-                f"Port {port} on {host} is already in use.", "pass another one with --port, or stop what listens there."
-            )
+    if port_in_use(port, probe_host):
+        raise DorBenchError(
+            f"Port {port} on {host} is already in use.", "pass another one with --port, or stop what listens there."
+        )
     if warning := exposure_warning(host):
         print(warning, file=sys.stderr, flush=True)
     print(

@@ -3,7 +3,6 @@ never reach any output of a run or a report; services bind to 127.0.0.1 unless t
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import yaml
 
 from orchestrator.cli import main
 from orchestrator.secrets import redact
+from orchestrator.server import free_port
 from orchestrator.ui import exposure_warning, ui_command
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -39,12 +39,6 @@ def test_ui_binds_loopback_unless_told_and_warns_then():
     warning = exposure_warning("0.0.0.0")
     assert warning is not None and "no login of its own" in warning
     assert ui_command("sqlite:///x.db", 5000, "0.0.0.0")[command.index("--host") + 1] == "0.0.0.0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

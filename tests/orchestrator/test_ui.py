@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from orchestrator.server import free_port
 from tests.helpers.browser import HEADLESS, chromium
 from tests.helpers.reports import b2n_metrics, log_trial, spec, store
 
 ROOT = Path(__file__).parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ui_starts_answers_http_shows_the_runs_in_a_browser_and_stops(tmp_path):

@@ -184,6 +184,20 @@ def test_half_of_the_views_are_mirrored():
 # --- (d) loader workers change nothing ---------------------------------------------------------
 
 
+def photo_batches(items: list, size: int, pipeline: str, workers: int):
+    """The training-image supply of ``items`` in batches of 4 at ``size`` px on the CPU."""
+    return training_images(
+        items,
+        TrainAugment(size, 0.08),
+        dataset="photos",
+        batch_size=4,
+        drop_last=True,
+        device=CPU,
+        pipeline=pipeline,
+        workers=workers,
+    )
+
+
 @pytest.mark.parametrize("pipeline", ["pil", "device"])
 def test_same_seed_same_batches_with_0_and_2_workers(tmp_path, pipeline):
     """Two epochs of batches, in-process and from 2 worker processes, are equal tensor for tensor,
@@ -192,16 +206,7 @@ def test_same_seed_same_batches_with_0_and_2_workers(tmp_path, pipeline):
     runs = []
     for workers in (0, 2):
         torch.manual_seed(5)
-        supply = training_images(
-            items,
-            TrainAugment(16, 0.08),
-            dataset="photos",
-            batch_size=4,
-            drop_last=True,
-            device=CPU,
-            pipeline=pipeline,
-            workers=workers,
-        )
+        supply = photo_batches(items, 16, pipeline, workers)
         batches = [batch for _ in range(2) for batch in supply()]
         runs.append((batches, torch.get_rng_state()))
     (zero, state0), (two, state2) = runs
@@ -219,16 +224,7 @@ def test_pil_and_device_pipelines_take_the_same_crops(tmp_path):
     batches = {}
     for pipeline in ("pil", "device"):
         torch.manual_seed(8)
-        supply = training_images(
-            items,
-            TrainAugment(32, 0.08),
-            dataset="photos",
-            batch_size=4,
-            drop_last=True,
-            device=CPU,
-            pipeline=pipeline,
-            workers=0,
-        )
+        supply = photo_batches(items, 32, pipeline, workers=0)
         batches[pipeline] = next(supply())
     assert torch.equal(batches["pil"][1], batches["device"][1])
     assert float(((batches["pil"][0] - batches["device"][0]).abs() * PIXEL).mean()) < 1.5
@@ -250,9 +246,7 @@ def test_automatic_worker_count_follows_the_cpu_share(monkeypatch):
 def test_unreadable_image_in_a_worker_names_the_file(tmp_path):
     items = write_photos(tmp_path, [(40, 30)] * 4)
     truncate(Path(items[2].path))
-    supply = training_images(
-        items, TrainAugment(16, 0.08), dataset="photos", batch_size=4, drop_last=True, device=CPU, workers=2
-    )
+    supply = photo_batches(items, 16, "pil", workers=2)
     with pytest.raises(DorBenchError, match="2.jpg") as caught:
         list(supply())
     assert "Traceback" not in str(caught.value)
