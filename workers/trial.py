@@ -43,7 +43,7 @@ from workers.features import cached_image_features
 from workers.holdout import Holdout, hold_out, validation_metrics
 from workers.identity import normalise
 from workers.methods import METHODS
-from workers.methods.base import PromptMethod, PromptModel
+from workers.methods.base import PromptMethod, PromptModel, TrainStep
 from workers.methods.training import coerce_option
 from workers.metrics import proximity_scores
 from workers.models.clip import ClipBundle, load_clip
@@ -283,13 +283,14 @@ def train(
         lr = optimizer.param_groups[0]["lr"]  # this epoch's
         for step, (inputs, labels) in enumerate(loader()):  # already on the device
             with amp:
-                image = inputs if inputs.dim() == 2 else model.encode_images(inputs)
+                image = model.adapt_images(inputs if inputs.dim() == 2 else model.encode_images(inputs))
                 words, zero_shot = regularizer.draw() if regularizer else ([], None)
                 text = model.encode_names(names + words, image)  # one pass: classes + outliers
                 class_text, outlier_text = text[..., : len(names), :], text[..., len(names) :, :]
                 logits = class_logits(clip.logit_scale, image, class_text)
                 loss = F.cross_entropy(logits.float(), labels)
-                extra = model.extra_loss(class_text)
+                pixels = None if inputs.dim() == 2 else inputs
+                extra = model.extra_loss(TrainStep(pixels, image, class_text, logits, labels))
                 if extra is not None:
                     loss = loss + extra
                 dor = regularizer.loss(outlier_text, zero_shot) if regularizer else None
@@ -308,6 +309,7 @@ def train(
             totals["correct"] += (logits.argmax(-1) == labels).sum().item()
             totals["n"] += len(labels)
         scheduler.step()
+        model.end_epoch(epoch + 1, epochs)
         row = {
             "epoch": float(epoch + 1),
             "train/loss": totals["loss"] / totals["n"],
@@ -421,11 +423,12 @@ def training_batches(
 def scoring_features(
     model: PromptModel, method: PromptMethod, clip: ClipBundle, features: FeatureSource, items: list[Datum], split: str
 ) -> torch.Tensor:
-    """Test-transform image features: from the cache when the image encoder is frozen."""
+    """Test-transform image features (from the cache when the image encoder is frozen), through
+    the method's ``adapt_images``."""
     if method.frozen_image_encoder:
-        return features.get(items, split).to(clip.device)
+        return model.adapt_images(features.get(items, split).to(clip.device))
     loader = DataLoader(ImageDataset(items, test_transform(clip.image_size)), batch_size=128)
-    return torch.cat([model.encode_images(x.to(clip.device)) for x, _, _ in loader])
+    return torch.cat([model.adapt_images(model.encode_images(x.to(clip.device))) for x, _, _ in loader])
 
 
 def scoring_logits(model: PromptModel, clip: ClipBundle, image: torch.Tensor, names: list[str]) -> torch.Tensor:

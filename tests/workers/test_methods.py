@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from workers.errors import DorBenchError
 from workers.methods import METHODS
+from workers.methods.base import TrainStep
 from workers.models.clip import load_clip
 from workers.trial import run_trial
 
@@ -134,7 +135,8 @@ def test_kgcoop_loss_matches_its_formula(clip):
     anchor = model.anchor
     tuned = F.normalize(anchor + 0.3 * torch.randn(anchor.shape, generator=torch.Generator().manual_seed(0)), dim=-1)
     expected = 8.0 * (1 - sum(float(tuned[i] @ anchor[i]) for i in range(2)) / 2)
-    assert float(model.extra_loss(tuned)) == pytest.approx(expected, rel=1e-5)
+    step = TrainStep(None, torch.zeros(1, anchor.shape[1]), tuned, torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
+    assert float(model.extra_loss(step)) == pytest.approx(expected, rel=1e-5)
     # the hand-crafted anchor is the zero-shot feature of KgCoOp's template ("a photo of a {}." here)
     tokens = clip.tokenizer(["a photo of a red circle."])
     assert torch.allclose(anchor[0], F.normalize(clip.model.encode_text(tokens), dim=-1)[0], atol=1e-6)

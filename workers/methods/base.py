@@ -1,16 +1,30 @@
-"""The seams between the trial loop and a prompt-tuning method."""
+"""The seams between the trial loop and a fine-tuning method."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
+from workers.methods.prompting import frozen_image_features
 from workers.models.clip import ClipBundle
 
 
+@dataclass
+class TrainStep:
+    """One training step's tensors, as a method's own loss term sees them."""
+
+    images: torch.Tensor | None  # the batch's pixels; None when it came as cached image features
+    image_features: torch.Tensor  # [N, D] after ``adapt_images``, not normalised
+    class_features: torch.Tensor  # [C, D], or [N, C, D] for image-conditioned prompts
+    logits: torch.Tensor  # [N, C]
+    labels: torch.Tensor  # [N]
+
+
 class PromptModel(Protocol):
-    """A method's model for one trial: CLIP plus whatever prompt it learns.
+    """A method's model for one trial: CLIP plus whatever it learns (prompts, an adapter).
 
     ``encode_names`` puts each name where the class name goes in the method's prompt and
     encodes all of them in one text-encoder pass; it returns L2-normalised features,
@@ -21,10 +35,18 @@ class PromptModel(Protocol):
 
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor: ...
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Image features ``[N, D]`` from the (possibly prompted) image encoder."""
 
-    def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
+    def adapt_images(self, features: torch.Tensor) -> torch.Tensor:
+        """A learned map on the image encoder's features (CLIP-Adapter's); identity for the rest.
+        It also applies to cached features, so a frozen encoder's cache stays usable."""
+
+    def extra_loss(self, step: TrainStep) -> torch.Tensor | None:
         """A method's own term added to cross-entropy (KgCoOp's), or None."""
+
+    def end_epoch(self, epoch: int, epochs: int) -> None:
+        """Called after each training epoch (1-based) with the epoch count."""
 
     # the nn.Module side the trial loop uses (train/eval mode, the learnable state)
     def parameters(self) -> Any: ...
@@ -38,11 +60,34 @@ class PromptModel(Protocol):
     def load_state_dict(self, state_dict: Any) -> Any: ...
 
 
+class PromptModule(nn.Module):
+    """The defaults of a ``PromptModel``: CLIP's frozen image encoder, no adapter, no extra loss,
+    nothing at the end of an epoch. CLIP is held, not registered: ``state_dict`` is what is learned."""
+
+    image_conditioned = False
+
+    def __init__(self, clip: ClipBundle):
+        super().__init__()
+        self.clip = clip
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return frozen_image_features(self.clip, images)
+
+    def adapt_images(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+    def extra_loss(self, step: TrainStep) -> torch.Tensor | None:
+        return None
+
+    def end_epoch(self, epoch: int, epochs: int) -> None:
+        return None
+
+
 class PromptMethod(Protocol):
     """A method's builder (its card in ``registry.py`` holds its defaults)."""
 
     name: str
-    frozen_image_encoder: bool  # True when test image features can come from the cache
+    frozen_image_encoder: bool  # True when image features can come from the cache (before adapt_images)
 
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]

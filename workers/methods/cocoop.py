@@ -8,10 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.methods.base import PromptModel
+from workers.methods.base import PromptModel, PromptModule
 from workers.methods.prompting import (
     context_setup,
-    frozen_image_features,
     init_context,
     placeholder_tokens,
     prompt_prefix,
@@ -19,15 +18,14 @@ from workers.methods.prompting import (
 from workers.models.clip import ClipBundle, encode_text
 
 
-class ConditionalPromptModel(nn.Module):
+class ConditionalPromptModel(PromptModule):
     """``ctx + meta_net(image feature)`` before each name: every prompt is image-conditioned,
     so ``encode_names`` returns ``[N images, len(names), D]``."""
 
     image_conditioned = True
 
     def __init__(self, clip: ClipBundle, n_ctx: int, ctx_init: str | None):
-        super().__init__()
-        self.clip = clip
+        super().__init__(clip)
         n_ctx, ctx_init = context_setup(n_ctx, ctx_init, length_from_init=True)
         self.prefix = prompt_prefix(n_ctx, ctx_init)
         self.ctx = nn.Parameter(init_context(clip, n_ctx, ctx_init).to(clip.device))
@@ -47,12 +45,6 @@ class ConditionalPromptModel(nn.Module):
         # every (image, name) prompt in one text-encoder pass
         feats = encode_text(self.clip, tokens.repeat(n, 1), context.repeat_interleave(p, dim=0))
         return feats.view(n, p, -1)
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return frozen_image_features(self.clip, images)
-
-    def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
-        return None
 
 
 class CoCoOp:

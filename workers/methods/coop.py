@@ -7,10 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.methods.base import PromptModel
+from workers.methods.base import PromptModel, PromptModule, TrainStep
 from workers.methods.prompting import (
     context_setup,
-    frozen_image_features,
     init_context,
     placeholder_tokens,
     prompt_prefix,
@@ -18,10 +17,8 @@ from workers.methods.prompting import (
 from workers.models.clip import ClipBundle, encode_text
 
 
-class ContextPromptModel(nn.Module):
+class ContextPromptModel(PromptModule):
     """Learned context vectors before each name; the CLIP weights stay frozen (and unregistered)."""
-
-    image_conditioned = False
 
     def __init__(
         self,
@@ -33,8 +30,7 @@ class ContextPromptModel(nn.Module):
     ):
         """``anchor`` (optional): fixed features the class features are pulled toward with
         ``anchor_weight * (1 - mean cos)`` (KgCoOp's knowledge-guided term)."""
-        super().__init__()
-        self.clip = clip
+        super().__init__(clip)
         n_ctx, ctx_init = context_setup(n_ctx, ctx_init, length_from_init=True)
         self.prefix = prompt_prefix(n_ctx, ctx_init)
         self.ctx = nn.Parameter(init_context(clip, n_ctx, ctx_init).to(clip.device))
@@ -43,13 +39,10 @@ class ContextPromptModel(nn.Module):
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
         return encode_text(self.clip, placeholder_tokens(self.clip, names, self.prefix), self.ctx)
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return frozen_image_features(self.clip, images)
-
-    def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
+    def extra_loss(self, step: TrainStep) -> torch.Tensor | None:
         if self.anchor is None or self.anchor_weight == 0:
             return None
-        cos = torch.nn.functional.cosine_similarity(class_features, self.anchor, dim=-1)
+        cos = torch.nn.functional.cosine_similarity(step.class_features, self.anchor, dim=-1)
         return self.anchor_weight * (1 - cos.mean())
 
 

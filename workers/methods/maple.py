@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.methods.base import PromptModel
+from workers.methods.base import PromptModel, PromptModule
 from workers.methods.prompting import (
     context_setup,
     init_context,
@@ -23,14 +23,11 @@ from workers.methods.prompting import (
 from workers.models.clip import ClipBundle, encode_text
 
 
-class MultiModalPromptModel(nn.Module):
+class MultiModalPromptModel(PromptModule):
     """Learned text prompts in the first ``depth`` text layers, coupled into vision prompts."""
 
-    image_conditioned = False
-
     def __init__(self, clip: ClipBundle, n_ctx: int, ctx_init: str | None, depth: int):
-        super().__init__()
-        self.clip = clip
+        super().__init__(clip)
         visual = clip.model.visual
         text_layers = len(clip.model.transformer.resblocks)
         vision_layers = len(visual.transformer.resblocks)
@@ -70,9 +67,6 @@ class MultiModalPromptModel(nn.Module):
         if visual.proj is not None:
             pooled = pooled @ visual.proj
         return pooled.float()
-
-    def extra_loss(self, class_features: torch.Tensor) -> torch.Tensor | None:
-        return None
 
 
 class MaPLe:
