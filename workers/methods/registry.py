@@ -23,6 +23,9 @@ class MethodCard:
     builder: str  # "module:Class" under workers.methods
     trains: bool  # False for zero-shot
     defaults: dict[str, Any]
+    #: what DOR regularises for this method: "text" (outlier words through its prompt) or "image"
+    #: (outlier images through its image side, for methods whose text side is frozen)
+    dor_outliers: str = "text"
 
     def epochs(self, options: dict[str, Any]) -> int:
         """How many epochs a trial with these option overrides trains (0 for zero-shot)."""
