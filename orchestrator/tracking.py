@@ -60,6 +60,13 @@ BEST_TRIAL = "dor_bench.best_trial"
 EVAL_OF = "dor_bench.eval_of"  # an eval run: the trial run whose prompt it scored
 RESCORED = "dor_bench.rescored"  # the settings a run was rescored with (bins15,bins20)
 WRITE_REF = "dor_bench.write_ref"  # the driver's own id of a child run: a replayed journal finds it
+DEVICE_NAME = "dor_bench.device_name"  # what a trial ran on: the device its cost was measured on
+
+# A trial's cost, recorded as metrics named as in its info (workers/trial.py): its training's
+# seconds, the epochs trained in that run (a resumed trial trained only those after its
+# checkpoint) and its peak memory (MB).
+TRAIN_SECONDS, TRAIN_EPOCHS, PEAK_MEMORY_MB = "train_seconds", "train_epochs_run", "peak_memory_mb"
+COST_METRICS = (TRAIN_SECONDS, TRAIN_EPOCHS, PEAK_MEMORY_MB)
 
 #: Where each parent run's writes wait for the store: a folder per parent run and driver, holding
 #: the journal (``writes.jsonl``), the files it uploads (``files/``) and a lock its driver holds
@@ -424,8 +431,9 @@ def dataset_input(spec: TrialSpec) -> DatasetInput:
 
 
 def trial_end(name: str, spec: TrialSpec, result: TrialResult | None, error: str | None) -> Ending:
-    """What ends a benchmark trial's run: FINISHED with its metrics, per-epoch history, per-class
-    stats, result and reliability diagram, or FAILED with its error (as text and as a tag)."""
+    """What ends a benchmark trial's run: FINISHED with its metrics, its cost (``COST_METRICS``
+    and the ``DEVICE_NAME`` tag), per-epoch history, per-class stats, result and reliability
+    diagram, or FAILED with its error (as text and as a tag)."""
     artifacts: dict[str, Any] = {"trial_spec.json": spec.canonical_dict()}
     if result is None:
         return Ending(
@@ -437,12 +445,14 @@ def trial_end(name: str, spec: TrialSpec, result: TrialResult | None, error: str
     artifacts["per_class.json"] = {"per_class": [c.model_dump() for c in result.per_class], "info": result.info}
     artifacts["result.json"] = result.model_dump(mode="json")
     kept = Path(result.info["kept"]) if "kept" in result.info else None
+    cost = {name: float(result.info[name]) for name in COST_METRICS if name in result.info}
     return Ending(
         "FINISHED",
-        result.metrics,
+        {**result.metrics, **cost},
         [epoch_row(row) for row in result.history],
         artifacts,
         figures={"reliability.png": reliability_figure(result.reliability, name)} if result.reliability else {},
+        tags={DEVICE_NAME: str(result.info["device_name"])} if "device_name" in result.info else {},
         files=sorted(kept.iterdir()) if kept is not None and kept.is_dir() else [],
     )
 

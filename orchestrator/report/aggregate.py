@@ -15,6 +15,10 @@ Rules (also in README "Reports"):
   the std over seeds of the per-seed dataset averages. Fewer datasets than rows is marked.
 - The best complete cell per (row, metric) across column groups (base-to-new) or per column
   across methods (domain shift) is flagged; higher is better for accuracy, lower for calibration errors.
+- Cost table: per configuration (its DOR settings aside) and device, the mean over the newest
+  finished trials of their training seconds per epoch trained in that run and their peak memory,
+  without DOR, with it, and the ratio over the datasets both sides ran. Trials on different
+  devices are never averaged together; zero-shot trials (no training) are left out.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import yaml
 
-from orchestrator.report.collect import CALIBRATOR, DOR, metric_columns, spec_columns
+from orchestrator.report.collect import CALIBRATOR, DEVICE, DOR, metric_columns, spec_columns
+from orchestrator.tracking import PEAK_MEMORY_MB, TRAIN_EPOCHS, TRAIN_SECONDS
 from workers.catalog import BY_NAME, POSTHOC, TABLES
+from workers.methods import METHODS
 from workers.spec import LEGACY_PROTOCOL, PROTOCOL
 
 FINISHED = "FINISHED"
@@ -42,6 +48,7 @@ SHORT = {
     "dor.outliers_per_step": "B",
     "dor.pool_strategy": "pool",
     "dor.vocabulary": "vocabulary",
+    "dor.resample": "resample",
 }
 
 
@@ -293,6 +300,7 @@ class _Rows:
     shift_sources: set[tuple[str, tuple]]  # (source dataset, config) pairs of domain-shift trials
     failures: list[tuple[str, str, tuple, int | None, str, str, str | None, str | None]]
     counts: dict[str, int]
+    devices: dict[tuple[str, str, tuple], dict[int, str | None]] = field(default_factory=dict)
 
 
 def _kind(subsample: str | None) -> str:
@@ -333,6 +341,7 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
         {"runs": n, "finished": 0, "older_finished": 0, "failed": 0, "failed_superseded": 0, "older_protocol": 0},
     )
     protocols = table.column("protocol").to_pylist() if "protocol" in table.column_names else [LEGACY_PROTOCOL] * n
+    devices = table.column(DEVICE).to_pylist() if DEVICE in table.column_names else [None] * n
     current = [protocols[i] == PROTOCOL for i in range(n)]
     rows.counts["older_protocol"] = current.count(False)
     for i in range(n):
@@ -358,6 +367,7 @@ def _group(table: pa.Table, planned: Sequence[dict[str, Any]]) -> _Rows:
         kind, dataset, conf, seed = key
         rows.cells.setdefault((kind, dataset, conf), {})[seed] = {m: cols[m][i] for m in metrics}
         rows.run_ids.setdefault((kind, dataset, conf), {})[seed] = cols["run_id"][i]
+        rows.devices.setdefault((kind, dataset, conf), {})[seed] = devices[i]
         for name, (prefix, _) in POSTHOC.items():  # a rescored trial: its calibrated twin is a column too
             if prefix + "base/acc" in cols and cols[prefix + "base/acc"][i] is not None:
                 twin = (*conf, (CALIBRATOR, name))
@@ -558,6 +568,103 @@ def _compare(tables: list[Table], variants: list[Variant], used: dict) -> tuple[
     return out, notes
 
 
+# --------------------------------------------------------------------------- cost
+
+COST = "cost"
+#: The cost table's sides: (sub-column, the last part of its column key).
+SIDES = (("without DOR", "without"), ("with DOR", "with"), ("ratio", "ratio"))
+#: Its quantities: (column group, the first part of its column key).
+QUANTITIES = (("Seconds per epoch", "seconds_per_epoch"), ("Peak memory (MB)", "peak_memory_mb"))
+Costs = list[tuple[str, tuple[float, float]]]  # per trial: its dataset, (seconds per epoch, MB)
+
+
+def _trial_cost(metrics: dict[str, float]) -> tuple[float, float] | None:
+    """A trial's training seconds per epoch (over the epochs trained in its run) and peak memory
+    (MB); None when its run recorded no training (recorded before dor-bench kept it, or resumed
+    from a checkpoint of its last epoch)."""
+    seconds, epochs, memory = metrics.get(TRAIN_SECONDS), metrics.get(TRAIN_EPOCHS), metrics.get(PEAK_MEMORY_MB)
+    if seconds is None or not epochs or memory is None:
+        return None
+    return seconds / epochs, memory
+
+
+def _side(costs: Costs, q: int) -> Stat:
+    mean, std = mean_std([cost[q] for _, cost in costs])
+    return Stat(mean, std, len(costs), len(costs))
+
+
+def _ratio(plain: Costs, dor: Costs, q: int) -> Stat:
+    """With DOR over without, each the mean over its trials of the datasets both sides ran."""
+    if not plain or not dor:
+        return Stat(None, None, 0, 0)
+    ran = [{d for d, _ in costs} for costs in (plain, dor)]
+    common, every = ran[0] & ran[1], ran[0] | ran[1]
+    if not common:
+        return Stat(None, None, 0, 0, (0, len(every)))
+    over = [[cost[q] for d, cost in costs if d in common] for costs in (plain, dor)]
+    without, with_dor = (sum(values) / len(values) for values in over)
+    n = len(over[0]) + len(over[1])
+    return Stat(with_dor / without if without else None, None, n, n, (len(common), len(every)))
+
+
+def _cost_table(rows: _Rows, variants: dict[tuple, Variant]) -> Table | None:
+    """DOR's cost: training seconds per epoch and peak memory without DOR, with it and their
+    ratio; a row per configuration (DOR aside), DOR variant and device. ``variants``: (kind,
+    configuration) -> its column group. None when no trial recorded its training."""
+    # (configuration without DOR, device) -> (kind, configuration) with DOR, None without -> costs
+    sides: dict[tuple[tuple, str | None], dict[tuple | None, Costs]] = defaultdict(lambda: defaultdict(list))
+    unrecorded = 0
+    for (kind, dataset, conf), seeds in rows.cells.items():
+        settings = dict(conf)
+        method = settings["method"]
+        if CALIBRATOR in settings or (method in METHODS and not METHODS.get(method).trains):
+            continue
+        plain = tuple((k, v) for k, v in conf if k != DOR and not k.startswith(DOR + "."))
+        twin = (kind, conf) if settings.get(DOR) else None
+        for seed, metrics in seeds.items():
+            cost = _trial_cost(metrics)
+            if cost is None:
+                unrecorded += 1
+            else:
+                sides[(plain, rows.devices[(kind, dataset, conf)][seed])][twin].append((dataset, cost))
+    if not sides:
+        return None
+    names = name_variants({plain for plain, _ in sides})
+    twins: dict[tuple, set[tuple]] = defaultdict(set)  # configuration -> its DOR variants (any device)
+    for (plain, _), by_dor in sides.items():
+        twins[plain].update(k for k in by_dor if k is not None)
+    entries: list[tuple[Variant, str, Costs, Costs]] = []  # variant, row label, costs without and with DOR
+    for (plain, device), by_dor in sides.items():
+        name, on = names[plain], f" on {device or 'a device not recorded'}"
+        if not twins[plain]:
+            entries.append((name, name.label + on, by_dor[None], []))
+        for twin in sorted(twins[plain], key=lambda k: variants[k].label):
+            vs = f" vs {variants[twin].label}" if len(twins[plain]) > 1 else ""
+            entries.append((name, name.label + vs + on, by_dor[None], by_dor[twin]))
+    entries.sort(key=lambda e: (_variant_order(e[0]), e[1]))
+    columns = [Column(group, sub, f"{key}/{part}", False) for group, key in QUANTITIES for sub, part in SIDES]
+    cells = [
+        [stat for q in range(len(QUANTITIES)) for stat in (_side(plain, q), _side(dor, q), _ratio(plain, dor, q))]
+        for _, _, plain, dor in entries
+    ]
+    notes = [
+        "Seconds per epoch: each trial's training time (its data loading and set-up included; DOR's "
+        "outlier pool, built and cached before training, not) over the epochs it trained in that run "
+        "(a trial resumed from a checkpoint: only the epochs after it). Peak memory: on a GPU the "
+        "trial's peak of allocated tensor memory (training and scoring); on a CPU the worker "
+        "process's peak resident memory over every trial it ran so far. A row per device: costs "
+        "measured on different devices are never averaged together."
+    ]
+    if unrecorded:
+        notes.append(
+            f"{unrecorded} finished trials of methods that train recorded no training cost (recorded "
+            "before dor-bench kept it, or resumed after their last epoch) and are left out."
+        )
+    return Table(
+        COST, "DOR's cost: training seconds per epoch and peak memory", [e[1] for e in entries], columns, cells, notes
+    )
+
+
 def build_tables(table: pa.Table, planned: Sequence[dict[str, Any]] = (), experiment: str | None = None) -> Report:
     """All tables of a results table; ``planned`` (collect.spec_values of the planned specs)
     adds the trials a benchmark intends to run, so missing ones show as incomplete."""
@@ -572,6 +679,8 @@ def build_tables(table: pa.Table, planned: Sequence[dict[str, Any]] = (), experi
         tables += b2n
     if rows.configs["shift"]:
         tables += _shift_tables(rows, {c: variants[("shift", c)] for c in rows.configs["shift"]})
+    if (cost := _cost_table(rows, variants)) is not None:
+        tables.append(cost)
     ordered = sorted(variants.values(), key=_variant_order)
     comparisons, notes = _compare(tables, ordered, used)
     failures = [

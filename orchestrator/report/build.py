@@ -158,5 +158,5 @@ def build_report(
         files["html"].write_text(html_report(report, figures), encoding="utf-8")
         timings["html"] = time.perf_counter() - t
     listing = ", ".join(str(p) for p in files.values())
-    terminal = markdown(report, TERMINAL, files=f"Full report (ACE, MCE, PIECE too): {listing}")
+    terminal = markdown(report, TERMINAL, files=f"Full report (ACE, MCE, PIECE, DOR's cost too): {listing}")
     return ReportOutput(report, full, terminal, files, timings)

@@ -16,11 +16,13 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from orchestrator.secrets import redact
-from orchestrator.tracking import ATTEMPTS, ERROR, PARENT, RUN_KEY, TRIAL_NAME, search_all
+from orchestrator.tracking import ATTEMPTS, DEVICE_NAME, ERROR, PARENT, RUN_KEY, TRIAL_NAME, search_all
 from orchestrator.translate.params import params_from_spec
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.spec import LEGACY_PROTOCOL, TrialSpec
 
+#: The run column of the device a trial ran on (its cost's; None for runs recorded before it was).
+DEVICE = "device_name"
 #: Run columns, before the spec and metric columns.
 RUN_COLUMNS: dict[str, pa.DataType] = {
     "run_id": pa.string(),
@@ -30,6 +32,7 @@ RUN_COLUMNS: dict[str, pa.DataType] = {
     "status": pa.string(),
     "error": pa.string(),
     "attempts": pa.int64(),
+    DEVICE: pa.string(),
     "start_time": pa.timestamp("ms"),
     "end_time": pa.timestamp("ms"),
     "artifact_uri": pa.string(),
@@ -185,6 +188,7 @@ def runs_to_table(runs: list, metadata: dict[str, str] | None = None) -> pa.Tabl
         "status": [r.info.status for r in runs],
         "error": [r.data.tags.get(ERROR) for r in runs],
         "attempts": [int(r.data.tags.get(ATTEMPTS, 1)) for r in runs],
+        DEVICE: [r.data.tags.get(DEVICE_NAME) for r in runs],
         "start_time": [r.info.start_time for r in runs],
         "end_time": [r.info.end_time for r in runs],
         "artifact_uri": [r.info.artifact_uri for r in runs],

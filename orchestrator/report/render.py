@@ -9,7 +9,7 @@ import html
 import io
 from collections.abc import Sequence
 
-from orchestrator.report.aggregate import AVERAGE, Report, Stat, Table, Variant
+from orchestrator.report.aggregate import AVERAGE, COST, Report, Stat, Table, Variant
 
 LEGEND = (
     "Cells: mean ± sample std over seeds (n seeds). † incomplete: only n of the N expected "
@@ -21,6 +21,18 @@ SHIFT_LEGEND = (
     "Cells: mean ± sample std over seeds (n seeds). † incomplete: only n of the N "
     "expected seeds finished. Bold: best complete cell per column."
 )
+COST_LEGEND = (
+    "Cells: mean ± sample std over the trials that recorded their training (n trials: seeds and "
+    "datasets); –: none. Ratio: with DOR over without DOR, each side's mean over the datasets both "
+    "ran (n: the trials behind it); ‡k/K: the two sides ran only k of their K datasets in common."
+)
+
+
+def legend(table: Table) -> str:
+    """What a table's cells and marks mean."""
+    if table.key == COST:
+        return COST_LEGEND
+    return SHIFT_LEGEND if table.key.startswith("shift/") else LEGEND
 
 
 def value_text(stat: Stat) -> str:
@@ -67,7 +79,7 @@ def _groups(table: Table) -> list[tuple[str, int]]:
 
 
 def _first_header(table: Table) -> str:
-    return "Dataset" if not table.key.startswith("shift/") else "Method"
+    return "Method" if table.key.startswith("shift/") or table.key == COST else "Dataset"
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -95,8 +107,7 @@ def markdown(report: Report, families: Sequence[str] | None = None, files: str |
     for table in report.tables:
         if families is not None and not any(table.key == f or table.key.startswith(f + "/") for f in families):
             continue
-        legend = SHIFT_LEGEND if table.key.startswith("shift/") else LEGEND
-        out += [f"## {table.title}", "", *table.notes, "", markdown_table(table), "", legend, ""]
+        out += [f"## {table.title}", "", *table.notes, "", markdown_table(table), "", legend(table), ""]
     if report.comparisons:
         out += [
             "## Compared with the published numbers",
@@ -164,6 +175,8 @@ def _tex(text: str) -> str:
 
 
 def _tex_cell(stat: Stat) -> str:
+    if stat.mean is None and not stat.expected and stat.datasets is None:  # nothing was expected (a cost side)
+        return "--"
     if stat.mean is None:
         return "--" + (
             f"$^{{\\ddagger 0/{stat.datasets[1]}}}$" if stat.datasets else f"$^{{0/{stat.expected}\\dagger}}$"
@@ -202,7 +215,7 @@ def latex_table(table: Table) -> str:
         if name == AVERAGE:
             lines.append("\\midrule")
         lines.append(f"{_tex(name)} & " + " & ".join(_tex_cell(s) for s in row) + " \\\\")
-    caption = " ".join([*table.notes, SHIFT_LEGEND if table.key.startswith("shift/") else LEGEND])
+    caption = " ".join([*table.notes, legend(table)])
     caption = _tex(caption.replace("†", "DAGGER").replace("‡", "DDAGGER"))
     caption = caption.replace("DDAGGER", "$^\\ddagger$").replace("DAGGER", "$^\\dagger$")
     lines += [
@@ -348,12 +361,11 @@ def html_report(report: Report, figures: dict[str, list[tuple[str, bytes, str]]]
         f'<p class="note">{html.escape(_counts_line(report))}</p>',
     ]
     for t in report.tables:
-        legend = SHIFT_LEGEND if t.key.startswith("shift/") else LEGEND
         parts += [
             f"<h2>{html.escape(t.title)}</h2>",
             *[f'<p class="note">{html.escape(n)}</p>' for n in t.notes],
             html_table(t),
-            f'<p class="legend">{html.escape(legend)}</p>',
+            f'<p class="legend">{html.escape(legend(t))}</p>',
         ]
     if report.comparisons:
         rows = "".join(

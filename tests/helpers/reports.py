@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mlflow.tracking import MlflowClient
 
@@ -60,14 +61,20 @@ def log_trial(
     metrics: dict[str, float] | None,
     error: str | None = None,
     reliability: dict[str, ReliabilityBins] | None = None,
+    info: dict[str, Any] | None = None,
 ) -> str:
-    """One child run: FINISHED with ``metrics``, or FAILED with ``error`` when metrics is None."""
+    """One child run: FINISHED with ``metrics`` (and run ``info``, e.g. its cost), or FAILED with
+    ``error`` when metrics is None."""
     name = f"{trial_spec.method}{'+dor' if trial_spec.dor else ''}/{trial_spec.dataset}/seed{trial_spec.seed}"
     result = (
         None
         if metrics is None
         else TrialResult(
-            spec=trial_spec, metrics=metrics, reliability=reliability or {}, history=[{"epoch": 1, "train/loss": 1.0}]
+            spec=trial_spec,
+            metrics=metrics,
+            reliability=reliability or {},
+            history=[{"epoch": 1, "train/loss": 1.0}],
+            info=info or {},
         )
     )
     return tracker.record(parent, name, trial_spec, result, error)
