@@ -287,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--threads", type=int, help="torch CPU threads (speed only)")
     pre.set_defaults(handler=commands.micro_clip_pretrain)
 
-    ls = sub.add_parser("ls", help="list registered methods, datasets or models")
-    ls.add_argument("what", choices=["methods", "datasets", "models"])
+    ls = sub.add_parser("ls", help="list registered methods, datasets, models or DOR vocabularies")
+    ls.add_argument("what", choices=["methods", "datasets", "models", "vocabularies"])
     ls.set_defaults(handler=commands.ls)
     return parser
 
@@ -337,7 +337,18 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     dor.add_argument(
         "--dor-vocabulary",
         default=DOR_DEFAULTS["vocabulary"],
-        help="'wordnet', or a word-list file (one outlier word per line)",
+        help="a built-in vocabulary (dor-bench ls vocabularies) or a word-list file (one outlier word per line)",
+    )
+    dor.add_argument(
+        "--dor-resample",
+        choices=["step", "epoch", "never"],
+        default=DOR_DEFAULTS["resample"],
+        help="draw the B outliers every step (the authors' code), once per epoch, or once per trial (never)",
+    )
+    dor.add_argument(
+        "--dor-image-source",
+        help="visual DOR (vpt, clip_adapter): the dataset of outlier images (default: imagenet under --root, "
+        "shapes-outliers for built-in data)",
     )
     p.add_argument("--checkpoint-dir", help="save a checkpoint per epoch here and resume from it")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")

@@ -190,6 +190,10 @@ def ls(args: argparse.Namespace) -> int:
         from workers.datasets import DATASETS
 
         names = DATASETS.names()
+    elif args.what == "vocabularies":
+        from workers.vocabularies import VOCABULARIES
+
+        names = VOCABULARIES.names()
     else:
         from workers.models.names import architectures
 

@@ -45,6 +45,7 @@ from orchestrator.settings.fields import (
     custom,
     known_dataset,
     raise_at,
+    resolve_vocabularies,
     validate_settings,
     validate_with,
 )
@@ -217,7 +218,7 @@ DATA_ENV = "DOR_BENCH_DATA"
 
 
 #: Settings that are paths: given on the command line or in the environment, relative to the
-#: current folder (in the file, relative to the file's folder).
+#: current folder (in the file, relative to the file's folder); a built-in vocabulary's name is not.
 PATH_SETTINGS = (("data_root",), ("dor", "vocabulary"))
 
 
@@ -261,7 +262,9 @@ def apply_overrides(
         except DorBenchError as err:
             problems.append(err.what.rstrip("."))
             continue
-        if keys in PATH_SETTINGS and isinstance(value, str) and value.strip():
+        if keys == ("dor", "vocabulary"):
+            value = resolve_vocabularies(value, lambda v: os.path.abspath(os.path.expanduser(v)))
+        elif keys in PATH_SETTINGS and isinstance(value, str) and value.strip():
             value = os.path.abspath(os.path.expanduser(value))
         section = data
         for depth, part in enumerate(keys[:-1]):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import math
 import os
 import re
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -31,7 +32,8 @@ from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
 from workers.methods import METHODS
 from workers.models.names import SHIPPED_WEIGHTS, architectures, default_pretrained, names_a_file, pretrained_tags
-from workers.spec import DOR_DEFAULTS, DorSpec, PoolExclude, PoolStrategy, Seed
+from workers.spec import DOR_DEFAULTS, DorSpec, PoolExclude, PoolStrategy, Resample, Seed
+from workers.vocabularies import VOCABULARIES, vocabulary_problem
 
 T = TypeVar("T")
 
@@ -306,9 +308,17 @@ def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(data.get("data_root"), str) and data["data_root"].strip():
         data["data_root"] = resolve(data["data_root"])
     dor = data.get("dor")
-    if isinstance(dor, dict) and isinstance(dor.get("vocabulary"), str) and dor["vocabulary"] != "wordnet":
-        data["dor"] = {**dor, "vocabulary": resolve(dor["vocabulary"])}
+    if isinstance(dor, dict) and "vocabulary" in dor:
+        data["dor"] = {**dor, "vocabulary": resolve_vocabularies(dor["vocabulary"], resolve)}
     return data
+
+
+def resolve_vocabularies(value: Any, resolve: Callable[[str], str]) -> Any:
+    """``dor.vocabulary`` (one or a list) with each word-list file's path resolved; built-in names,
+    and anything that is not a path, as they are."""
+    if isinstance(value, list):
+        return [resolve_vocabularies(v, resolve) for v in value]
+    return resolve(value) if isinstance(value, str) and value.strip() and value not in VOCABULARIES else value
 
 
 def error_message(error: ErrorDetails, root: type[BaseModel]) -> str:
@@ -382,8 +392,25 @@ class DorSection(Strict):
     pool_strategy: Axis[str] = Field(
         default_factory=lambda: [DOR_DEFAULTS["pool_strategy"]], description="near, far or random"
     )
-    vocabulary: str = Field(DOR_DEFAULTS["vocabulary"], description="'wordnet' or a word-list file (one per line)")
+    vocabulary: Axis[str] = Field(
+        default_factory=lambda: [DOR_DEFAULTS["vocabulary"]],
+        description=f"{', '.join(VOCABULARIES.names())} or a word-list file (one word per line)",
+    )
+    resample: Axis[Resample] = Field(
+        default_factory=lambda: [DOR_DEFAULTS["resample"]],
+        description="when the B outliers are drawn: every step, once per epoch, or never again",
+    )
     exclude: PoolExclude = Field(DOR_DEFAULTS["exclude"], description="class names left out of the pool: base or all")
+    image_source: str | None = Field(
+        DOR_DEFAULTS["image_source"],
+        description="visual DOR (vpt, clip_adapter): the dataset of outlier images; null: imagenet, "
+        "or shapes-outliers for built-in data",
+    )
+
+    @field_validator("image_source")
+    @classmethod
+    def _known_source(cls, source: str | None) -> str | None:
+        return None if source is None else known_dataset(source)
 
     @field_validator("pool_strategy")
     @classmethod
@@ -415,14 +442,14 @@ class DorSection(Strict):
 
     @field_validator("vocabulary")
     @classmethod
-    def _vocabulary_file(cls, vocabulary: str) -> str:
-        if vocabulary != "wordnet" and not Path(vocabulary).expanduser().is_file():
-            raise custom(
-                f"the word-list file '{vocabulary}' does not exist; use 'wordnet' or a "
-                "text file with one outlier word per line (a relative path is read from "
-                "the settings file's folder)"
-            )
-        return vocabulary
+    def _vocabularies(cls, vocabularies: list[str]) -> list[str]:
+        problems: list[Problem] = [
+            ((i,), f"{problem} (a relative path is read from the settings file's folder)", name)
+            for i, name in enumerate(vocabularies)
+            if (problem := vocabulary_problem(name))
+        ]
+        raise_at("vocabulary", problems)
+        return vocabularies
 
     def specs(self) -> list[DorSpec]:
         """Every combination of the axes, as trial settings (a null lam is resolved by ``normalise``)."""
@@ -432,14 +459,17 @@ class DorSection(Strict):
                 pool_size=size,
                 outliers_per_step=per_step,
                 pool_strategy=strategy,
-                vocabulary=self.vocabulary,
+                vocabulary=vocabulary,
+                resample=resample,
                 exclude=self.exclude,
+                image_source=self.image_source,
             )
-            for lam, size, per_step, strategy in itertools.product(
-                self.lam, self.pool_size, self.outliers_per_step, self.pool_strategy
+            for lam, size, per_step, strategy, vocabulary, resample in itertools.product(
+                self.lam, self.pool_size, self.outliers_per_step, self.pool_strategy, self.vocabulary, self.resample
             )
         ]
 
     def variants(self) -> int:
         """How many combinations ``specs`` gives, without building them."""
-        return len(self.lam) * len(self.pool_size) * len(self.outliers_per_step) * len(self.pool_strategy)
+        axes = (self.lam, self.pool_size, self.outliers_per_step, self.pool_strategy, self.vocabulary, self.resample)
+        return math.prod(len(axis) for axis in axes)

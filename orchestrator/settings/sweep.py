@@ -320,9 +320,14 @@ class Sweep(Strict):
     @classmethod
     def _one_value_per_knob(cls, dor: DorSection) -> DorSection:
         problems: list[Problem] = [
-            ((knob,), "a sweep fixes one value per DOR knob; search several under space instead", values)
-            for knob in KNOBS
-            if len(values := getattr(dor, knob)) > 1
+            (
+                (knob,),
+                "a sweep fixes one value per DOR knob; "
+                + ("search several under space instead" if knob in KNOBS else "compare several in a benchmark file"),
+                values,
+            )
+            for knob, values in dor
+            if isinstance(values, list) and len(values) > 1
         ]
         raise_at("dor", problems)
         return dor

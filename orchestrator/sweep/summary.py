@@ -200,6 +200,7 @@ def best_fragment(sweep: Sweep, row: Row) -> str:
             "outliers_per_step": knob(sweep, row, "outliers_per_step"),
             "pool_strategy": knob(sweep, row, "pool_strategy"),
             "vocabulary": sweep.fixed_dor.vocabulary,
+            "resample": sweep.fixed_dor.resample,
         }
     return yaml.safe_dump(bench, sort_keys=False)
 

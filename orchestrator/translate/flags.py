@@ -15,6 +15,7 @@ from workers.identity import normalise
 from workers.methods import METHODS
 from workers.models.names import architectures, default_pretrained, tuning_recipe
 from workers.spec import TrialSpec
+from workers.vocabularies import vocabulary_problem
 
 
 def spec_from_flags(args: argparse.Namespace) -> TrialSpec:
@@ -59,6 +60,8 @@ FLAGS: dict[tuple[str, ...], str] = {
     ("dor", "outliers_per_step"): "--outliers-per-step",
     ("dor", "pool_strategy"): "--pool-strategy",
     ("dor", "vocabulary"): "--dor-vocabulary",
+    ("dor", "resample"): "--dor-resample",
+    ("dor", "image_source"): "--dor-image-source",
     ("dor", "exclude"): "--pool-exclude",
     ("dor",): "--outliers-per-step",  # B <= K is checked on the whole DOR setting
 }
@@ -71,13 +74,18 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 def _spec(args: argparse.Namespace, pretrained: str | None, shots: int, overrides: dict[str, Any]) -> TrialSpec:
     dor = None
     if args.dor_lambda is not None:  # validated as a part of the spec, so errors name the DOR flags
+        problem = vocabulary_problem(args.dor_vocabulary)
+        if problem:
+            raise DorBenchError(f"Invalid trial flags: --dor-vocabulary: {problem}.", "correct --dor-vocabulary.")
         dor = {
             "lam": args.dor_lambda,
             "pool_size": args.pool_size,
             "outliers_per_step": args.outliers_per_step,
             "pool_strategy": args.pool_strategy,
             "vocabulary": args.dor_vocabulary,
+            "resample": args.dor_resample,
             "exclude": args.pool_exclude,
+            "image_source": args.dor_image_source,
         }
     return normalise(
         TrialSpec(
@@ -140,6 +148,9 @@ def flags_from_spec(spec: TrialSpec) -> list[str]:
             parts += ["--outliers-per-step", str(dor.outliers_per_step)]
         parts += ["--pool-size", str(dor.pool_size), "--pool-strategy", dor.pool_strategy]
         parts += ["--pool-exclude", dor.exclude, "--dor-vocabulary", dor.vocabulary]
+        parts += ["--dor-resample", dor.resample]
+        if dor.image_source is not None:
+            parts += ["--dor-image-source", dor.image_source]
     return parts
 
 

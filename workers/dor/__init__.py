@@ -1,4 +1,4 @@
-"""Dynamic Outlier Regularization: the WordNet vocabulary, the outlier pool and the DOR loss."""
+"""Dynamic Outlier Regularization: the outlier vocabularies, the outlier pool and the DOR loss."""
 
 from workers.dor.pool import (
     STRATEGIES,
@@ -9,7 +9,13 @@ from workers.dor.pool import (
     vocabulary_features,
 )
 from workers.dor.regularizer import DynamicOutlierRegularizer, OutlierSampler, dor_loss
-from workers.dor.vocabulary import noun_vocabulary, read_word_file, wordnet_reader
+from workers.dor.vocabulary import (
+    clip_bpe_vocabulary,
+    noun_vocabulary,
+    read_word_file,
+    vocabulary_words,
+    wordnet_reader,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -18,10 +24,12 @@ __all__ = [
     "OutlierPool",
     "OutlierSampler",
     "build_pool",
+    "clip_bpe_vocabulary",
     "dor_loss",
     "encode_words",
     "noun_vocabulary",
     "read_word_file",
     "vocabulary_features",
+    "vocabulary_words",
     "wordnet_reader",
 ]

@@ -1,4 +1,6 @@
-"""The outlier vocabulary: every WordNet noun lemma, derived once and cached as a text file.
+"""The outlier vocabularies: every WordNet noun lemma (derived once and cached as a text file), the
+whole words of CLIP's BPE tokenizer, or a user's word-list file; ``workers/vocabularies.py`` names
+the built-in ones.
 
 WordNet is found on its own: nltk's data (``corpora/wordnet`` or ``wordnet.zip``) first, then a
 system WordNet 3.0 (Debian/Ubuntu ``wordnet-base`` + ``wordnet-sense-index``). nltk cannot read a
@@ -9,6 +11,8 @@ cache, ``lexnames`` is written next to them, and that cache folder is added to n
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import os
 import sys
 import time
@@ -21,6 +25,7 @@ from nltk.data import PathPointer
 
 from workers.errors import DorBenchError, NotFoundError
 from workers.paths import atomic_write_bytes, cache_dir
+from workers.vocabularies import VOCABULARIES
 
 #: Bump when the derivation changes: the cached word list's file name carries it.
 VOCABULARY_VERSION = "wordnet-nouns-v1"
@@ -86,6 +91,13 @@ _OPTIONAL_FILES = ("cntlist.rev", "lexnames")  # sense counts; lexnames when the
 #: Where system WordNet installations live (after ``$WNSEARCHDIR`` and ``$WNHOME/dict``).
 SYSTEM_WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/WordNet-3.0/dict", "/usr/local/share/wordnet")
 
+#: The BPE merges open_clip ships (OpenAI's), and how many of them CLIP's tokenizer uses: its 49,408
+#: tokens are 256 bytes, the same with ``</w>``, these merges and 2 special tokens.
+CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+CLIP_BPE_MERGES = 49408 - 2 * 256 - 2
+#: Shorter word tokens are mostly function words and word endings ("of", "ed"): left out.
+CLIP_BPE_MIN_LENGTH = 3
+
 _HOW_TO_GET = (
     "with internet, run `python -m nltk.downloader wordnet`; on Debian/Ubuntu, run "
     "`apt-get install wordnet-base wordnet-sense-index`; or set WNSEARCHDIR to a WordNet 3.0 "
@@ -117,6 +129,47 @@ def noun_vocabulary() -> list[str]:
     return words
 
 
+def clip_bpe_vocabulary() -> list[str]:
+    """The whole words of CLIP's BPE vocabulary: the merged tokens that end a word (``</w>``) and
+    are ASCII letters only, at least ``CLIP_BPE_MIN_LENGTH`` long, lower-case, unique, sorted.
+
+    Read from the BPE file in open_clip's package (found without importing open_clip), so it is
+    there offline. A word-final token may also end longer words ("ing"): the tokenizer does not say.
+
+    Raises:
+        DorBenchError: open_clip or its BPE file is not installed.
+    """
+    found = importlib.util.find_spec("open_clip")
+    folders = list(found.submodule_search_locations or []) if found is not None else []
+    path = Path(folders[0]) / CLIP_BPE_FILE if folders else Path(CLIP_BPE_FILE)
+    if not path.is_file():
+        raise DorBenchError(
+            f"The 'clip-bpe' vocabulary needs CLIP's BPE file '{CLIP_BPE_FILE}' from the open_clip package; "
+            f"it is not there ({path}).",
+            "install dor-bench's dependencies (open_clip_torch), or use dor.vocabulary: wordnet.",
+        )
+    merges = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")[1 : 1 + CLIP_BPE_MERGES]
+    words = set()
+    for merge in merges:
+        token = merge.replace(" ", "")
+        if token.endswith("</w>"):
+            word = token.removesuffix("</w>").lower()
+            if len(word) >= CLIP_BPE_MIN_LENGTH and word.isascii() and word.isalpha():
+                words.add(word)
+    return sorted(words)
+
+
+def vocabulary_words(vocabulary: str) -> list[str]:
+    """The words of ``dor.vocabulary``: a built-in vocabulary's, else the word-list file's.
+
+    Raises:
+        DorBenchError: as ``read_word_file``, or a built-in vocabulary that cannot be read.
+    """
+    if vocabulary in VOCABULARIES:
+        return VOCABULARIES.get(vocabulary).words()
+    return read_word_file(vocabulary)
+
+
 def read_word_file(path: str | os.PathLike[str]) -> list[str]:
     """The words of a DOR word-list file (one per line; blank lines skipped, words stripped).
 
@@ -126,7 +179,7 @@ def read_word_file(path: str | os.PathLike[str]) -> list[str]:
     """
     path = Path(path).expanduser()
     what = f"The DOR word-list file '{path}'"
-    fix = "use 'wordnet' or a UTF-8 text file with one outlier word per line."
+    fix = f"use a built-in vocabulary ({', '.join(VOCABULARIES)}) or a UTF-8 text file with one outlier word per line."
     if not path.exists():
         raise NotFoundError(f"{what} does not exist.", fix)
     if not path.is_file():
