@@ -150,10 +150,12 @@ def input_problems(
     arch: str,
     pretrained: str | None,
 ) -> list[str]:
-    """The data-plane inputs the trials share: datasets, model weights, DOR vocabulary."""
+    """The data-plane inputs the trials share: datasets (visual DOR's image sources too), model
+    weights, DOR vocabulary."""
     vocabularies = {s.dor.vocabulary for s in specs if s.dor is not None}
+    sources = [("dor.image_source", s.dor.image_source) for s in specs if s.dor is not None and s.dor.image_source]
     return [
-        *dataset_problems(datasets, data_root, specs),
+        *dataset_problems([*datasets, *sources], data_root, specs),
         *model_problems(arch, pretrained),
         *vocabulary_problems(vocabularies),
     ]
@@ -196,13 +198,13 @@ def model_problems(arch: str, pretrained: str | None) -> list[str]:
 
 
 def vocabulary_problems(vocabularies: Iterable[str]) -> list[str]:
-    """Each DOR vocabulary: a word-list file is read as the trials read it; WordNet is found."""
-    from workers.dor import noun_vocabulary, read_word_file
+    """Each DOR vocabulary read as the trials read it: a word-list file, WordNet found, CLIP's BPE file."""
+    from workers.dor import vocabulary_words
 
     problems = []
     for vocabulary in sorted(set(vocabularies)):
         try:
-            noun_vocabulary() if vocabulary == "wordnet" else read_word_file(vocabulary)
+            vocabulary_words(vocabulary)
         except DorBenchError as err:
             problems.append(f"dor.vocabulary: {err.message}")
     return problems

@@ -24,9 +24,12 @@ def normalise(spec: TrialSpec) -> TrialSpec:
     - method options in the type of the method's default (``lr: 1`` is ``lr: 1.0``), and those
       equal to the default left out (a value that is not valid is kept, for ``run_trial`` to refuse);
     - the ``dor_lambda`` option folded into ``dor.lam`` (it matters only there) and a null
-      ``dor.lam`` resolved to it, else to the method's default: the spec records the weight used.
+      ``dor.lam`` resolved to it, else to the method's default: the spec records the weight used;
+    - for a method whose DOR regularises images, a null ``dor.image_source`` resolved to the
+      default source (``imagenet``, or ``shapes-outliers`` for built-in data).
     """
-    defaults = METHODS.get(spec.method).defaults
+    card = METHODS.get(spec.method)
+    defaults = card.defaults
     options = {k: _typed(k, v, defaults) for k, v in spec.method_options.items()}
     lam_option = options.pop("dor_lambda", None)
     options = {
@@ -36,7 +39,10 @@ def normalise(spec: TrialSpec) -> TrialSpec:
     if dor is not None and dor.lam is None:
         lam = lam_option if lam_option is not None else defaults.get("dor_lambda")
         dor = dor.model_copy(update={"lam": None if lam is None else float(lam)})
-    root = None if DATASETS.get(spec.dataset).builtin else spec.root
+    builtin = DATASETS.get(spec.dataset).builtin
+    if dor is not None and card.dor_outliers == "image" and dor.image_source is None:
+        dor = dor.model_copy(update={"image_source": "shapes-outliers" if builtin else "imagenet"})
+    root = None if builtin else spec.root
     return spec.model_copy(update={"root": root, "method_options": options, "dor": dor})
 
 

@@ -12,8 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from workers.vocabularies import VOCABULARIES
+
 PoolStrategy = Literal["near", "far", "random"]
 PoolExclude = Literal["base", "all"]
+#: When DOR draws its B outliers: every step (the authors' code), once per epoch, or once per trial.
+Resample = Literal["step", "epoch", "never"]
 
 #: The protocol version: bumped by every change that alters what a trial computes. It is part of
 #: every spec (and so of every run key), so results of an older protocol are never skipped as
@@ -49,7 +53,27 @@ class DorSpec(BaseModel):
         description="class names removed from the pool: the base classes', or 'all' the "
         "dataset's (the authors' choice is not public)",
     )
-    vocabulary: str = Field("wordnet", description="'wordnet' (nouns), or a text file with one outlier word per line")
+    vocabulary: str = Field(
+        "wordnet",
+        description="a built-in vocabulary ('wordnet': its nouns; 'clip-bpe': the whole words of CLIP's "
+        "tokenizer), or a text file with one outlier word per line",
+    )
+    resample: Resample = Field(
+        "step",
+        description="when the B outliers are drawn: every step (the authors' code), once per epoch, or "
+        "never again after one seeded draw",
+    )
+    image_source: str | None = Field(
+        None,
+        description="visual DOR (methods that tune the image side): the dataset the outlier images come "
+        "from; default: 'imagenet', or 'shapes-outliers' for the built-in world",
+    )
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _registered_name(cls, vocabulary: str) -> str:
+        """A built-in vocabulary by its registered name (any case), so that it has one run key."""
+        return VOCABULARIES.get(vocabulary).name if vocabulary in VOCABULARIES else vocabulary
 
     @model_validator(mode="after")
     def _outliers_fit_the_pool(self) -> DorSpec:
@@ -63,6 +87,10 @@ class DorSpec(BaseModel):
 
 #: DOR's defaults, read by the CLI and both settings schemas (their one home is DorSpec).
 DOR_DEFAULTS: dict[str, Any] = {name: field.default for name, field in DorSpec.model_fields.items()}
+
+#: DOR fields added after protocol 3 whose default is what every earlier trial did: left out of
+#: the canonical spec while at that default, so every run key recorded before them stays the same.
+LATER_DOR_DEFAULTS: dict[str, Any] = {"image_source": None, "resample": "step"}
 
 
 class ValidationSpec(BaseModel):
@@ -133,9 +161,13 @@ class TrialSpec(BaseModel):
         return None if value is None or value.lower() == "none" else value
 
     def canonical_dict(self) -> dict[str, Any]:
-        """The spec as JSON data; fields added later are left out while unset (None), so the key
-        of every spec written before they existed stays the same."""
-        return self.model_dump(mode="json", exclude={"validation"} if self.validation is None else None)
+        """The spec as JSON data; fields added later are left out while unset (None), DOR's at
+        their ``LATER_DOR_DEFAULTS``, so the key of every spec written before they existed stays
+        the same."""
+        data = self.model_dump(mode="json", exclude={"validation"} if self.validation is None else None)
+        if data["dor"] is not None:
+            data["dor"] = {k: v for k, v in data["dor"].items() if LATER_DOR_DEFAULTS.get(k, ...) != v}
+        return data
 
     def canonical_json(self) -> str:
         """Key-sorted JSON of the spec: the same trial always gives the same text."""

@@ -36,7 +36,8 @@ from workers.datasets import load_trial_data
 from workers.datasets.base import Datum, TrialData
 from workers.datasets.supply import Batches, training_images
 from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
-from workers.dor import DynamicOutlierRegularizer, build_pool, read_word_file
+from workers.dor import DynamicOutlierRegularizer, build_pool, vocabulary_words
+from workers.dor.images import ImageOutlierPool, ImageOutlierRegularizer, build_image_pool
 from workers.errors import DorBenchError
 from workers.evaluation import Evaluation, SplitScores, add_target_average, evaluate, piece_setup, split_needs
 from workers.features import cached_image_features
@@ -104,14 +105,20 @@ def run_trial(
         info["pseudo_new_classes"] = holdout.pseudo_new_classnames
     history: list[dict[str, float]] = []
     if card.trains:
-        regularizer = make_regularizer(spec, clip, trained_on, every_class=data.base_classnames + data.new_classnames)
+        every_class = data.base_classnames + data.new_classnames
+        regularizer = (
+            make_image_regularizer(spec, clip, trained_on, every_class, options)
+            if card.dor_outliers == "image"
+            else make_regularizer(spec, clip, trained_on, every_class=every_class)
+        )
         info["dor"] = (
             None
             if regularizer is None
             else {
                 "lambda": regularizer.lam,
+                "outliers": card.dor_outliers,
                 "outliers_per_step": regularizer.sampler.per_step,
-                "pool_size": len(regularizer.pool.words),
+                "pool_size": len(regularizer.pool),
                 "pool_strategy": regularizer.pool.strategy,
             }
         )
@@ -121,6 +128,14 @@ def run_trial(
             else f"{config['augment_views']} cached augmented views per image"
         )
         checkpoint = Path(options.checkpoint_dir) / f"{spec.key()}.pt" if options.checkpoint_dir else None
+        ran: list[int] = []  # the epochs trained in this process: a resumed trial skips its checkpoint's
+
+        def count_epoch(epoch: int, row: dict[str, float]) -> None:
+            ran.append(epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, row)
+
+        training = time.monotonic()
         history = train(
             model,
             method,
@@ -131,10 +146,12 @@ def run_trial(
             regularizer,
             spec.seed,
             checkpoint,
-            on_epoch,
+            count_epoch,
             options.progress,
             score_epoch,
         )
+        info["train_seconds"] = round(time.monotonic() - training, 3)
+        info["train_epochs_run"] = len(ran)
 
     model.eval()
     ev = Evaluation()
@@ -233,16 +250,63 @@ def make_regularizer(
         strategy=spec.dor.pool_strategy,
         size=spec.dor.pool_size,
         seed=spec.seed,
-        vocabulary=read_word_list(spec.dor.vocabulary),
+        vocabulary=vocabulary_words(spec.dor.vocabulary),
         exclude=every_class if spec.dor.exclude == "all" else data.base_classnames,
     )
     per_step = spec.dor.outliers_per_step or len(data.base_classnames)
-    return DynamicOutlierRegularizer(pool, lam, per_step, seed=spec.seed, device=clip.device)
+    return DynamicOutlierRegularizer(
+        pool, lam, per_step, seed=spec.seed, device=clip.device, resample=spec.dor.resample
+    )
 
 
-def read_word_list(vocabulary: str) -> list[str] | None:
-    """None for the WordNet nouns, else the words of a one-word-per-line file."""
-    return None if vocabulary == "wordnet" else read_word_file(vocabulary)
+def make_image_regularizer(
+    spec: TrialSpec, clip: ClipBundle, data: TrialData, every_class: list[str], options: RunOptions
+) -> ImageOutlierRegularizer | None:
+    """Visual DOR for a method that tunes the image side, or None when DOR is off or its weight
+    is 0. Outlier images of classes named like the base classes (``dor.exclude: all``: any of
+    ``every_class``) are left out of the pool."""
+    if spec.dor is None or not spec.dor.lam or spec.dor.image_source is None:  # normalise() set the source
+        return None
+    pool = build_image_pool(
+        clip,
+        spec.dor.image_source,
+        spec.root,
+        data.base_classnames,
+        exclude=every_class if spec.dor.exclude == "all" else data.base_classnames,
+        strategy=spec.dor.pool_strategy,
+        size=spec.dor.pool_size,
+        seed=spec.seed,
+        use_cache=options.feature_cache,
+        progress=options.progress,
+    )
+    per_step = spec.dor.outliers_per_step or len(data.base_classnames)
+    return ImageOutlierRegularizer(
+        pool, spec.dor.lam, per_step, seed=spec.seed, device=clip.device, resample=spec.dor.resample
+    )
+
+
+def draw_outliers(
+    regularizer: DynamicOutlierRegularizer | ImageOutlierRegularizer | None,
+) -> tuple[list[str], list[int], torch.Tensor | None]:
+    """This step's outliers: words to encode with the class names (text DOR) or pool indices of
+    images (visual DOR), and their zero-shot features; nothing without DOR."""
+    if regularizer is None:
+        return [], [], None
+    if isinstance(regularizer, ImageOutlierRegularizer):
+        index, zero_shot = regularizer.draw_index()
+        return [], index, zero_shot
+    words, zero_shot = regularizer.draw()
+    return words, [], zero_shot
+
+
+def outlier_image_features(
+    model: PromptModel, method: PromptMethod, pool: ImageOutlierPool, index: list[int], clip: ClipBundle
+) -> torch.Tensor:
+    """``f_tuned`` of the drawn outlier images: the method's image side on their pixels, or, when
+    its encoder is frozen, its ``adapt_images`` on their cached zero-shot features."""
+    if method.frozen_image_encoder:
+        return model.adapt_images(pool.features[index].to(clip.device))
+    return model.adapt_images(model.encode_images(pool.pixels(index).to(clip.device)))
 
 
 def train(
@@ -252,7 +316,7 @@ def train(
     data: TrialData,
     clip: ClipBundle,
     features: FeatureSource,
-    regularizer: DynamicOutlierRegularizer | None,
+    regularizer: DynamicOutlierRegularizer | ImageOutlierRegularizer | None,
     seed: int,
     checkpoint: Path | None,
     on_epoch: EpochCallback | None,
@@ -263,9 +327,13 @@ def train(
     (with ``score_epoch()``'s metrics of the model after each epoch, in tuning mode)."""
     epochs, names = int(config["epochs"]), data.base_classnames
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]
-    )
+    optimizer: torch.optim.Optimizer
+    if config.get("optimizer") == "adam":  # TCP's config; its README sets Adam's eps to 1e-3
+        optimizer = torch.optim.Adam(params, lr=config["lr"], weight_decay=config["weight_decay"], eps=1e-3)
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(epochs, config["warmup_epochs"], config["warmup_lr"] / config["lr"])
     )
@@ -279,12 +347,14 @@ def train(
     amp = torch.autocast("cuda", dtype=torch.float16) if clip.device.type == "cuda" else nullcontext()
     for epoch in range(start, epochs):
         model.train()
+        if regularizer is not None:
+            regularizer.next_epoch()
         totals = {"loss": 0.0, "dor": 0.0, "correct": 0.0, "n": 0.0}
         lr = optimizer.param_groups[0]["lr"]  # this epoch's
         for step, (inputs, labels) in enumerate(loader()):  # already on the device
             with amp:
                 image = model.adapt_images(inputs if inputs.dim() == 2 else model.encode_images(inputs))
-                words, zero_shot = regularizer.draw() if regularizer else ([], None)
+                words, drawn, zero_shot = draw_outliers(regularizer)
                 text = model.encode_names(names + words, image)  # one pass: classes + outliers
                 class_text, outlier_text = text[..., : len(names), :], text[..., len(names) :, :]
                 logits = class_logits(clip.logit_scale, image, class_text)
@@ -293,7 +363,10 @@ def train(
                 extra = model.extra_loss(TrainStep(pixels, image, class_text, logits, labels))
                 if extra is not None:
                     loss = loss + extra
-                dor = regularizer.loss(outlier_text, zero_shot) if regularizer else None
+                tuned = outlier_text
+                if isinstance(regularizer, ImageOutlierRegularizer):
+                    tuned = outlier_image_features(model, method, regularizer.pool, drawn, clip)
+                dor = regularizer.loss(tuned, zero_shot) if regularizer else None
                 if dor is not None:
                     loss = loss + dor
             if not torch.isfinite(loss):

@@ -97,6 +97,10 @@ def _plan(benchmark: Benchmark) -> tuple[list[PlannedTrial], list[tuple[str, str
     return list(kept.values()), duplicates
 
 
+#: How the plan says when a trial's outliers are drawn (``dor.resample``).
+RESAMPLE_WORDS = {"step": "every step", "epoch": "once per epoch", "never": "once per trial"}
+
+
 def _grid(b: Benchmark) -> list[_Point]:
     points = []
     for dataset, shots, seed in itertools.product(b.datasets, b.shots, b.seeds):
@@ -141,8 +145,9 @@ def _option_combinations(options: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _names(b: Benchmark, points: list[_Point]) -> list[str]:
-    """``method/dataset[/Kshots]/seedS[/option=value...][/dor-lamL[/K..][/B..][/strategy]]``;
-    options, shots and DOR pool settings appear only when they vary."""
+    """``method/dataset[/Kshots]/seedS[/option=value...][/dor-lamL[/K..][/B..][/strategy][/vocab-V]
+    [/resample-R]]``; options, shots and DOR pool settings appear only when they vary (``V``: a
+    built-in vocabulary's name or a word-list file's stem)."""
     varying_options: dict[str, list[str]] = {}
     for method in dict.fromkeys(p.spec.method for p in points):
         defaults = METHODS.get(method).defaults
@@ -160,6 +165,8 @@ def _names(b: Benchmark, points: list[_Point]) -> list[str]:
     many_sizes = len(set(b.dor.pool_size)) > 1
     many_per_step = len(set(b.dor.outliers_per_step)) > 1
     many_strategies = len(set(b.dor.pool_strategy)) > 1
+    many_vocabularies = len(set(b.dor.vocabulary)) > 1
+    many_resamples = len(set(b.dor.resample)) > 1
     names = []
     for p in points:
         s = p.spec
@@ -177,6 +184,10 @@ def _names(b: Benchmark, points: list[_Point]) -> list[str]:
                 parts.append(f"B{s.dor.outliers_per_step or 'auto'}")
             if many_strategies:
                 parts.append(s.dor.pool_strategy)
+            if many_vocabularies:
+                parts.append(f"vocab-{fmt(Path(s.dor.vocabulary).stem)}")
+            if many_resamples:
+                parts.append(f"resample-{s.dor.resample}")
         names.append("/".join(parts))
     return names
 
@@ -311,11 +322,15 @@ def describe_plan(benchmark: Benchmark, trials: Sequence[PlannedTrial], max_list
             defaults = ", ".join(f"{m} {fmt(METHODS.get(m).defaults.get('dor_lambda'))}" for m in dict.fromkeys(on))
             lam += f" ({defaults})"
         per_step = ", ".join("number of base classes" if x is None else str(x) for x in b.dor.outliers_per_step)
+        kinds = {METHODS.get(e.name).dor_outliers for e in b.methods if True in (e.dor or [])}
+        pools = [f"words from {', '.join(b.dor.vocabulary)}"] if "text" in kinds else []
+        if "image" in kinds:
+            pools.append(f"images from {b.dor.image_source or 'imagenet (built-in data: shapes-outliers)'}")
         row(
             "DOR",
             f"lam {lam}; pool K = {', '.join(map(str, b.dor.pool_size))} "
-            f"({', '.join(b.dor.pool_strategy)}) words from {b.dor.vocabulary}; "
-            f"B = {per_step} per step",
+            f"({', '.join(b.dor.pool_strategy)}) {' and '.join(pools)}; "
+            f"B = {per_step} per step, drawn {' / '.join(RESAMPLE_WORDS[r] for r in b.dor.resample)}",
         )
     if b.targets:
         row("targets", ", ".join(b.targets) + " (domain shift: each trial also scores their test splits)")

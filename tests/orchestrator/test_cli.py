@@ -78,9 +78,12 @@ def test_unknown_method_option(capsys):
 
 
 def test_ls_lists_registries(capsys):
-    assert run(capsys, "ls", "methods")[1].split() == ["cocoop", "coop", "kgcoop", "maple", "zeroshot"]
+    methods = ["clip_adapter", "cocoop", "coop", "kgcoop", "maple", "promptsrc", "tcp", "vpt", "zeroshot"]
+    assert run(capsys, "ls", "methods")[1].split() == methods
     datasets = run(capsys, "ls", "datasets")[1].split()
-    assert len(datasets) == 18 and {"shapes", "shapes-split1", "shapes-split2", "imagenet_r"} <= set(datasets)
+    assert len(datasets) == 19 and {"shapes", "shapes-split1", "shapes-split2", "shapes-outliers", "imagenet_r"} <= set(
+        datasets
+    )
     assert "micro-clip" in run(capsys, "ls", "models")[1].split()
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from workers.errors import DorBenchError
 from workers.methods import METHODS
 from workers.methods.base import TrainStep
+from workers.methods.kgcoop import template_features
 from workers.models.clip import load_clip
 from workers.trial import run_trial
 
@@ -81,10 +82,14 @@ def clip():
     return load_clip("tiny-clip", None)
 
 
-def test_lambda_zero_is_the_plain_method_bit_for_bit(words):
-    plain = run_trial(coop(), {"progress": False})
-    zero = run_trial(coop(lam=0.0, vocabulary=words, outliers_per_step=8), {"progress": False})
-    with_dor = run_trial(coop(lam=8.0, vocabulary=words, outliers_per_step=8), {"progress": False})
+@pytest.mark.parametrize("method", ["coop", "tcp", "promptsrc"])
+def test_lambda_zero_is_the_plain_method_bit_for_bit(method, words):
+    def trial(**dor):
+        return run_trial({**coop(**dor), "method": method}, {"progress": False})
+
+    plain = trial()
+    zero = trial(lam=0.0, vocabulary=words, outliers_per_step=8)
+    with_dor = trial(lam=8.0, vocabulary=words, outliers_per_step=8)
     assert zero.metrics == plain.metrics
     assert zero.history == plain.history
     assert with_dor.history[-1]["train/dor"] > 0
@@ -99,8 +104,9 @@ def test_default_outliers_per_step_is_number_of_base_classes(words):
     assert result.info["dor"]["pool_size"] == 40
 
 
-def test_kill_and_resume_gives_the_same_result(tmp_path, words):
-    spec = coop(epochs=3, lam=4.0, vocabulary=words, outliers_per_step=6)
+@pytest.mark.parametrize("method", ["coop", "promptsrc"])  # PromptSRC: its GPA aggregate resumes too
+def test_kill_and_resume_gives_the_same_result(tmp_path, words, method):
+    spec = {**coop(epochs=3, lam=4.0, vocabulary=words, outliers_per_step=6), "method": method}
     reference = run_trial(spec, {"progress": False})
 
     class Killed(Exception):
@@ -192,3 +198,28 @@ def test_every_method_runs_a_trial_with_dor(method, words):
     assert 0 <= result.metrics["new/ece"] <= 100
     # MaPLe changes the image encoder, so its test features never come from the cache
     assert ("test-base" in result.info["feature_cache_hits"]) == (method != "maple")
+
+
+def test_tcp_outlier_words_get_class_aware_tokens_from_their_own_knowledge(clip):
+    card = METHODS.get("tcp")
+    model = card.method().build(clip, ["red circle", "blue star"], "shapes", "a photo of a {}.", dict(card.defaults))
+    knowledge = model.knowledge(["blue star", "zebra"])
+    assert torch.equal(knowledge[0], model.anchor[1])  # a class's: computed once, at the build
+    assert torch.allclose(knowledge[1], template_features(clip, ["zebra"], "a photo of a {}.")[0], atol=1e-6)
+    feats = model.encode_names(["red circle", "zebra", "violin"])
+    # an outlier's feature is its own prompt's, whatever it is encoded with
+    assert torch.allclose(feats[1:], model.encode_names(["zebra", "violin"]), atol=1e-5)
+    feats[1:].sum().backward()
+    assert model.meta_net[0].weight.grad.abs().sum() > 0 and model.ctx.grad.abs().sum() > 0
+
+
+def test_promptsrc_learns_prompts_in_both_encoders(clip):
+    card = METHODS.get("promptsrc")
+    model = card.method().build(clip, ["red circle"], "shapes", "a photo of a {}.", dict(card.defaults))
+    # tiny-clip's 2 layers: depth 9 is clamped to 2 prompts per tower
+    assert {n for n, _ in model.named_parameters()} == {"ctx", "deep_text.0", "vision_prompts.0", "vision_prompts.1"}
+    images = torch.randn(2, 3, 32, 32)
+    prompted = model.encode_images(images)
+    assert prompted.shape == (2, 64) and not torch.allclose(prompted, clip.model.encode_image(images))
+    (prompted.sum() + model.encode_names(["red circle", "zebra"]).sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

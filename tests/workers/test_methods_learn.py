@@ -17,6 +17,8 @@ SETTINGS = {
     "kgcoop": {"epochs": 15, "batch_size": 16, "augment_views": 2},
     "cocoop": {"epochs": 2, "batch_size": 1, "augment_views": 1, "lr": 0.01},
     "maple": {"epochs": 2, "batch_size": 8},
+    "tcp": {"epochs": 6, "batch_size": 16, "augment_views": 2},
+    "promptsrc": {"epochs": 2, "batch_size": 8},
 }
 BASE = {"dataset": "shapes", "model": "micro-clip", "pretrained": "shapes", "shots": 4, "seed": 1, "test_per_class": 10}
 

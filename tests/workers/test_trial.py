@@ -119,3 +119,27 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
     (path,) = tmp_path.glob("*.pt")  # run_trial keeps it; the driver deletes it once recorded
     state = torch.load(path, weights_only=True)  # raises on anything but tensors and plain values
     assert state["epoch"] == 1 and state["regularizer"] is not None and len(state["rng"]["numpy"][1]) == 624
+
+
+def test_training_time_counts_only_the_epochs_trained_in_this_run(tmp_path):
+    """A trial resumed from its checkpoint records the epochs it trained itself, so that its
+    seconds per epoch (the report's cost table) are not spread over epochs trained elsewhere."""
+    spec = {**TINY, "method": "coop", "seed": 4, "shots": 1, "test_per_class": 2}
+    spec["method_options"] = {"epochs": 2, "batch_size": 32}  # one step per epoch
+
+    class Killed(Exception):
+        pass
+
+    def die_after_epoch_1(epoch, row):
+        raise Killed
+
+    options = {"progress": False, "checkpoint_dir": str(tmp_path)}
+    with pytest.raises(Killed):
+        run_trial(spec, options, on_epoch=die_after_epoch_1)
+    seen = []
+    resumed = run_trial(spec, options, on_epoch=lambda epoch, row: seen.append(epoch))
+    assert seen == [2] and len(resumed.history) == 2  # the caller still sees each epoch it trained
+    assert resumed.info["train_epochs_run"] == 1
+    assert 0 < resumed.info["train_seconds"] <= resumed.info["seconds"]
+    zero_shot = run_trial({**spec, "method": "zeroshot", "method_options": {}}, {"progress": False})
+    assert "train_seconds" not in zero_shot.info and zero_shot.info["peak_memory_mb"] > 0

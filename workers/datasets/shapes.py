@@ -8,6 +8,10 @@ labels is base) gives base = seen and new = held out. Per class: 24 train, 8 val
 balanced choice of 30 seen combinations; the new classes are always the 30 held-out ones), for
 checking that a result does not hinge on one choice of base classes.
 
+``shapes-outliers`` holds training images of the 70 seen combinations (other pixels than the
+demo's): the built-in source of visual DOR's image outliers. A pool leaves out the trial's base
+classes by name, so for the demo 40 combinations remain that are neither base nor new.
+
 On first use the images are generated deterministically into
 ``cache_dir("data", "shapes-v<VERSION>")`` in CoOp's layout::
 
@@ -47,6 +51,9 @@ FOLDER = f"shapes-v{VERSION}" + (f"-w{world.WORLD_VERSION}" if world.WORLD_VERSI
 SPLIT_FILE = "split_zhou_Shapes.json"
 SEED = 20240611
 PER_CLASS = {"train": 24, "val": 8, "test": 50}
+OUTLIER_FOLDER = f"{FOLDER}-outliers"
+OUTLIER_PER_CLASS = {"train": 16, "val": 0, "test": 0}
+OUTLIER_SEED = SEED + 1  # other pixels than any demo image
 _STALE_AFTER_S = 1800  # temporary folders older than this are left-overs of killed generations
 
 
@@ -89,19 +96,18 @@ def _lock(path: Path):
         handle.close()
 
 
-def _generate(tmp: Path, final: Path, split: int = 0) -> None:
+def _generate(tmp: Path, final: Path, classes: list[str], per_class: dict[str, int], seed: int = SEED) -> None:
     """Write the whole dataset into ``tmp`` (images, then the split file last)."""
-    classes = demo_classes(split)
-    total = len(classes) * sum(PER_CLASS.values())
+    total = len(classes) * sum(per_class.values())
     progress = Progress(total, f"shapes: generating the built-in dataset {final.name}", unit="images", delay=1.0)
-    splits: dict[str, list[list]] = {name: [] for name in PER_CLASS}
+    splits: dict[str, list[list]] = {name: [] for name in per_class}
     done = 0
     for label, classname in enumerate(classes):
         folder = classname.replace(" ", "_")
         (tmp / "images" / folder).mkdir(parents=True)
         ci, si = world.COLOURS.index(classname.split()[0]), world.SHAPES.index(classname.split()[1])
-        for split_index, (name, count) in enumerate(PER_CLASS.items()):
-            rng = np.random.default_rng([SEED, ci, si, split_index])
+        for split_index, (name, count) in enumerate(per_class.items()):
+            rng = np.random.default_rng([seed, ci, si, split_index])
             for i in range(count):
                 image, _ = world.render(classname, rng)
                 relpath = f"{folder}/{name}_{i}.png"
@@ -162,7 +168,11 @@ def _publish(tmp: Path, final: Path) -> None:
 
 def ensure_generated(split: int = 0) -> Path:
     """The dataset folder, generating it first if it is not there yet."""
-    final = dataset_path(split)
+    return _ensure(dataset_path(split), demo_classes(split), PER_CLASS, SEED)
+
+
+def _ensure(final: Path, classes: list[str], per_class: dict[str, int], seed: int) -> Path:
+    """``final``, generated first (``classes``, ``per_class`` images from ``seed``) when missing."""
     if _ready(final):
         return final
     parent, folder = final.parent, final.name
@@ -172,7 +182,7 @@ def ensure_generated(split: int = 0) -> Path:
             if _ready(final):  # another process generated it while we waited
                 return final
             _remove_stale(parent, folder)
-            _generate(tmp, final, split)
+            _generate(tmp, final, classes, per_class, seed)
             _publish(tmp, final)
     except OSError as err:
         raise DorBenchError(
@@ -202,7 +212,21 @@ class ShapesDataset:
         return DatasetSplits(self.name, classnames, splits["train"], splits["val"], splits["test"], self.template)
 
 
+class ShapesOutliers:
+    """The built-in image-outlier source of visual DOR (training images only)."""
+
+    name = folder = "shapes-outliers"
+    template = DEFAULT_TEMPLATE
+    builtin = True
+
+    def read(self, root: Path | None = None) -> DatasetSplits:
+        path = _ensure(cache_dir("data") / OUTLIER_FOLDER, world.seen_classes(), OUTLIER_PER_CLASS, OUTLIER_SEED)
+        classnames, splits = read_split_json(path / SPLIT_FILE, path / "images", self.name)
+        return DatasetSplits(self.name, classnames, splits["train"], splits["val"], splits["test"], self.template)
+
+
 SHAPES = DATASETS.register("shapes")(ShapesDataset())
+DATASETS.register("shapes-outliers")(ShapesOutliers())
 DATASETS.alias("demo", "shapes")
 for _split in (1, 2):
     DATASETS.register(f"shapes-split{_split}")(ShapesDataset(_split))

@@ -135,8 +135,8 @@ def _select(
     progress: bool,
 ) -> OutlierPool:
     features = vocabulary_features(clip, words, progress)
-    banned = {_normalise(name) for name in exclude}
-    keep = torch.tensor([i for i, w in enumerate(words) if _normalise(w) not in banned], dtype=torch.long)
+    banned = {normalise_name(name) for name in exclude}
+    keep = torch.tensor([i for i, w in enumerate(words) if normalise_name(w) not in banned], dtype=torch.long)
     if len(keep) == 0:
         raise DorBenchError(
             "No outlier words remain after removing the class names.",
@@ -168,7 +168,8 @@ def _select(
     )
 
 
-def _normalise(name: str) -> str:
+def normalise_name(name: str) -> str:
+    """A name as compared for exclusion: case, spacing and underscores ignored."""
     return " ".join(name.replace("_", " ").split()).casefold()
 
 

@@ -1,6 +1,8 @@
 """The DOR term: keep tuned outlier text features close to their frozen zero-shot features.
 
-Every step draws B fresh outliers from the pool (uniform, without replacement). The trial loop
+Every step draws B fresh outliers from the pool (uniform, without replacement), as the authors'
+code does; ``dor.resample`` can instead keep one draw for a whole epoch, or for the whole training
+(one seeded draw at the first step). The trial loop
 encodes the drawn words through the method's own learned prompt, in the same text-encoder pass as
 the class prompts, and adds ``lam * dor_loss(tuned, zero_shot)`` to the method's loss. The
 zero-shot side is indexed from the pool's precomputed features: nothing is encoded per step.
@@ -8,13 +10,15 @@ zero-shot side is indexed from the pool's precomputed features: nothing is encod
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from workers.dor.pool import OutlierPool
-from workers.errors import DorBenchError
+from workers.errors import DorBenchError, did_you_mean
+from workers.spec import Resample
 
 
 def dor_loss(tuned: torch.Tensor, zero_shot: torch.Tensor) -> torch.Tensor:
@@ -34,20 +38,43 @@ def dor_loss(tuned: torch.Tensor, zero_shot: torch.Tensor) -> torch.Tensor:
     return 1 - (tuned * target).sum(dim=-1).mean()
 
 
-class OutlierSampler:
-    """Draws ``per_step`` distinct pool indices per step from its own seeded generator."""
+RESAMPLE: tuple[str, ...] = typing.get_args(Resample)
 
-    def __init__(self, pool_size: int, per_step: int, seed: int):
+
+class OutlierSampler:
+    """Draws ``per_step`` distinct pool indices from its own seeded generator: fresh at every
+    step (``resample="step"``), once per epoch (``"epoch"``), or once for good (``"never"``)."""
+
+    def __init__(self, pool_size: int, per_step: int, seed: int, resample: str = "step"):
         if not 1 <= per_step <= pool_size:
             raise DorBenchError(
                 f"Cannot draw {per_step} outliers per step from a pool of {pool_size} words.",
                 "use a per-step outlier count (B) between 1 and the pool size (K): lower B or raise K.",
             )
-        self.pool_size, self.per_step, self.seed = pool_size, per_step, seed
+        if resample not in RESAMPLE:
+            raise DorBenchError(
+                f"Unknown DOR resampling '{resample}'.{did_you_mean(resample, RESAMPLE)}",
+                f"set dor.resample to one of: {', '.join(RESAMPLE)}.",
+            )
+        self.pool_size, self.per_step, self.seed, self.resample = pool_size, per_step, seed, resample
         self.generator = torch.Generator().manual_seed(seed)
+        self.held: torch.Tensor | None = None  # the draw reused until the next epoch ("epoch") or always ("never")
 
     def draw(self) -> torch.Tensor:
-        """``per_step`` distinct indices in ``[0, pool_size)`` (a LongTensor), fresh each call."""
+        """``per_step`` distinct indices in ``[0, pool_size)`` (a LongTensor): fresh each call, or
+        the held draw while ``resample`` keeps it."""
+        if self.resample == "step":
+            return self._fresh()
+        if self.held is None:
+            self.held = self._fresh()
+        return self.held
+
+    def next_epoch(self) -> None:
+        """A training epoch begins: with ``resample="epoch"`` its first step draws afresh."""
+        if self.resample == "epoch":
+            self.held = None
+
+    def _fresh(self) -> torch.Tensor:
         return torch.randperm(self.pool_size, generator=self.generator)[: self.per_step]
 
     def state_dict(self) -> dict[str, Any]:
@@ -56,6 +83,8 @@ class OutlierSampler:
             "per_step": self.per_step,
             "seed": self.seed,
             "generator": self.generator.get_state(),
+            "resample": self.resample,
+            "held": self.held,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -67,29 +96,50 @@ class OutlierSampler:
                 f"draws {self.per_step} of {self.pool_size}.",
                 "resume with the same pool size (K) and per-step outlier count (B) as the saved trial.",
             )
+        resample = state.get("resample", "step")  # checkpoints from before dor.resample drew per step
+        if resample != self.resample:
+            raise DorBenchError(
+                f"The saved outlier sampler resampled per {resample}, this one per {self.resample}.",
+                "resume with the same dor.resample as the saved trial.",
+            )
         self.seed = state["seed"]
         self.generator.set_state(state["generator"])
+        self.held = state.get("held")
 
 
-class DynamicOutlierRegularizer:
-    """Per-step outlier draws from a pool plus the weighted DOR loss on their tuned features."""
+class OutlierRegularizer:
+    """Per-step draws from a pool's zero-shot features plus the weighted DOR loss on the tuned
+    features of the drawn outliers (words or images: the subclasses say which)."""
 
-    def __init__(self, pool: OutlierPool, lam: float, per_step: int, seed: int, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        pool_size: int,
+        zero_shot: torch.Tensor,
+        lam: float,
+        per_step: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+        resample: str = "step",
+    ):
         if lam < 0:
             raise DorBenchError(
                 f"The DOR weight lambda must be >= 0, got {lam}.",
                 "set lambda to 0 (off) or a positive weight, e.g. 8 for CoOp.",
             )
-        self.pool, self.lam = pool, lam
-        self.sampler = OutlierSampler(len(pool), per_step, seed)
-        self._features = pool.zero_shot.to(device)
+        self.lam = lam
+        self.sampler = OutlierSampler(pool_size, per_step, seed, resample)
+        self._features = zero_shot.to(device)
         self._last: torch.Tensor | None = None
 
-    def draw(self) -> tuple[list[str], torch.Tensor]:
-        """This step's outlier words and their zero-shot features [B, D] (on ``device``)."""
+    def draw_index(self) -> tuple[list[int], torch.Tensor]:
+        """This step's pool indices and their zero-shot features [B, D] (on ``device``)."""
         index = self.sampler.draw()
         self._last = self._features[index.to(self._features.device)]
-        return [self.pool.words[i] for i in index.tolist()], self._last
+        return index.tolist(), self._last
+
+    def next_epoch(self) -> None:
+        """A training epoch begins (the sampler may draw afresh: ``dor.resample``)."""
+        self.sampler.next_epoch()
 
     def loss(self, tuned: torch.Tensor, zero_shot: torch.Tensor | None = None) -> torch.Tensor:
         """``lam * dor_loss(tuned, zero_shot)``; ``zero_shot`` defaults to the last draw's features."""
@@ -107,3 +157,24 @@ class DynamicOutlierRegularizer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state)
+
+
+class DynamicOutlierRegularizer(OutlierRegularizer):
+    """DOR on outlier words: the trial encodes the drawn words through the method's prompt."""
+
+    def __init__(
+        self,
+        pool: OutlierPool,
+        lam: float,
+        per_step: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+        resample: str = "step",
+    ):
+        super().__init__(len(pool), pool.zero_shot, lam, per_step, seed, device, resample)
+        self.pool = pool
+
+    def draw(self) -> tuple[list[str], torch.Tensor]:
+        """This step's outlier words and their zero-shot features [B, D] (on ``device``)."""
+        index, zero_shot = self.draw_index()
+        return [self.pool.words[i] for i in index], zero_shot

@@ -20,7 +20,7 @@ from workers.methods.prompting import (
     placeholder_tokens,
     prompt_prefix,
 )
-from workers.models.clip import ClipBundle, encode_text
+from workers.models.clip import ClipBundle, encode_image, encode_text
 
 
 class MultiModalPromptModel(PromptModule):
@@ -47,26 +47,10 @@ class MultiModalPromptModel(PromptModule):
         return encode_text(self.clip, tokens, self.ctx, list(self.deep_text))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        visual = self.clip.model.visual
-        dtype = visual.conv1.weight.dtype
-        prompts = [c(p).to(dtype) for c, p in zip(self.couplings, [self.ctx, *self.deep_text])]
-        n_ctx = prompts[0].shape[0]
-        x = visual.conv1(images.to(dtype))
-        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-        cls = visual.class_embedding.to(dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(dtype)
-        x = visual.patch_dropout(x)
-        x = torch.cat([x, prompts[0].unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
-        x = visual.ln_pre(x)
-        for depth, block in enumerate(visual.transformer.resblocks):
-            if 1 <= depth < self.depth:
-                deep = prompts[depth].unsqueeze(0).expand(x.shape[0], -1, -1)
-                x = torch.cat([x[:, :-n_ctx], deep], dim=1)
-            x = block(x)
-        pooled, _ = visual._pool(x[:, :-n_ctx])
-        if visual.proj is not None:
-            pooled = pooled @ visual.proj
-        return pooled.float()
+        dtype = self.clip.model.visual.conv1.weight.dtype
+        return encode_image(
+            self.clip, images, [c(p).to(dtype) for c, p in zip(self.couplings, [self.ctx, *self.deep_text])]
+        )
 
 
 class MaPLe:

@@ -101,5 +101,83 @@ for _card in (
             "dor_lambda": 2.0,
         },
     ),
+    # TCP's configs/trainers/TCP/vit_b16_ep100_ctxv1.yaml (Adam, CTX_INIT False) and
+    # scripts/base2new_train.sh (NCTX=4); layer 8 and weight 8.0 are fixed in its code.
+    MethodCard(
+        "tcp",
+        "tcp:TCP",
+        trains=True,
+        defaults={
+            **TRAINING_DEFAULTS,
+            "epochs": 50,
+            "batch_size": 32,
+            "lr": 0.002,
+            "optimizer": "adam",
+            "n_ctx": 4,
+            "ctx_init": None,
+            "class_token_layer": 8,
+            "kg_weight": 8.0,
+            "dor_lambda": 2.0,
+        },
+    ),
+    # PromptSRC's configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml
+    MethodCard(
+        "promptsrc",
+        "promptsrc:PromptSRC",
+        trains=True,
+        defaults={
+            **TRAINING_DEFAULTS,
+            "epochs": 20,
+            "batch_size": 4,
+            "lr": 0.0025,
+            "n_ctx": 4,
+            "ctx_init": "a photo of a",
+            "n_ctx_vision": 4,
+            "prompt_depth": 9,
+            "prompt_depth_vision": 9,
+            "text_loss_weight": 25.0,
+            "image_loss_weight": 10.0,
+            "gpa_mean": 15.0,
+            "gpa_std": 1.0,
+            "dor_lambda": 2.0,
+        },
+    ),
+    # DAC's configs/trainers/CLIP_Adapter/vit_b16_c4_ep200_batch32.yaml (CLIP-Adapter's own repository
+    # ships no config); ratio 0.2, reduction 4 and the dataset templates: CLIP-Adapter's clip_adapter.py.
+    # The image side is tuned, so DOR regularises outlier images; its weight is not published.
+    MethodCard(
+        "clip_adapter",
+        "clip_adapter:ClipAdapter",
+        trains=True,
+        defaults={
+            **TRAINING_DEFAULTS,
+            "epochs": 200,
+            "batch_size": 32,
+            "lr": 0.002,
+            "ratio": 0.2,
+            "reduction": 4,
+            "template": "dataset",
+            "dor_lambda": 1.0,
+        },
+        dor_outliers="image",
+    ),
+    # MaPLe's configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml (deep VPT, the same in DAC's);
+    # prompt_depth 1 is shallow VPT. DOR on outlier images; its weight is not published.
+    MethodCard(
+        "vpt",
+        "vpt:VPT",
+        trains=True,
+        defaults={
+            **TRAINING_DEFAULTS,
+            "epochs": 5,
+            "batch_size": 4,
+            "lr": 0.0025,
+            "n_ctx": 8,
+            "prompt_depth": 12,
+            "template": "photo",
+            "dor_lambda": 1.0,
+        },
+        dor_outliers="image",
+    ),
 ):
     METHODS.register(_card.name)(_card)

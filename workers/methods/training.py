@@ -1,6 +1,7 @@
 """Training settings every tuned method shares (SPEC section 3); each method overrides some.
 
-The optimiser is SGD, as in every reference config (Dassl's ``OPTIM.NAME: sgd``): not a knob."""
+The optimiser is SGD, as in every reference config (Dassl's ``OPTIM.NAME: sgd``), except TCP's
+Adam: an ``optimizer`` option of TCP's card alone."""
 
 import math
 from typing import Any
@@ -22,7 +23,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 #: The allowed values of each string method option that has a fixed set.
-OPTION_CHOICES: dict[str, tuple[str, ...]] = {"image_pipeline": ("pil", "device")}
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "image_pipeline": ("pil", "device"),
+    "optimizer": ("adam", "sgd"),
+    # the text side of the image-side methods: the dataset's zero-shot template or "a photo of a {}."
+    "template": ("dataset", "photo"),
+}
 
 #: The range of each numeric method option: (lowest allowed, whether the lowest itself is allowed).
 OPTION_RANGES: dict[str, tuple[float, bool]] = {
@@ -38,6 +44,14 @@ OPTION_RANGES: dict[str, tuple[float, bool]] = {
     "n_ctx": (1, True),
     "prompt_depth": (1, True),
     "kg_weight": (0.0, True),
+    "class_token_layer": (1, True),
+    "n_ctx_vision": (1, True),
+    "prompt_depth_vision": (1, True),
+    "text_loss_weight": (0.0, True),
+    "image_loss_weight": (0.0, True),
+    "gpa_std": (0.0, False),
+    "ratio": (0.0, True),
+    "reduction": (1, True),
     "dor_lambda": (0.0, True),
 }
 

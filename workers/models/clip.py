@@ -173,10 +173,11 @@ def encode_text(
     clip: ClipBundle,
     tokens: torch.Tensor,
     context: torch.Tensor | None = None,
-    deep_context: Sequence[torch.Tensor] = (),
+    deep_context: Sequence[torch.Tensor | None] = (),
+    normalize: bool = True,
 ) -> torch.Tensor:
-    """L2-normalised float32 features of a prompt batch through CLIP's frozen text tower: the one
-    text encoder of every method, anchor and outlier pool.
+    """Float32 features of a prompt batch through CLIP's frozen text tower, L2-normalised unless
+    ``normalize`` is False: the one text encoder of every method, anchor and outlier pool.
 
     The tower is causal and reads each prompt at its EOT token, so the positions after the batch's
     last EOT cannot change any feature: the batch is encoded only up to there (with the positional
@@ -188,7 +189,8 @@ def encode_text(
         context: learned vectors for positions 1..n_ctx: ``[n_ctx, W]`` shared by all prompts, or
             ``[P, n_ctx, W]`` per prompt; None encodes the tokens as they are.
         deep_context: replacements for those positions at the input of layers 1..len(deep_context)
-            (MaPLe's deeper text prompts), each ``[n_ctx, W]``.
+            (MaPLe's deeper text prompts), each ``[n_ctx, W]`` or per prompt ``[P, n_ctx, W]``
+            (TCP's class-aware tokens); None leaves a layer's input as it is.
     """
     model = clip.model
     dtype = model.transformer.get_cast_dtype()
@@ -206,9 +208,9 @@ def encode_text(
     x = x + model.positional_embedding[:length].to(dtype)
     mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
     for depth, block in enumerate(model.transformer.resblocks):
-        if 1 <= depth <= len(deep_context):
-            deep = deep_context[depth - 1].to(dtype).unsqueeze(0).expand(len(x), -1, -1)
-            x = torch.cat([x[:, :1], deep, x[:, 1 + n_ctx :]], dim=1)
+        deep = deep_context[depth - 1] if 1 <= depth <= len(deep_context) else None
+        if deep is not None:
+            x = torch.cat([x[:, :1], deep.to(dtype).expand(len(x), -1, -1), x[:, 1 + n_ctx :]], dim=1)
         x = block(x, attn_mask=mask)
     x = model.ln_final(x)
     if eot is None:
@@ -218,7 +220,33 @@ def encode_text(
     projection = model.text_projection
     if projection is not None:
         x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
-    return F.normalize(x.float(), dim=-1)
+    return F.normalize(x.float(), dim=-1) if normalize else x.float()
+
+
+def encode_image(clip: ClipBundle, images: torch.Tensor, prompts: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """Float32 features (not normalised) of images through CLIP's vision transformer with deep
+    visual prompts, placed as IVLP's and MaPLe's code place them: ``prompts[0]`` (``[n_ctx, W]``)
+    appended after the positional embedding, ``prompts[d]`` replacing them at the input of layer
+    d; the tower pools without them. No prompts: CLIP's own image features."""
+    visual = clip.model.visual
+    dtype = visual.conv1.weight.dtype
+    n_ctx = prompts[0].shape[0] if prompts else 0
+    x = visual.conv1(images.to(dtype))
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+    cls = visual.class_embedding.to(dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(dtype)
+    x = visual.patch_dropout(x)
+    if prompts:
+        x = torch.cat([x, prompts[0].to(dtype).expand(len(x), -1, -1)], dim=1)
+    x = visual.ln_pre(x)
+    for depth, block in enumerate(visual.transformer.resblocks):
+        if 1 <= depth < len(prompts):
+            x = torch.cat([x[:, : x.shape[1] - n_ctx], prompts[depth].to(dtype).expand(len(x), -1, -1)], dim=1)
+        x = block(x)
+    pooled, _ = visual._pool(x[:, : x.shape[1] - n_ctx])
+    if visual.proj is not None:
+        pooled = pooled @ visual.proj
+    return pooled.float()
 
 
 def openai_weights(arch: str, tag: str | None) -> bool:
