@@ -23,7 +23,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
-import matplotlib.pyplot as plt
 import requests
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -31,7 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.console import log
 from orchestrator.places import sqlite_path
-from orchestrator.report.plots import reliability_figure
+from orchestrator.report.plots import reliability_png
 from orchestrator.secrets import redact
 from orchestrator.server import STORE_TIMEOUT_ENV, STORE_TIMEOUT_S
 from orchestrator.translate.params import params_from_spec
@@ -301,7 +300,7 @@ class Ending:
     history: list[dict[str, float]] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, bytes] = field(default_factory=dict)  # PNG files
     tags: dict[str, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)  # logged as they are (the learned prompt, outputs)
 
@@ -383,9 +382,8 @@ class LiveRuns:
             )
         for file, text in ending.texts.items():
             writes.append(stage(ref, file, lambda path, text=text: path.write_text(text)))
-        for file, fig in ending.figures.items():
-            writes.append(stage(ref, file, fig.savefig))
-            plt.close(fig)
+        for file, png in ending.figures.items():
+            writes.append(stage(ref, file, lambda path, png=png: path.write_bytes(png)))
         for source in ending.files:
             writes.append(stage(ref, source.name, lambda path, source=source: link_or_copy(source, path)))
         self.outbox.put(*writes, {"op": "end", "ref": ref, "status": ending.status, "time": now_ms()})
@@ -430,10 +428,13 @@ def dataset_input(spec: TrialSpec) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])
 
 
-def trial_end(name: str, spec: TrialSpec, result: TrialResult | None, error: str | None) -> Ending:
+def trial_end(
+    name: str, spec: TrialSpec, result: TrialResult | None, error: str | None, figures: dict[str, bytes] | None = None
+) -> Ending:
     """What ends a benchmark trial's run: FINISHED with its metrics, its cost (``COST_METRICS``
     and the ``DEVICE_NAME`` tag), per-epoch history, per-class stats, result and reliability
-    diagram, or FAILED with its error (as text and as a tag)."""
+    diagram (``figures``, drawn by the worker; drawn here when not given), or FAILED with its
+    error (as text and as a tag)."""
     artifacts: dict[str, Any] = {"trial_spec.json": spec.canonical_dict()}
     if result is None:
         return Ending(
@@ -451,10 +452,15 @@ def trial_end(name: str, spec: TrialSpec, result: TrialResult | None, error: str
         {**result.metrics, **cost},
         [epoch_row(row) for row in result.history],
         artifacts,
-        figures={"reliability.png": reliability_figure(result.reliability, name)} if result.reliability else {},
+        figures=trial_figures(name, result) if figures is None else figures,
         tags={DEVICE_NAME: str(result.info["device_name"])} if "device_name" in result.info else {},
         files=sorted(kept.iterdir()) if kept is not None and kept.is_dir() else [],
     )
+
+
+def trial_figures(name: str, result: TrialResult) -> dict[str, bytes]:
+    """A finished trial's figure files: its reliability diagram (none without test scores)."""
+    return {"reliability.png": reliability_png(result.reliability, name)} if result.reliability else {}
 
 
 def epoch_row(row: dict[str, float]) -> dict[str, float]:

@@ -60,6 +60,7 @@ class Outcome:
     job: Job
     result: dict[str, Any] | None = None  # TrialResult JSON
     error: str | None = None
+    figures: dict[str, bytes] | None = None  # drawn by the worker (``tracking.trial_figures``)
 
 
 class TrialEvents(Protocol):
@@ -92,8 +93,9 @@ class TrialWorker:
 
     def run(self, job: Job, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """A streaming generator: ``{"epoch": n, "row": {...}}`` as each epoch ends, then
-        ``{"result": TrialResult JSON}`` or ``{"error": text}``. The trial runs in a thread of
+        ``{"result": TrialResult JSON, "figures": PNG files}`` or ``{"error": text}``. The trial runs in a thread of
         this worker so that its epoch callback can hand rows to the generator."""
+        from orchestrator.tracking import trial_figures
         from workers.trial import TrialError, run_trial
 
         events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -106,7 +108,9 @@ class TrialWorker:
                 if gpus:
                     options["device"] = granted_device(gpus, options["device"])
                 on_epoch = lambda epoch, row: events.put({"epoch": epoch, "row": row})
-                events.put({"result": run_trial(job.spec, options, on_epoch=on_epoch).model_dump(mode="json")})
+                result = run_trial(job.spec, options, on_epoch=on_epoch)
+                # drawn here, not on the driver: a figure costs more CPU than the rest of a run's record
+                events.put({"result": result.model_dump(mode="json"), "figures": trial_figures(job.name, result)})
             except Exception as err:  # the trial's own failure: reported, the grid goes on
                 events.put({"error": f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}"})
 
@@ -292,7 +296,7 @@ def run_jobs(
                         continue
                     del running[ref]
                     pool.give_back(actor)
-                outcome = Outcome(job, reply.get("result"), reply.get("error"))
+                outcome = Outcome(job, reply.get("result"), reply.get("error"), reply.get("figures"))
                 if outcome.result is not None:
                     progress.done += 1
                 else:

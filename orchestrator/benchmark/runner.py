@@ -195,7 +195,7 @@ class LiveGrid:
     def ended(self, outcome: Outcome) -> None:
         trial = self.trials[outcome.job.name]
         result = TrialResult.model_validate(outcome.result) if outcome.result else None
-        self.runs.end(trial.run_key, trial_end(trial.name, trial.spec, result, outcome.error))
+        self.runs.end(trial.run_key, trial_end(trial.name, trial.spec, result, outcome.error, outcome.figures))
         if result is not None:  # recorded: the checkpoint and the kept files' folder go
             (self.checkpoints / f"{trial.run_key}.pt").unlink(missing_ok=True)
             shutil.rmtree(self.checkpoints / trial.run_key, ignore_errors=True)

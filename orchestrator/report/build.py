@@ -3,7 +3,6 @@ write ``results.parquet`` plus the chosen formats into one folder."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -17,14 +16,13 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-import matplotlib.pyplot as plt
 import pyarrow as pa
 from mlflow.artifacts import download_artifacts
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from orchestrator.report.aggregate import Report, build_tables, dataset_name, dataset_order, pool_reliability
 from orchestrator.report.collect import collect, write_parquet
-from orchestrator.report.plots import reliability_figure
+from orchestrator.report.plots import reliability_png
 from orchestrator.report.render import csv_text, html_report, latex, markdown
 from workers.errors import DorBenchError, did_you_mean
 from workers.spec import ReliabilityBins
@@ -110,13 +108,10 @@ def reliability_figures(report: Report, table: pa.Table, tracking_uri: str) -> d
         pooled = {s: ReliabilityBins(**b) for s in splits if (b := pool_reliability([x[s] for x in seeds if s in x]))}
         if not pooled:
             continue
-        fig = reliability_figure(pooled, f"{label} on {dataset_name(dataset)}")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=60)
-        plt.close(fig)
+        png = reliability_png(pooled, f"{label} on {dataset_name(dataset)}", dpi=60)
         caption = f"{label}, {len(seeds)} seed{'s' * (len(seeds) != 1)} pooled"
         out.setdefault(dataset_name(dataset) + (" (domain shift)" if kind == "shift" else ""), []).append(
-            (label, buf.getvalue(), caption)
+            (label, png, caption)
         )
     return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -35,3 +37,13 @@ def reliability_figure(bins: dict[str, ReliabilityBins], title: str = "") -> Fig
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def reliability_png(bins: dict[str, ReliabilityBins], title: str = "", dpi: float | None = None) -> bytes:
+    """``reliability_figure`` as PNG bytes (the figure closed): what a run's artifact holds, drawn
+    where the trial ran so that the driver only writes it."""
+    fig = reliability_figure(bins, title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi or "figure")
+    plt.close(fig)
+    return buffer.getvalue()

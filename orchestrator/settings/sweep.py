@@ -169,8 +169,8 @@ class MethodSection(NamedMethod):
     def _training_method(cls, name: str) -> str:
         if not METHODS.get(name).trains:
             raise custom(
-                f"{name} does not train, so there is nothing to tune; choose a prompt-"
-                "tuning method (coop, cocoop, kgcoop, maple)"
+                f"{name} does not train, so there is nothing to tune; choose one that does "
+                f"({', '.join(n for n in METHODS.names() if METHODS.get(n).trains)})"
             )
         return name
 

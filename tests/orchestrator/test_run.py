@@ -11,6 +11,7 @@ import pytest
 import ray
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from orchestrator.cli import main
 from orchestrator.tracking import RUN_KEY, TRIAL_NAME
@@ -48,7 +49,17 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
         "report.html",
     }
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
-    assert {"trial_spec.json", "result.json", "per_class.json", "prompt.pt", "outputs.npz"} <= artifacts
+    assert {
+        "trial_spec.json",
+        "result.json",
+        "per_class.json",
+        "prompt.pt",
+        "outputs.npz",
+        "reliability.png",
+    } <= artifacts
+    png = MlflowClient(uri).download_artifacts(runs[0].info.run_id, "reliability.png", str(tmp_path))
+    with Image.open(png) as diagram:  # drawn by the worker: base and new side by side, 4 x 4 inches each
+        assert (diagram.format, diagram.size) == ("PNG", (800, 400))
     left = {p.name: p for p in (tmp_path / "ckpt").iterdir()}  # checkpoints and kept files go once recorded
     assert set(left) <= {".outbox"} and not any(left[".outbox"].iterdir() if left else [])  # every write made
     assert runs[0].info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside mlflow.db
