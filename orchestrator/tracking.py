@@ -41,6 +41,8 @@ from workers.spec import TrialResult, TrialSpec
 RUN_KEY = "dor_bench.run_key"
 TRIAL_NAME = "dor_bench.trial"
 PARENT = "mlflow.parentRunId"
+#: A row every training epoch of a benchmark trial logs (as ``epoch/<it>``).
+LOGGED_EVERY_EPOCH = "train/loss"
 SWEEP = "dor_bench.sweep"
 SWEEP_STORAGE = "dor_bench.sweep_storage"
 OBJECTIVE = "dor_bench.objective"
@@ -255,6 +257,17 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         return len(stale)
 
+    def interrupted(self, keys: set[str]) -> dict[str, tuple[str, set[int]]]:
+        """Per run key, the newest KILLED run (an interrupted driver's) and the epochs it logged."""
+        out = {}
+        for key, runs in self.runs_by_key(keys).items():
+            killed = [r for r in runs if r.info.status == "KILLED"]
+            if killed:
+                run_id = max(killed, key=lambda r: r.info.start_time).info.run_id
+                logged = self.client.get_metric_history(run_id, f"epoch/{LOGGED_EVERY_EPOCH}")
+                out[key] = (run_id, {m.step for m in logged})
+        return out
+
     def find_parent(self, tag: str, value: str) -> str | None:
         """The newest parent run (no parent of its own) with ``tag`` = ``value``, if any."""
         self.flush()
@@ -324,9 +337,10 @@ class LiveRuns:
         self, trial: str, name: str, tags: dict[str, str], params: dict[str, str], dataset: DatasetInput | None = None
     ) -> None:
         """The trial's run: created RUNNING the first time (with the ``dataset`` it trains on as
-        its MLflow input), RUNNING again (tags updated) after."""
+        its MLflow input), RUNNING again (tags updated, under this parent) after or once adopted."""
         if trial in self.runs:
             ref = self.runs[trial]
+            tags = {PARENT: self.parent_id, **tags}
             self.outbox.put({"op": "status", "ref": ref, "status": "RUNNING"}, {"op": "tags", "ref": ref, "tags": tags})
             return
         ref = uuid.uuid4().hex

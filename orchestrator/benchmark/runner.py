@@ -106,6 +106,11 @@ def run_grid(
     parent = tracker.start_parent(f"run {Path(path).name}", {BENCHMARK_FILE: str(path)})
     tracker.log_files(parent, {"benchmark.yaml": Path(path).read_text(encoding="utf-8"), "plan.txt": plan})
     grid = LiveGrid(LiveRuns(tracker, parent), {t.name: t for t in todo}, checkpoints, display)
+    # a trial resuming from its checkpoint continues the run an interrupted driver left KILLED,
+    # moved under this parent: one run per trial, its logged epochs not logged again
+    resuming = {t.run_key for t in todo if (checkpoints / f"{t.run_key}.pt").is_file()}
+    for key, (run_id, steps) in tracker.interrupted(resuming).items():
+        grid.runs.adopt(key, run_id, steps)
     display.store = grid.runs.trouble
     status = "FINISHED"
     try:

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.server import free_port
-from orchestrator.tracking import BENCHMARK_FILE, RUN_KEY
+from orchestrator.tracking import BENCHMARK_FILE, PARENT, RUN_KEY
 from tests.helpers.grids import child_runs, write_benchmark
 
 BIN = Path(sys.executable).parent
@@ -114,9 +114,11 @@ def test_ray_job_stop_ends_runs_killed_keeps_checkpoints_and_the_same_job_resume
     again = ray_cmd(env, "job", "submit", "--address", jobs, "--", *cmd)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "1 resuming from checkpoints" in again.stdout + again.stderr
-    [resumed] = [r for r in child_runs(uri, "stop") if r.info.status == "FINISHED"]  # one; the KILLED one stays
+    [resumed] = child_runs(uri, "stop")  # the KILLED run, continued under the new parent: one run per trial
+    assert resumed.info.run_id == trial.info.run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.tags.get(PARENT) not in (parent.info.run_id, None)
     steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "epoch/train/loss")]
-    assert sorted(steps) == list(range(1, epochs + 1))  # every epoch, the first ones from the checkpoint
+    assert sorted(steps) == list(range(1, epochs + 1))  # every epoch once, the first ones before the stop
     assert (tmp_path / "report" / "results.parquet").is_file()
     assert (tmp_path / "store" / "mlruns").is_dir()  # artifacts beside the store, not in the job's folder
 
