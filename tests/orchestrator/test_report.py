@@ -15,6 +15,7 @@ from orchestrator.cli import main
 from orchestrator.report.aggregate import build_tables
 from orchestrator.report.build import build_report
 from orchestrator.report.collect import collect, spec_values
+from orchestrator.report.terminal import format_metrics
 from tests.helpers.reports import b2n_metrics, log_trial, spec
 from tests.helpers.reports import store as new_store
 
@@ -262,3 +263,13 @@ def test_a_post_hoc_calibrated_twin_is_its_own_column(tmp_path):
     assert ece.cell("ImageNet", "CoOp", "base").mean == pytest.approx(11.0)
     assert ece.cell("ImageNet", "CoOp+TS", "base").mean == pytest.approx(5.0)
     assert ece.cell("ImageNet", "CoOp+TS", "new").n == 2
+
+
+def test_a_trials_terminal_table_keeps_every_header_apart_and_each_value_under_it():
+    metrics = {"base/acc": 91.67, "base/mce": 47.7, "base/mce_weighted": 2.52, "new/acc": 83.33, "hm": 87.3}
+    header, base, new, hm = format_metrics(metrics).splitlines()
+    assert header.split() == ["acc", "mce", "mce_weighted"]
+    assert base.split() == ["base", "91.67", "47.70", "2.52"] and new.split() == ["new", "83.33", "-", "-"]
+    for name, value in zip(header.split(), base.split()[1:]):  # right-aligned: each value ends where its header ends
+        assert header.index(name) + len(name) == base.index(value) + len(value)
+    assert hm == "HM of base and new accuracy: 87.30"
