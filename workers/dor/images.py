@@ -26,9 +26,9 @@ from workers.datasets import DATASETS, Datum
 from workers.datasets.base import text_name
 from workers.datasets.sampling import sample_per_label
 from workers.datasets.transforms import describe_transform, load_rgb, test_transform
-from workers.dor.pool import STRATEGIES, encode_words, normalise_name
+from workers.dor.pool import check_strategy, encode_words, normalise_name, pick
 from workers.dor.regularizer import OutlierRegularizer
-from workers.errors import DorBenchError, did_you_mean
+from workers.errors import DorBenchError
 from workers.features import cached_image_features
 from workers.models.clip import ClipBundle
 
@@ -80,11 +80,7 @@ def build_image_pool(
     """The image-outlier pool from dataset ``source`` (read under ``root`` unless built in):
     images of classes named in ``exclude`` are left out, and ``size`` of the rest kept by
     ``strategy`` (``random``: drawn with ``seed``)."""
-    if strategy not in STRATEGIES:
-        raise DorBenchError(
-            f"Unknown outlier-pool strategy '{strategy}'.{did_you_mean(strategy, STRATEGIES)}",
-            f"use one of: {', '.join(STRATEGIES)}.",
-        )
+    check_strategy(strategy)
     reader = DATASETS.get(source)
     if root is None and not reader.builtin:
         raise DorBenchError(
@@ -115,12 +111,8 @@ def build_image_pool(
     )
     base = encode_words(clip, list(base_classnames), progress=False)
     scores = (F.normalize(features, dim=-1) @ base.T).mean(dim=1)
-    k = min(size, len(candidates))
-    if strategy == "random":
-        order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed))[:k]
-    else:
-        order = scores.topk(k, largest=strategy == "near").indices
-    note = "" if k == size else f"only {len(candidates)} candidate images, fewer than the {size} asked for"
+    order = pick(scores, strategy, size, seed)
+    note = "" if len(order) == size else f"only {len(candidates)} candidate images, fewer than the {size} asked for"
     return ImageOutlierPool(
         items=[candidates[i] for i in order.tolist()],
         features=features[order],
@@ -133,18 +125,6 @@ def build_image_pool(
     )
 
 
-class ImageOutlierRegularizer(OutlierRegularizer):
+class ImageOutlierRegularizer(OutlierRegularizer[ImageOutlierPool]):
     """DOR on outlier images: ``draw_index`` gives this step's pool indices, which the trial
     encodes through the method's image side."""
-
-    def __init__(
-        self,
-        pool: ImageOutlierPool,
-        lam: float,
-        per_step: int,
-        seed: int,
-        device: torch.device | str = "cpu",
-        resample: str = "step",
-    ):
-        super().__init__(len(pool), pool.zero_shot, lam, per_step, seed, device, resample)
-        self.pool = pool

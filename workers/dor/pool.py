@@ -98,11 +98,7 @@ def build_pool(
     Raises:
         DorBenchError: unknown strategy, ``size`` < 1, or no base class names.
     """
-    if strategy not in STRATEGIES:
-        raise DorBenchError(
-            f"Unknown outlier-pool strategy '{strategy}'.{did_you_mean(strategy, STRATEGIES)}",
-            f"use one of: {', '.join(STRATEGIES)}.",
-        )
+    check_strategy(strategy)
     if size < 1:
         raise DorBenchError(
             f"The outlier pool size must be at least 1, got {size}.",
@@ -144,14 +140,10 @@ def _select(
         )
     base = encode_words(clip, list(base_classnames), progress=False)
     scores = (features[keep] @ base.T).mean(dim=1)
-    k = min(size, len(keep))
-    if strategy == "random":
-        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed))[:k]
-    else:
-        order = scores.topk(k, largest=strategy == "near").indices
+    order = pick(scores, strategy, size, seed)
     note = (
         ""
-        if k == size
+        if len(order) == size
         else (
             f"only {len(keep)} words remain after removing the class names, fewer than the "
             f"{size} asked for; the pool keeps all of them"
@@ -166,6 +158,24 @@ def _select(
         size=size,
         note=note,
     )
+
+
+def check_strategy(strategy: str) -> None:
+    """A DorBenchError with did-you-mean unless ``strategy`` is one of ``STRATEGIES``."""
+    if strategy not in STRATEGIES:
+        raise DorBenchError(
+            f"Unknown outlier-pool strategy '{strategy}'.{did_you_mean(strategy, STRATEGIES)}",
+            f"use one of: {', '.join(STRATEGIES)}.",
+        )
+
+
+def pick(scores: torch.Tensor, strategy: str, size: int, seed: int) -> torch.Tensor:
+    """The indices of a pool's members among scored candidates: the ``size`` highest scores
+    (``near``), the lowest (``far``) or a uniform draw with ``seed`` (``random``); all when fewer."""
+    k = min(size, len(scores))
+    if strategy == "random":
+        return torch.randperm(len(scores), generator=torch.Generator().manual_seed(seed))[:k]
+    return scores.topk(k, largest=strategy == "near").indices
 
 
 def normalise_name(name: str) -> str:

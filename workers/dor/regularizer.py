@@ -11,7 +11,7 @@ zero-shot side is indexed from the pool's precomputed features: nothing is encod
 from __future__ import annotations
 
 import typing
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -107,14 +107,27 @@ class OutlierSampler:
         self.held = state.get("held")
 
 
-class OutlierRegularizer:
+class ZeroShotPool(Protocol):
+    """What a regulariser draws from: a pool's size, strategy and zero-shot features [K, D]."""
+
+    strategy: str
+
+    @property
+    def zero_shot(self) -> torch.Tensor: ...
+
+    def __len__(self) -> int: ...
+
+
+Pool = TypeVar("Pool", bound=ZeroShotPool)
+
+
+class OutlierRegularizer(Generic[Pool]):
     """Per-step draws from a pool's zero-shot features plus the weighted DOR loss on the tuned
     features of the drawn outliers (words or images: the subclasses say which)."""
 
     def __init__(
         self,
-        pool_size: int,
-        zero_shot: torch.Tensor,
+        pool: Pool,
         lam: float,
         per_step: int,
         seed: int,
@@ -126,9 +139,9 @@ class OutlierRegularizer:
                 f"The DOR weight lambda must be >= 0, got {lam}.",
                 "set lambda to 0 (off) or a positive weight, e.g. 8 for CoOp.",
             )
-        self.lam = lam
-        self.sampler = OutlierSampler(pool_size, per_step, seed, resample)
-        self._features = zero_shot.to(device)
+        self.pool, self.lam = pool, lam
+        self.sampler = OutlierSampler(len(pool), per_step, seed, resample)
+        self._features = pool.zero_shot.to(device)
         self._last: torch.Tensor | None = None
 
     def draw_index(self) -> tuple[list[int], torch.Tensor]:
@@ -159,20 +172,8 @@ class OutlierRegularizer:
         self.sampler.load_state_dict(state)
 
 
-class DynamicOutlierRegularizer(OutlierRegularizer):
+class DynamicOutlierRegularizer(OutlierRegularizer[OutlierPool]):
     """DOR on outlier words: the trial encodes the drawn words through the method's prompt."""
-
-    def __init__(
-        self,
-        pool: OutlierPool,
-        lam: float,
-        per_step: int,
-        seed: int,
-        device: torch.device | str = "cpu",
-        resample: str = "step",
-    ):
-        super().__init__(len(pool), pool.zero_shot, lam, per_step, seed, device, resample)
-        self.pool = pool
 
     def draw(self) -> tuple[list[str], torch.Tensor]:
         """This step's outlier words and their zero-shot features [B, D] (on ``device``)."""
