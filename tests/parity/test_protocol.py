@@ -21,16 +21,10 @@ from workers.datasets.sampling import fewshot
 from workers.errors import DorBenchError
 from workers.methods import METHODS
 from workers.metrics import mce_weighted
-from workers.models.clip import load_clip
 from workers.spec import RunOptions
 from workers.trial import FeatureSource, run_trial, score_tests, training_batches
 
 PETS = ["american_bulldog", "Abyssinian", "great_pyrenees", "yorkshire_terrier", "Bengal", "pug"]
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return load_clip("tiny-clip", None, device="cpu")
 
 
 @pytest.fixture(scope="module")

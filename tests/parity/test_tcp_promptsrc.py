@@ -19,16 +19,11 @@ from tests.parity import oracle
 from workers.methods import METHODS
 from workers.methods.base import TrainStep
 from workers.methods.promptsrc import TEACHER_TEMPLATES, gpa_weights
-from workers.models.clip import ClipBundle, load_clip
+from workers.models.clip import ClipBundle
 from workers.trial import run_trial
 
 NAMES = ["great pyrenees", "pug", "zebra"]  # two classes and an outlier word: one path for all
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-
-@pytest.fixture(scope="module")
-def clip() -> ClipBundle:
-    return load_clip("tiny-clip", None, device="cpu")
 
 
 @pytest.fixture(scope="module")

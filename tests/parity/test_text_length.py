@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from workers.dor import encode_words
 from workers.methods import METHODS
 from workers.methods.kgcoop import template_features
-from workers.models.clip import ClipBundle, load_clip
+from workers.models.clip import ClipBundle
 from workers.trial import run_trial, warm_clip
 
 NAMES = ["red circle", "blue star", "green triangle"]
@@ -27,11 +27,6 @@ NAMES = ["red circle", "blue star", "green triangle"]
 # length is set by an outlier
 OUTLIERS = ["kite", "ice cream", "the long winding river that runs through the old quiet town"]
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-
-@pytest.fixture(scope="module")
-def clip() -> ClipBundle:
-    return load_clip("tiny-clip", None, device="cpu")
 
 
 @pytest.fixture(scope="module")

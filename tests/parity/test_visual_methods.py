@@ -14,7 +14,6 @@ from tests.parity import oracle
 from workers.datasets import DATASETS
 from workers.methods import METHODS
 from workers.methods import clip_adapter as clip_adapter_file
-from workers.models.clip import load_clip
 
 #: CLIP-Adapter's CUSTOM_TEMPLATES, by dor-bench dataset name.
 CLIP_ADAPTER_TEMPLATES = {
@@ -41,11 +40,6 @@ PUBLISHED = {
     "clip_adapter": {"epochs": 200, "batch_size": 32, "lr": 0.002, "ratio": 0.2, "reduction": 4},
     "vpt": {"epochs": 5, "batch_size": 4, "lr": 0.0025, "n_ctx": 8, "prompt_depth": 12},
 }
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return load_clip("tiny-clip", None, device="cpu")
 
 
 def build(clip, method: str, names: list[str], dataset: str = "shapes", **options):

@@ -10,6 +10,7 @@ import torch
 from open_clip.tokenizer import SimpleTokenizer
 
 from orchestrator.preflight import vocabulary_problems
+from tests.helpers.trials import killed_then_resumed
 from workers.dor import OutlierSampler, build_pool, clip_bpe_vocabulary, read_word_file, vocabulary_words
 from workers.dor.regularizer import RESAMPLE
 from workers.errors import DorBenchError, NotFoundError
@@ -162,18 +163,7 @@ def test_the_trial_loop_resamples_as_asked(uninterrupted):
 @pytest.mark.parametrize("resample", ["epoch", "never"])
 def test_kill_and_resume_gives_the_same_result(resample, uninterrupted, tmp_path):
     spec = coop(2, lam=8.0, vocabulary=WORDS, outliers_per_step=4, resample=resample)
-
-    class Killed(Exception):
-        pass
-
-    def die_after_epoch_1(epoch, row):
-        raise Killed
-
-    options = {"progress": False, "checkpoint_dir": str(tmp_path)}
-    with pytest.raises(Killed):
-        run_trial(spec, options, on_epoch=die_after_epoch_1)
-    seen = []
-    resumed = run_trial(spec, options, on_epoch=lambda epoch, row: seen.append(epoch))
+    resumed, seen = killed_then_resumed(spec, tmp_path, after_epoch=1)
     assert seen == [2]  # epoch 1 came from the checkpoint; epoch 2 ("epoch": a new draw) ran here
     assert resumed.history == uninterrupted[resample].history
     assert resumed.metrics == uninterrupted[resample].metrics

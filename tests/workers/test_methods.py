@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers.trials import killed_then_resumed
 from workers.errors import DorBenchError
 from workers.methods import METHODS
 from workers.methods.base import TrainStep
@@ -108,19 +109,7 @@ def test_default_outliers_per_step_is_number_of_base_classes(words):
 def test_kill_and_resume_gives_the_same_result(tmp_path, words, method):
     spec = {**coop(epochs=3, lam=4.0, vocabulary=words, outliers_per_step=6), "method": method}
     reference = run_trial(spec, {"progress": False})
-
-    class Killed(Exception):
-        pass
-
-    def die_after_epoch_2(epoch, row):
-        if epoch == 2:
-            raise Killed
-
-    options = {"progress": False, "checkpoint_dir": str(tmp_path)}
-    with pytest.raises(Killed):
-        run_trial(spec, options, on_epoch=die_after_epoch_2)
-    seen = []
-    resumed = run_trial(spec, options, on_epoch=lambda epoch, row: seen.append(epoch))
+    resumed, seen = killed_then_resumed(spec, tmp_path, after_epoch=2)
     assert seen == [3]  # epochs 1 and 2 came from the checkpoint
     assert resumed.metrics == reference.metrics
     assert resumed.history == reference.history

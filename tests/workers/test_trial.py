@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from orchestrator.cli import main
+from tests.helpers.trials import killed_then_resumed
 from workers.errors import DorBenchError
 from workers.trial import run_trial, warmup_cosine
 
@@ -126,18 +127,7 @@ def test_training_time_counts_only_the_epochs_trained_in_this_run(tmp_path):
     seconds per epoch (the report's cost table) are not spread over epochs trained elsewhere."""
     spec = {**TINY, "method": "coop", "seed": 4, "shots": 1, "test_per_class": 2}
     spec["method_options"] = {"epochs": 2, "batch_size": 32}  # one step per epoch
-
-    class Killed(Exception):
-        pass
-
-    def die_after_epoch_1(epoch, row):
-        raise Killed
-
-    options = {"progress": False, "checkpoint_dir": str(tmp_path)}
-    with pytest.raises(Killed):
-        run_trial(spec, options, on_epoch=die_after_epoch_1)
-    seen = []
-    resumed = run_trial(spec, options, on_epoch=lambda epoch, row: seen.append(epoch))
+    resumed, seen = killed_then_resumed(spec, tmp_path, after_epoch=1)
     assert seen == [2] and len(resumed.history) == 2  # the caller still sees each epoch it trained
     assert resumed.info["train_epochs_run"] == 1
     assert 0 < resumed.info["train_seconds"] <= resumed.info["seconds"]
