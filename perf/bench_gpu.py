@@ -656,9 +656,10 @@ class Bench:
     def cpu_phase(self) -> None:
         """On CPU, whatever the device: the training-image loader's images/s per core (PIL, in the
         trial's process and in N loader workers; ``perf/bench_images.py``'s 500 x 375 photos) and
-        the truncated-vs-full text-encoding ratio (``perf/bench_text.py``)."""
+        the truncated-vs-full text-encoding ratio and the host time of a step's token ids
+        (``perf/bench_text.py``)."""
         from perf.bench_images import image_supply_rate, write_photos
-        from perf.bench_text import text_encoding_ratio
+        from perf.bench_text import prompt_token_seconds, text_encoding_ratio
         from workers.datasets.supply import usable_cpus
 
         cpu = self.results["cpu"] = {}
@@ -673,6 +674,11 @@ class Bench:
         os.environ["DOR_BENCH_CACHE"] = self.user_cache  # its WordNet nouns: the list the user has derived
         try:
             text = self.guarded("text encoding ratio", text_encoding_ratio, self.sizes.arch, classes, classes, steps)
+            for n in self.sizes.classes:
+                tokens = self.guarded(f"token ids, {n} classes", prompt_token_seconds, self.sizes.arch, n, n)
+                if tokens:
+                    cpu.setdefault("tokens", []).append(tokens)
+                    self.log(f"CPU: token ids of {tokens['prompts']} prompts: {tokens['ratio']}x faster kept")
         finally:
             os.environ["DOR_BENCH_CACHE"] = str(self.work / "cache")
         if text:
@@ -1014,6 +1020,12 @@ def render(results: dict[str, Any]) -> str:
                 f"- CoOp's text step ({text['prompts']} prompts, {text['arch']}, forward + backward): "
                 f"{text['full_s']}s at {text['full_length']} tokens, {text['truncated_s']}s truncated to "
                 f"{text['truncated_length']}: {text['ratio']}x"
+            )
+        for tokens in cpu.get("tokens", []):
+            lines.append(
+                f"- Token ids of a CoOp+DOR step ({tokens['prompts']} prompts, on the host): "
+                f"{tokens['open_clip_ms']} ms tokenised afresh (open_clip), "
+                f"{tokens['kept_ms']} ms kept: {tokens['ratio']}x"
             )
     if results.get("errors"):
         lines += ["", "### Errors", ""] + [f"- {e['phase']}: {e['error'][:300]}" for e in results["errors"]]

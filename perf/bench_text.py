@@ -1,10 +1,15 @@
-"""The text side of a CoOp+DOR training step at CLIP's full context against the truncated one.
+"""The text side of a CoOp+DOR training step at CLIP's full context against the truncated one,
+and the host time of its prompts' token ids: tokenised afresh each step against kept.
 
 One step's text work: n class prompts and B outlier prompts through the text tower in one pass,
 then the backward pass to the learned context. ``full_text_context`` encodes every prompt at the
 whole context (77 tokens for ViT-B/16, as the reference code does); the default cuts the batch
 after its longest prompt. Both are timed in the same run, alternating step by step (machines are
 noisy: compare the ratio, not the seconds). Random ViT-B/16 weights: the cost does not depend on them.
+
+The token ids of a step (n class prompts and B outlier prompts drawn from a pool of K words) are
+made on the CPU while the GPU waits for them: open_clip's tokenizer cleans every text with ftfy
+and a regex each time, dor-bench's ``PromptTokenizer`` keeps each text's ids.
 
 Usage: python perf/bench_text.py [--device cuda] [--steps 2] [--classes 50] [--outliers 50]
 """
@@ -92,6 +97,42 @@ def text_encoding_ratio(
     }
 
 
+def prompt_token_seconds(
+    arch: str = "ViT-B-16", n_classes: int = 50, outliers: int = 50, pool: int = 5000, steps: int = 20
+) -> dict:
+    """Median host seconds to make one CoOp+DOR step's token ids (n class prompts, B outlier
+    prompts drawn from ``pool`` WordNet nouns), with open_clip's tokenizer and with dor-bench's,
+    which has seen the pool once (as it has after the first epochs of a trial)."""
+    import open_clip
+
+    from workers.dor import noun_vocabulary
+    from workers.models.tokens import PromptTokenizer
+
+    names = [
+        f"{CALTECH_NAMES[i % len(CALTECH_NAMES)]} {i // len(CALTECH_NAMES) or ''}".strip() for i in range(n_classes)
+    ]
+    words = random.Random(0).sample(noun_vocabulary(), pool)
+    prompt = lambda name: f"X X X X {name}."  # CoOp's placeholders (ctx_init "a photo of a")
+    plain = open_clip.get_tokenizer(arch)
+    kept = PromptTokenizer(plain)
+    kept([prompt(n) for n in names + words])
+    draws = random.Random(1)
+    times: dict[str, list[float]] = {"open_clip": [], "kept": []}
+    for _ in range(steps):
+        texts = [prompt(n) for n in names + draws.sample(words, outliers)]
+        for label, tokenize in (("open_clip", plain), ("kept", kept)):
+            start = time.perf_counter()
+            tokenize(texts)
+            times[label].append(time.perf_counter() - start)
+    every, once = statistics.median(times["open_clip"]), statistics.median(times["kept"])
+    return {
+        "prompts": n_classes + outliers,
+        "open_clip_ms": round(1000 * every, 2),
+        "kept_ms": round(1000 * once, 2),
+        "ratio": round(every / once, 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="ViT-B-16")
@@ -105,6 +146,12 @@ def main() -> int:
     result = text_encoding_ratio(args.arch, args.classes, args.outliers, args.steps, args.device)
     for key, value in result.items():
         print(f"{key:>17}: {value}")
+    for classes in (args.classes, 10 * args.classes):
+        tokens = prompt_token_seconds(args.arch, classes, classes)
+        print(
+            f"token ids of {tokens['prompts']} prompts a step: {tokens['open_clip_ms']} ms with open_clip's tokenizer, "
+            f"{tokens['kept_ms']} ms kept: {tokens['ratio']}x"
+        )
     return 0
 
 

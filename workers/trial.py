@@ -309,6 +309,39 @@ def outlier_image_features(
     return model.adapt_images(model.encode_images(pool.pixels(index).to(clip.device)))
 
 
+class EpochSums:
+    """An epoch's training loss, DOR loss, correct predictions and images, summed on the device
+    and read once the epoch ends: reading a GPU value each step would make the host wait for the
+    GPU instead of queueing the next step's work."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)
+        self.steps = 0
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 1-based step; 0: none
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, dor: torch.Tensor | None, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.steps += 1
+        bad = ~torch.isfinite(loss) & (self.first_bad == 0)
+        self.first_bad = torch.where(bad, self.steps, self.first_bad)
+        self.sums[0] += loss.double() * len(labels)
+        if dor is not None:
+            self.sums[1] += dor.double() * len(labels)
+        self.sums[2] += (logits.argmax(-1) == labels).sum()
+        self.sums[3] += len(labels)
+
+    def means(self, epoch: int) -> tuple[float, float, float]:
+        """The epoch's mean loss, accuracy (%) and mean DOR loss; a loss that was not finite at
+        any step of it is an error."""
+        loss, dor, correct, seen = self.sums.tolist()
+        if bad := int(self.first_bad):
+            raise TrialError(
+                f"Training diverged: the loss is not finite at epoch {epoch + 1}, step {bad}.",
+                "lower the learning rate (method_options.lr) or the DOR weight, or check the data.",
+            )
+        return loss / seen, 100 * correct / seen, dor / seen
+
+
 def train(
     model: PromptModel,
     method: PromptMethod,
@@ -349,9 +382,9 @@ def train(
         model.train()
         if regularizer is not None:
             regularizer.next_epoch()
-        totals = {"loss": 0.0, "dor": 0.0, "correct": 0.0, "n": 0.0}
+        sums = EpochSums(clip.device)
         lr = optimizer.param_groups[0]["lr"]  # this epoch's
-        for step, (inputs, labels) in enumerate(loader()):  # already on the device
+        for inputs, labels in loader():  # already on the device
             with amp:
                 image = model.adapt_images(inputs if inputs.dim() == 2 else model.encode_images(inputs))
                 words, drawn, zero_shot = draw_outliers(regularizer)
@@ -369,28 +402,16 @@ def train(
                 dor = regularizer.loss(tuned, zero_shot) if regularizer else None
                 if dor is not None:
                     loss = loss + dor
-            if not torch.isfinite(loss):
-                raise TrialError(
-                    f"Training diverged: the loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}.",
-                    "lower the learning rate (method_options.lr) or the DOR weight, or check the data.",
-                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            totals["loss"] += loss.item() * len(labels)
-            totals["dor"] += (dor.item() if dor is not None else 0.0) * len(labels)
-            totals["correct"] += (logits.argmax(-1) == labels).sum().item()
-            totals["n"] += len(labels)
+            sums.add(loss, dor, logits, labels)
+        loss_mean, acc, dor_mean = sums.means(epoch)
+        row = {"epoch": float(epoch + 1), "train/loss": loss_mean, "train/acc": acc, "lr": lr}
+        if regularizer:
+            row["train/dor"] = dor_mean
         scheduler.step()
         model.end_epoch(epoch + 1, epochs)
-        row = {
-            "epoch": float(epoch + 1),
-            "train/loss": totals["loss"] / totals["n"],
-            "train/acc": 100 * totals["correct"] / totals["n"],
-            "lr": lr,
-        }
-        if regularizer:
-            row["train/dor"] = totals["dor"] / totals["n"]
         if score_epoch is not None:
             model.eval()
             row.update(score_epoch())

@@ -14,6 +14,7 @@ from orchestrator.cli import main
 from tests.parity import oracle
 from workers.errors import DorBenchError
 from workers.models.clip import is_torchscript, load_clip
+from workers.models.tokens import PromptTokenizer
 
 TEXTS = [
     "a photo of a american bulldog.",
@@ -60,6 +61,27 @@ def assert_openai(clip, inputs, expected) -> None:
 def test_tokens_equal_openai() -> None:
     clip_tokenizer = open_clip.get_tokenizer("ViT-B-16")
     assert torch.equal(clip_tokenizer(TEXTS), oracle.tokenize(TEXTS))
+
+
+def test_kept_token_ids_equal_openai() -> None:
+    """The tokenizer that keeps each text's ids gives OpenAI's ids for fresh, kept, repeated and
+    evicted texts, and tokenises a text again only once it has been evicted."""
+    calls: list[list[str]] = []
+
+    def counted(texts: list[str]) -> torch.Tensor:
+        calls.append(texts)
+        return open_clip.get_tokenizer("ViT-B-16")(texts)
+
+    tokenize = PromptTokenizer(counted, kept=3)
+    batches = [TEXTS[:2], [TEXTS[1], TEXTS[0], TEXTS[1]], TEXTS[1:], TEXTS[:1], []]
+    for batch in batches:
+        ids = tokenize(batch)
+        assert ids.shape == (len(batch), 77) and ids.dtype == torch.int64
+        if batch:
+            assert torch.equal(ids, oracle.tokenize(batch))
+    # the second batch was all kept; the third tokenised only its new texts; TEXTS[0] was the
+    # least recently used of 4 texts with 3 kept, so the fourth batch tokenised it again
+    assert calls == [TEXTS[:2], TEXTS[2:], TEXTS[:1], []]
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def encode_words(
     chunks = []
     for start in range(0, len(words), batch_size):
         batch = words[start : start + batch_size]
-        tokens = clip.tokenizer([template.format(w) for w in batch]).to(clip.device)
+        tokens = clip.tokenizer([template.format(w) for w in batch])
         chunks.append(encode_text(clip, tokens).cpu())
         bar.update(len(batch))
     return torch.cat(chunks)

@@ -43,7 +43,7 @@ class FrozenTextModel(PromptModule):
 
     @torch.no_grad()
     def _encode(self, names: list[str]) -> torch.Tensor:
-        tokens = self.clip.tokenizer([self.template.format(n) for n in names]).to(self.clip.device)
+        tokens = self.clip.tokenizer([self.template.format(n) for n in names])
         return encode_text(self.clip, tokens)
 
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:

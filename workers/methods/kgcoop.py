@@ -32,7 +32,7 @@ DEFAULT_ANCHOR_TEMPLATE = "a photo of a {}."
 @torch.no_grad()
 def template_features(clip: ClipBundle, classnames: list[str], template: str) -> torch.Tensor:
     """Frozen zero-shot features of ``template.format(name)``, L2-normalised."""
-    tokens = clip.tokenizer([template.format(n) for n in classnames]).to(clip.device)
+    tokens = clip.tokenizer([template.format(n) for n in classnames])
     return encode_text(clip, tokens)
 
 

@@ -39,8 +39,8 @@ def prompt_prefix(n_ctx: int, init: str | None) -> str:
 
 
 def placeholder_tokens(clip: ClipBundle, names: list[str], prefix: str) -> torch.Tensor:
-    """Token ids ``[len(names), L]`` of ``"{prefix} {name}."`` prompts."""
-    return clip.tokenizer([f"{prefix} {name}." for name in names]).to(clip.device)
+    """Token ids ``[len(names), L]`` (on the CPU) of ``"{prefix} {name}."`` prompts."""
+    return clip.tokenizer([f"{prefix} {name}." for name in names])
 
 
 def init_context(clip: ClipBundle, n_ctx: int, init: str | None, std: float = 0.02) -> torch.Tensor:

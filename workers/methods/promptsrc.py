@@ -102,8 +102,7 @@ def teacher_features(clip: ClipBundle, classnames: list[str]) -> torch.Tensor:
     """Frozen CLIP's class features ``[C, D]``: the mean over ``TEACHER_TEMPLATES`` of the
     unnormalised features, then L2-normalised."""
     per_template = [
-        encode_text(clip, clip.tokenizer([t.format(n) for n in classnames]).to(clip.device), normalize=False)
-        for t in TEACHER_TEMPLATES
+        encode_text(clip, clip.tokenizer([t.format(n) for n in classnames]), normalize=False) for t in TEACHER_TEMPLATES
     ]
     return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
 

@@ -88,7 +88,7 @@ class ClassAwarePromptModel(ContextPromptModel):
 
     def prompt_tokens(self, names: list[str]) -> torch.Tensor:
         """Token ids ``[len(names), L]``: the context placeholders, then each name in the template."""
-        return self.clip.tokenizer([f"{self.prefix} {self.template.format(n)}" for n in names]).to(self.clip.device)
+        return self.clip.tokenizer([f"{self.prefix} {self.template.format(n)}" for n in names])
 
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
         class_tokens = self.meta_net(self.knowledge(names)).view(len(names), *self.ctx.shape)

@@ -19,7 +19,7 @@ class ZeroShotModel(PromptModule):
 
     @torch.no_grad()
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
-        tokens = self.clip.tokenizer([self.template.format(n) for n in names]).to(self.clip.device)
+        tokens = self.clip.tokenizer([self.template.format(n) for n in names])
         return encode_text(self.clip, tokens)
 
 

@@ -13,6 +13,7 @@ comes from: load it with the ``-quickgelu`` architecture (e.g. ``ViT-B-16-quickg
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import zipfile
@@ -27,6 +28,7 @@ from torch import nn
 
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.models.names import CONFIG_DIR, SHIPPED_WEIGHTS, names_a_file, pretrained_tags
+from workers.models.tokens import PromptTokenizer
 
 open_clip.add_model_config(CONFIG_DIR)
 
@@ -40,7 +42,7 @@ class ClipBundle:
     """A loaded CLIP with everything a trial needs next to it."""
 
     model: open_clip.CLIP
-    tokenizer: Callable[[list[str]], torch.Tensor]
+    tokenizer: Callable[[list[str]], torch.Tensor]  # token ids on the CPU
     arch: str
     pretrained: str | None
     image_size: int
@@ -52,8 +54,9 @@ class ClipBundle:
     # batch's last EOT: equal within floating-point noise, so a way to run, not a result
     full_text_context: bool = False
 
-    @property
+    @functools.cached_property
     def logit_scale(self) -> float:
+        # read once: the weights are frozen, and reading a GPU value each step would wait for the GPU
         return float(self.model.logit_scale.exp())
 
 
@@ -148,7 +151,7 @@ def load_clip(
     image_size = model.visual.image_size
     return ClipBundle(
         model=model,
-        tokenizer=open_clip.get_tokenizer(arch),
+        tokenizer=PromptTokenizer(open_clip.get_tokenizer(arch)),
         arch=arch,
         pretrained=tag,
         image_size=image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size),
@@ -185,7 +188,8 @@ def encode_text(
     whole context as the reference code runs it, or the tower is not causal or pools elsewhere.
 
     Args:
-        tokens: ``[P, L]`` token ids from ``clip.tokenizer``.
+        tokens: ``[P, L]`` token ids from ``clip.tokenizer``, best left on the CPU: the length is
+            read from them there, without waiting for the device.
         context: learned vectors for positions 1..n_ctx: ``[n_ctx, W]`` shared by all prompts, or
             ``[P, n_ctx, W]`` per prompt; None encodes the tokens as they are.
         deep_context: replacements for those positions at the input of layers 1..len(deep_context)
@@ -198,6 +202,8 @@ def encode_text(
     eot = eot_positions(model, tokens)
     if not clip.full_text_context and eot is not None and model.attn_mask is not None:
         tokens = tokens[:, : max(int(eot.max()) + 1, 1 + n_ctx)]
+    tokens = tokens.to(clip.device, non_blocking=True)
+    eot = None if eot is None else eot.to(clip.device, non_blocking=True)
     length = tokens.shape[1]
     with torch.no_grad():
         x = model.token_embedding(tokens).to(dtype)
