@@ -12,6 +12,7 @@ import yaml
 
 from orchestrator.report.plots import plt
 from orchestrator.secrets import redact
+from orchestrator.settings.fields import DorSection
 from orchestrator.settings.sweep import Sweep
 from orchestrator.tracking import BEST_TRIAL, LEAKY, TRIAL_STATUS, TUNE_TRIAL, Tracker
 from orchestrator.translate.flags import flags_from_spec
@@ -194,14 +195,8 @@ def best_fragment(sweep: Sweep, row: Row) -> str:
         ],
     }
     if lam:
-        bench["dor"] = {
-            "lam": float(lam),
-            "pool_size": knob(sweep, row, "pool_size"),
-            "outliers_per_step": knob(sweep, row, "outliers_per_step"),
-            "pool_strategy": knob(sweep, row, "pool_strategy"),
-            "vocabulary": sweep.fixed_dor.vocabulary,
-            "resample": sweep.fixed_dor.resample,
-        }
+        # every knob a benchmark's dor: section takes, so none falls back to its default unnoticed
+        bench["dor"] = {name: knob(sweep, row, name) for name in DorSection.model_fields} | {"lam": float(lam)}
     return yaml.safe_dump(bench, sort_keys=False)
 
 

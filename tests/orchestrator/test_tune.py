@@ -238,6 +238,39 @@ def test_best_command_reproduces_the_swept_settings():
     assert build_parser().parse_args(shlex.split(best_command(micro, row))[1:]).no_recipe
 
 
+def test_best_fragment_keeps_every_fixed_dor_setting(tmp_path):
+    """The best-configuration benchmark file loads back to the swept DOR settings, the fixed ones
+    (exclude, image_source, vocabulary, resample, ...) included, not to DOR's defaults."""
+    from orchestrator.benchmark.planning import validate_file
+    from orchestrator.sweep.summary import Row, best_fragment
+    from orchestrator.translate.sweeps import spec_from_sweep, spec_from_tune
+    from workers.spec import DOR_DEFAULTS
+
+    config = yaml.safe_load((EXAMPLES / "sweep-tiny.yaml").read_text())
+    fixed = {
+        "vocabulary": "words.txt",
+        "resample": "epoch",
+        "exclude": "all",
+        "image_source": "shapes-outliers",
+        "pool_size": 64,
+        "pool_strategy": "far",
+    }
+    config["dor"] = fixed
+    sweep = parse_sweep(config, base_dir=EXAMPLES)
+    row = Row("t1", {"lam": 2.0, "outliers_per_step": 16}, "completed", {"objective": 1.0})
+    path = tmp_path / "best-benchmark.yaml"
+    path.write_text(best_fragment(sweep, row))
+
+    benchmark, trials, _ = validate_file(path)
+    swept = spec_from_tune(spec_from_sweep(sweep).model_dump(mode="json"), row.config, 1).dor
+    assert swept is not None and benchmark.dor.specs() == [swept]
+    assert [t.spec.dor for t in trials if t.spec.dor is not None and t.spec.seed == 1] == [swept]
+    # each fixed setting is one a dropped field would have reverted
+    assert all(getattr(swept, k) != DOR_DEFAULTS[k] for k in fixed)
+    assert (swept.exclude, swept.image_source, swept.resample) == ("all", "shapes-outliers", "epoch")
+    assert swept.vocabulary == str(EXAMPLES / "words.txt")
+
+
 def test_demo_sweep_tunes_from_the_demo_recipe():
     """examples/sweep-demo.yaml validates, and its fixed CoOp options are the demo benchmark's."""
     from pathlib import Path
