@@ -8,8 +8,9 @@ ViT-B/16 weights, no download) on synthetic JPEGs written in CoOp's ``oxford_pet
   ``RunOptions``, or ``--dor-options``: text cut to the batch's longest prompt, loader workers),
   at two base-class counts (text cost grows with the classes), with peak memory and GPU
   utilisation; and dor-bench's with the device image pipeline, at the fewer classes;
-- dor-bench's aggregate steps/s with k = 1, 2, 4 trials sharing the GPU (separate processes of
-  this script), which sets the recommended fractional ``gpus`` (1/k);
+- the aggregate steps/s of k = 1, 2, 4 trials sharing the GPU (separate processes of this
+  script), in the faster of dor-bench's two image styles, which sets the recommended fractional
+  ``gpus`` (1/k);
 - the GPU-hours of the paper's grid (``benchmarks.yaml``: 297 trials) both ways;
 - on CPU: the image loader's images/s per core and the truncated-vs-full text-encoding ratio.
 
@@ -71,6 +72,8 @@ REFERENCE = {"full_text_context": True, "loader_workers": 0}
 #: the device image pipeline (decoded once, crops resampled on the device), at the few classes.
 MAIN_STYLES = ("reference", "dor-bench")
 DEVICE_STYLE = "dor-bench, device images"
+#: The styles whose one-trial GPU-hours the projection gives.
+PROJECTED = (*MAIN_STYLES, DEVICE_STYLE)
 #: Classes per dataset (SPEC section 4); a base-to-new trial trains on the first ceil(n/2).
 CLASSES = {
     "imagenet": 1000,
@@ -347,6 +350,7 @@ class Bench:
         self.words = max(sizes.vocabulary, 4 * max(sizes.classes))  # the pool keeps half: B <= K
         self.single: dict[tuple[str, str, int], dict[str, Any]] = {}  # (row, style, classes) -> record
         self.concurrent: dict[int, dict[str, dict[str, Any]]] = {}  # k -> row -> record
+        self.shared_style = "dor-bench"  # the style of the trials sharing the device: the faster one
         self.sampler = GpuSampler(None)
         self.children: list[subprocess.Popen] = []  # concurrent trial processes, stopped by the watchdog
         self.results: dict[str, Any] = {"errors": [], "notes": []}
@@ -549,6 +553,7 @@ class Bench:
         steps/s = all timed steps / (last timed epoch end - first timed epoch start)."""
         from workers.datasets.supply import usable_cpus
 
+        style = self.shared_style
         trials = self.concurrent_plan(k, classes, self.left(phase_end) - (30 if self.device.startswith("cuda") else 10))
         if not trials:
             self.log(f"k={k}: nothing fits the time left; skipped")
@@ -570,7 +575,7 @@ class Bench:
                 command = [sys.executable, __file__, "--worker", str(folder / f"job{index}.json")]
                 procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
         self.children = procs
-        self.log(f"k={k}: {k} processes of {cpus} CPUs each, rows {', '.join(t['row'] for t in trials)}")
+        self.log(f"k={k}: {k} processes of {cpus} CPUs each, {style}, rows {', '.join(t['row'] for t in trials)}")
         deadline = min(max(phase_end, time.time() + 20) + 15, self.end)
         for index, proc in enumerate(procs):
             try:
@@ -589,6 +594,7 @@ class Bench:
         ready = [r["ready"] - started for out in outputs for r in out if "ready" in r]
         self.results.setdefault("concurrency_meta", {})[str(k)] = {
             "classes": classes,
+            "style": style,
             "cpus_per_trial": cpus,
             "process_ready_s": [round(r, 1) for r in ready],
             "k=1": "the single-trial dor-bench measurement (in the main process, all CPUs)",
@@ -596,11 +602,11 @@ class Bench:
         self.save()
 
     def concurrent_plan(self, k: int, classes: int, budget: float) -> list[dict[str, Any]]:
-        """Each row's trial as its single dor-bench measurement ran it, with fewer timed epochs
-        (then fewer rows) when k of them, with no gain from sharing, would not fit ``budget``."""
-        plan = []
+        """Each row's trial as its single measurement in the shared style ran it, with fewer timed
+        epochs (then fewer rows) when k of them, with no gain from sharing, would not fit ``budget``."""
+        plan, style = [], self.shared_style
         for row in ORDER:
-            alone = self.single.get((row, "dor-bench", classes))
+            alone = self.single.get((row, style, classes))
             if alone is None:
                 self.log(f"k={k}: {row} has no single-trial measurement at {classes} classes; left out")
                 continue
@@ -614,8 +620,8 @@ class Bench:
         return [
             {
                 "row": row,
-                "spec": self.spec(row, "dor-bench", classes, alone["shots"], 1 + timed),
-                "options": self.options("dor-bench"),
+                "spec": self.spec(row, style, classes, alone["shots"], 1 + timed),
+                "options": self.options(style),
                 "epochs": 1 + timed,
                 "steps_per_epoch": alone["steps_per_epoch"],
                 "batch": alone["batch"],
@@ -635,7 +641,7 @@ class Bench:
         start, stop = min(r["marks"][0] for r in whole), max(r["marks"][-1] for r in whole)
         steps = sum((len(r["marks"]) - 1) * r["steps_per_epoch"] for r in whole)
         util, used = self.sampler.window(start, stop)
-        alone = self.single[(trial["row"], "dor-bench", classes)]["steps_per_s"]
+        alone = self.single[(trial["row"], self.shared_style, classes)]["steps_per_s"]
         self.concurrent[k][trial["row"]] = record = {
             "timed_steps": steps,
             "seconds": stop - start,
@@ -652,6 +658,23 @@ class Bench:
         self.log(
             f"k={k}: {trial['row']:9} {record['steps_per_s']:.2f} steps/s together ({record['speedup']:.2f}x one alone)"
         )
+
+    def choose_shared_style(self, classes: int) -> None:
+        """The trials sharing the device run in the faster of dor-bench's image styles (PIL loader
+        workers, or decoded images cropped on the device): the geometric mean of its steps/s over
+        the rows measured both ways, alone, at ``classes``."""
+        both = [
+            (
+                self.single[(row, "dor-bench", classes)]["steps_per_s"],
+                self.single[(row, DEVICE_STYLE, classes)]["steps_per_s"],
+            )
+            for row in ROWS
+            if (row, "dor-bench", classes) in self.single and (row, DEVICE_STYLE, classes) in self.single
+        ]
+        if both and math.prod(device / pil for pil, device in both) > 1:
+            self.shared_style = DEVICE_STYLE
+        self.results["meta"]["shared_style"] = self.shared_style
+        self.log(f"trials sharing the device run as '{self.shared_style}'")
 
     def cpu_phase(self) -> None:
         """On CPU, whatever the device: the training-image loader's images/s per core (PIL, in the
@@ -701,12 +724,13 @@ class Bench:
                 return
             small, large = min(self.sizes.classes), max(self.sizes.classes)
             share = lambda fraction: self.t0 + fraction * self.args.budget_s
-            self.guarded("one trial alone, few classes", self.single_phase, small, MAIN_STYLES, share(0.25))
+            styles = (*MAIN_STYLES, DEVICE_STYLE)
+            self.guarded("one trial alone, few classes", self.single_phase, small, styles, share(0.32))
+            self.guarded("the shared style", self.choose_shared_style, small)
             for k in (k for k in self.sizes.concurrency if k > 1):
-                self.guarded(f"{k} trials at once", self.concurrency_phase, k, small, share(0.35 if k <= 2 else 0.47))
+                self.guarded(f"{k} trials at once", self.concurrency_phase, k, small, share(0.42 if k <= 2 else 0.54))
             if large != small:
-                self.guarded("one trial alone, many classes", self.single_phase, large, MAIN_STYLES, share(0.85))
-            self.guarded("device image pipeline", self.single_phase, small, (DEVICE_STYLE,), share(0.90))
+                self.guarded("one trial alone, many classes", self.single_phase, large, MAIN_STYLES, share(0.88))
             self.guarded("projection", self.projection_phase)
             if self.left() > 10:
                 self.guarded("CPU measurements", self.cpu_phase)
@@ -824,6 +848,10 @@ def project(bench: Bench) -> dict[str, Any]:
             points = [(c, bench.single[(row, style, c)]["step_s"]) for c in sorted(both or counts[style])]
             if points:
                 fits[(row, style)] = fit(points)
+        device = [(c, rec["step_s"]) for (r, s, c), rec in bench.single.items() if r == row and s == DEVICE_STYLE]
+        if device and (row, "dor-bench") in fits:  # the same text work: dor-bench's slope per class
+            (c, t), slope = min(device), fits[(row, "dor-bench")][1]
+            fits[(row, DEVICE_STYLE)] = (t - slope * c, slope) if t >= slope * c else (0.0, t / c)
     speedups = {k: {row: rec["speedup"] for row, rec in rows.items()} for k, rows in bench.concurrent.items()}
     ks = [1] + sorted(speedups)
     per_config: dict[str, dict[str, Any]] = {}
@@ -844,7 +872,7 @@ def project(bench: Bench) -> dict[str, Any]:
         entry = per_config.setdefault(config, {"trials": 0, "steps": 0, "row": row, "dor_estimated": not measured})
         entry["trials"] += 1
         entry["steps"] += steps
-        for style in MAIN_STYLES:
+        for style in PROJECTED:
             if (row, style) not in fits:
                 missing.add(f"{row} {style}")
                 continue
@@ -853,16 +881,14 @@ def project(bench: Bench) -> dict[str, Any]:
             entry[f"{style}_h"] = entry.get(f"{style}_h", 0.0) + hours
     totals: dict[str, Any] = {}
     for entry in per_config.values():
-        for k in ks:
+        for k in ks:  # k trials of the shared style at once
             gain = 1.0 if k == 1 else speedups[k].get(entry["row"])
-            if gain is not None and "dor-bench_h" in entry:
-                entry[f"dor-bench_k{k}_h"] = entry["dor-bench_h"] / gain
-    for key in ["reference_h"] + [f"dor-bench_k{k}_h" for k in ks]:
+            if gain is not None and f"{bench.shared_style}_h" in entry:
+                entry[f"shared_k{k}_h"] = entry[f"{bench.shared_style}_h"] / gain
+    for key in [f"{style}_h" for style in PROJECTED] + [f"shared_k{k}_h" for k in ks]:
         if all(key in e for e in per_config.values()):
             totals[key] = sum(e[key] for e in per_config.values())
-    best = min(
-        (k for k in ks if f"dor-bench_k{k}_h" in totals), key=lambda k: totals[f"dor-bench_k{k}_h"], default=None
-    )
+    best = min((k for k in ks if f"shared_k{k}_h" in totals), key=lambda k: totals[f"shared_k{k}_h"], default=None)
     return {
         "grid": str(bench.args.grid),
         "trials": len(grid),
@@ -870,6 +896,7 @@ def project(bench: Bench) -> dict[str, Any]:
         "per_config": per_config,
         "fits_s_per_step": {f"{r} {s}": {"a": a, "b_per_class": b} for (r, s), (a, b) in fits.items()},
         "speedup_vs_one": speedups,
+        "shared_style": bench.shared_style,
         "totals": totals,
         "best_k": best,
         "recommended_gpus": None if best is None else round(1 / best, 3),
@@ -884,8 +911,10 @@ def project(bench: Bench) -> dict[str, Any]:
             "photos, but real images are larger and decode slower than these)",
             "CoCoOp+DOR, KgCoOp+DOR and MaPLe+DOR: their method's fit with B = base-class outlier prompts "
             "added to the text batch (CoOp+DOR is measured)",
-            "dor-bench with k trials per GPU: its one-trial hours divided by the aggregate speed-up measured "
-            "at the smaller class count; reference: one trial per GPU",
+            "device images: measured at the smaller class count only; the slope per class is dor-bench's "
+            "(the same text work), the intercept through that point",
+            f"k trials per GPU ('{bench.shared_style}', the faster dor-bench style alone): its one-trial hours "
+            "divided by the aggregate speed-up measured at the smaller class count; reference: one trial per GPU",
         ],
     }
 
@@ -945,9 +974,10 @@ def render(results: dict[str, Any]) -> str:
     if concurrent:
         ks = sorted(int(k) for k in concurrent)
         classes = min(sizes.get("classes", [0]))
+        shared = meta.get("shared_style", "dor-bench")
         lines += [
             "",
-            f"### dor-bench, k trials sharing the device ({classes} base classes)",
+            f"### {shared}, k trials sharing the device ({classes} base classes)",
             "",
             "Each cell: aggregate steps/s (x one trial alone), peak MiB per trial, GPU util %.",
             "",
@@ -955,7 +985,7 @@ def render(results: dict[str, Any]) -> str:
             "|---|---|" + "---|" * len(ks),
         ]
         for row in ROWS:
-            alone = single.get((row, "dor-bench", classes))
+            alone = single.get((row, shared, classes))
             if not alone:
                 continue
             cells = []
@@ -972,35 +1002,35 @@ def render(results: dict[str, Any]) -> str:
     projection = results.get("projection")
     if projection:
         unit = "GPU-hours" if meta.get("device_kind") == "cuda" else "CPU-hours (small sizes: not a real projection)"
-        ks = [1] + sorted(int(k) for k in projection.get("speedup_vs_one", {}))
+        ks = sorted(int(k) for k in projection.get("speedup_vs_one", {}))
         trials = f"{projection['trials']} trials, {projection['trained_trials']} trained"
+        shared = projection.get("shared_style", "dor-bench")
+        keys = [f"{style}_h" for style in PROJECTED] + [f"shared_k{k}_h" for k in ks]
         lines += [
             "",
             f"### Projection: the paper's grid ({trials}), {unit}",
             "",
-            "| trials | n | steps | reference | " + " | ".join(f"dor-bench k={k}" for k in ks) + " |",
-            "|---|---|---|---|" + "---|" * len(ks),
+            f"One trial per GPU in each style, then k trials per GPU in the faster dor-bench style ('{shared}').",
+            "",
+            "| trials | n | steps | reference | dor-bench | device images | " + " | ".join(f"k={k}" for k in ks) + " |",
+            "|---|---|---|---|---|---|" + "---|" * len(ks),
         ]
         for config, e in projection["per_config"].items():
             est = " (est.)" if e["dor_estimated"] else ""
             lines.append(
-                f"| {config}{est} | {e['trials']} | {e['steps']:,} | {fmt(e.get('reference_h'), '.1f')} | "
-                + " | ".join(fmt(e.get(f"dor-bench_k{k}_h"), ".1f") for k in ks)
+                f"| {config}{est} | {e['trials']} | {e['steps']:,} | "
+                + " | ".join(fmt(e.get(key), ".1f") for key in keys)
                 + " |"
             )
         t = projection["totals"]
-        lines.append(
-            f"| **total** | | | {fmt(t.get('reference_h'), '.1f')} | "
-            + " | ".join(fmt(t.get(f"dor-bench_k{k}_h"), ".1f") for k in ks)
-            + " |"
-        )
+        lines.append("| **total** | | | " + " | ".join(fmt(t.get(key), ".1f") for key in keys) + " |")
         if projection.get("best_k") and t.get("reference_h"):
             best = projection["best_k"]
             lines += [
                 "",
-                f"Recommended `resources: gpus: {projection['recommended_gpus']}` ({best} trials per GPU): "
-                f"{t[f'dor-bench_k{best}_h']:.1f} h against the reference's {t['reference_h']:.1f} h "
-                f"({t['reference_h'] / t[f'dor-bench_k{best}_h']:.1f}x).",
+                f"Recommended `resources: gpus: {projection['recommended_gpus']}` ({best} trials per GPU, "
+                f"'{shared}'): {t[f'shared_k{best}_h']:.1f} h against the reference's {t['reference_h']:.1f} h "
+                f"({t['reference_h'] / t[f'shared_k{best}_h']:.1f}x).",
             ]
         if projection.get("missing"):
             lines.append(f"Not measured (left out of the totals): {', '.join(projection['missing'])}.")

@@ -111,7 +111,8 @@ def prompt_token_seconds(
     names = [
         f"{CALTECH_NAMES[i % len(CALTECH_NAMES)]} {i // len(CALTECH_NAMES) or ''}".strip() for i in range(n_classes)
     ]
-    words = random.Random(0).sample(noun_vocabulary(), pool)
+    vocabulary = noun_vocabulary()
+    words = random.Random(0).sample(vocabulary, min(pool, len(vocabulary)))
     prompt = lambda name: f"X X X X {name}."  # CoOp's placeholders (ctx_init "a photo of a")
     plain = open_clip.get_tokenizer(arch)
     kept = PromptTokenizer(plain)
@@ -119,7 +120,7 @@ def prompt_token_seconds(
     draws = random.Random(1)
     times: dict[str, list[float]] = {"open_clip": [], "kept": []}
     for _ in range(steps):
-        texts = [prompt(n) for n in names + draws.sample(words, outliers)]
+        texts = [prompt(n) for n in names + draws.sample(words, min(outliers, len(words)))]
         for label, tokenize in (("open_clip", plain), ("kept", kept)):
             start = time.perf_counter()
             tokenize(texts)

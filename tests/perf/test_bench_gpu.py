@@ -84,11 +84,20 @@ def test_the_cpu_path_measures_every_method_and_projects_the_grid(tmp_path, monk
     assert math.isclose(configs["coop"]["reference_h"], hours, rel_tol=1e-9)
     a, slope = projection["fits_s_per_step"]["MaPLe dor-bench"].values()  # DOR: B = b more prompts
     hours = 3 * 5 * sum(16 * b // 4 * (a + slope * 2 * b) for b in BASE.values()) / 3600
-    assert math.isclose(configs["maple+dor"]["dor-bench_k1_h"], hours, rel_tol=1e-9)
+    assert math.isclose(configs["maple+dor"]["dor-bench_h"], hours, rel_tol=1e-9)
+    # device images: measured at 2 classes only, with dor-bench's slope per class through that point
+    device = {(r["row"], r["style"]): r for r in result["single"] if r["classes"] == 2}
+    a, slope = projection["fits_s_per_step"]["CoOp dor-bench, device images"].values()
+    assert slope == projection["fits_s_per_step"]["CoOp dor-bench"]["b_per_class"]
+    assert math.isclose(a + slope * 2, device[("CoOp", "dor-bench, device images")]["step_s"], rel_tol=1e-9)
+    shared = result["meta"]["shared_style"]
+    assert shared in ("dor-bench", "dor-bench, device images") and projection["shared_style"] == shared
+    assert configs["coop"]["shared_k1_h"] == configs["coop"][f"{shared}_h"]
     assert projection["totals"]["reference_h"] > 0 and projection["best_k"] == 1
 
     cpu = result["cpu"]
     assert cpu["images_pil_0_workers"]["images_per_s_per_core"] > 0
+    assert [t["prompts"] for t in cpu["tokens"]] == [4, 8] and all(t["ratio"] > 1 for t in cpu["tokens"])
     assert cpu["text"]["full_length"] == 32 and 0 < cpu["text"]["truncated_length"] < 32  # tiny-clip's context
 
 
@@ -99,8 +108,9 @@ def test_trials_sharing_the_device_run_as_separate_processes(tmp_path, monkeypat
     for row in ROWS:
         together = result["concurrent"]["2"][row]
         assert len(together["per_trial_steps_per_s"]) == 2 and all(r > 0 for r in together["per_trial_steps_per_s"])
-        assert math.isclose(together["speedup"], together["steps_per_s"] / single[(row, "dor-bench")]["steps_per_s"])
+        alone = single[(row, result["meta"]["shared_style"])]["steps_per_s"]
+        assert math.isclose(together["speedup"], together["steps_per_s"] / alone)
     speedup = result["projection"]["speedup_vs_one"]["2"]["CoOp"]
     coop = result["projection"]["per_config"]["coop"]
-    assert math.isclose(coop["dor-bench_k2_h"], coop["dor-bench_k1_h"] / speedup)
+    assert math.isclose(coop["shared_k2_h"], coop[f"{result['meta']['shared_style']}_h"] / speedup)
     assert result["projection"]["best_k"] in (1, 2) and result["concurrency_meta"]["2"]["cpus_per_trial"] == 1
