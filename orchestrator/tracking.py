@@ -315,7 +315,7 @@ class Ending:
     texts: dict[str, str] = field(default_factory=dict)
     figures: dict[str, bytes] = field(default_factory=dict)  # PNG files
     tags: dict[str, str] = field(default_factory=dict)
-    files: list[Path] = field(default_factory=list)  # logged as they are (the learned prompt, outputs)
+    files: dict[str, bytes] = field(default_factory=dict)  # the kept files (``trial_files``)
 
 
 class LiveRuns:
@@ -398,8 +398,8 @@ class LiveRuns:
             writes.append(stage(ref, file, lambda path, text=text: path.write_text(text)))
         for file, png in ending.figures.items():
             writes.append(stage(ref, file, lambda path, png=png: path.write_bytes(png)))
-        for source in ending.files:
-            writes.append(stage(ref, source.name, lambda path, source=source: link_or_copy(source, path)))
+        for file, data in ending.files.items():
+            writes.append(stage(ref, file, lambda path, data=data: path.write_bytes(data)))
         self.outbox.put(*writes, {"op": "end", "ref": ref, "status": ending.status, "time": now_ms()})
         return ref
 
@@ -443,12 +443,18 @@ def dataset_input(spec: TrialSpec) -> DatasetInput:
 
 
 def trial_end(
-    name: str, spec: TrialSpec, result: TrialResult | None, error: str | None, figures: dict[str, bytes] | None = None
+    name: str,
+    spec: TrialSpec,
+    result: TrialResult | None,
+    error: str | None,
+    figures: dict[str, bytes] | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> Ending:
     """What ends a benchmark trial's run: FINISHED with its metrics, its cost (``COST_METRICS``
-    and the ``DEVICE_NAME`` tag), per-epoch history, per-class stats, result and reliability
-    diagram (``figures``, drawn by the worker; drawn here when not given), or FAILED with its
-    error (as text and as a tag)."""
+    and the ``DEVICE_NAME`` tag), per-epoch history, per-class stats, result, reliability
+    diagram (``figures``, drawn by the worker; drawn here when not given) and kept files
+    (``files``, read by the worker; read here when not given: a trial run in this process), or
+    FAILED with its error (as text and as a tag)."""
     artifacts: dict[str, Any] = {"trial_spec.json": spec.canonical_dict()}
     if result is None:
         return Ending(
@@ -459,7 +465,6 @@ def trial_end(
         )
     artifacts["per_class.json"] = {"per_class": [c.model_dump() for c in result.per_class], "info": result.info}
     artifacts["result.json"] = result.model_dump(mode="json")
-    kept = Path(result.info["kept"]) if "kept" in result.info else None
     cost = {name: float(result.info[name]) for name in COST_METRICS if name in result.info}
     return Ending(
         "FINISHED",
@@ -468,13 +473,27 @@ def trial_end(
         artifacts,
         figures=trial_figures(name, result) if figures is None else figures,
         tags={DEVICE_NAME: str(result.info["device_name"])} if "device_name" in result.info else {},
-        files=sorted(kept.iterdir()) if kept is not None and kept.is_dir() else [],
+        files=trial_files(result) if files is None else files,
     )
 
 
 def trial_figures(name: str, result: TrialResult) -> dict[str, bytes]:
     """A finished trial's figure files: its reliability diagram (none without test scores)."""
     return {"reliability.png": reliability_png(result.reliability, name)} if result.reliability else {}
+
+
+def trial_files(result: TrialResult, take: bool = False) -> dict[str, bytes]:
+    """A finished trial's kept files (its learned prompt and per-sample outputs, which it wrote into
+    the folder ``result.info["kept"]`` names) as {file name: bytes}, the form in which they travel
+    with its result: the driver may not reach the disk of the node the trial ran on. ``take``: the
+    folder goes once read (the bytes are then the only copy)."""
+    folder = Path(result.info["kept"]) if "kept" in result.info else None
+    if folder is None or not folder.is_dir():
+        return {}
+    files = {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+    if take:
+        shutil.rmtree(folder, ignore_errors=True)
+    return files
 
 
 def epoch_row(row: dict[str, float]) -> dict[str, float]:
@@ -489,14 +508,6 @@ Write = dict[str, Any]
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """``source`` at ``target``: a hard link (instant; survives the source's deletion), else a copy."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def dataset_json(dataset: DatasetInput | None) -> dict[str, Any] | None:

@@ -1,7 +1,8 @@
 """What a trial keeps beyond its metrics, so that later questions need no retraining: the learned
 prompt (the method's own parameters: CLIP is never part of a method's state) and the per-sample
-outputs of every scored split (logits and labels, PIECE's proximity), written into a folder the
-driver logs as MLflow artifacts, and read back to rescore or to score the prompt elsewhere.
+outputs of every scored split (logits and labels, PIECE's proximity), written into a folder whose
+files go to the driver as bytes with the trial's result (``orchestrator.tracking.trial_files``) to
+be logged as MLflow artifacts, and read back to rescore or to score the prompt elsewhere.
 
 Logits are kept whole while a split has at most ``FULL_LOGITS_MAX`` values (every dataset of the
 paper but ImageNet's 500-class halves). Above that, each sample keeps its top ``TOP_K`` logits,

@@ -202,6 +202,21 @@ class RunOptions(BaseModel):
         "one per CPU the trial may use but one, at most 8. The same seed draws the same batches "
         "with any count",
     )
+    gpu_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="the share of one GPU the trial has when it shares the GPU with other trials (Ray's "
+        "fractional `resources: gpus`, set by the orchestrator through `gpu_share`): on CUDA its memory is "
+        "capped at that share of the GPU's, and running out of it is a clear error "
+        "(workers/device_memory.py). None: the whole GPU",
+    )
+
+
+def gpu_share(gpus: float) -> float | None:
+    """``RunOptions.gpu_share`` of a trial that Ray schedules with ``gpus`` GPUs: that fraction
+    when the trial shares one GPU with others (0 < gpus < 1); None for none, one or more."""
+    return gpus if 0 < gpus < 1 else None
 
 
 class ClassStat(BaseModel):

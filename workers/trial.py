@@ -36,6 +36,7 @@ from workers.datasets import load_trial_data
 from workers.datasets.base import Datum, TrialData
 from workers.datasets.supply import Batches, training_images
 from workers.datasets.transforms import ImageDataset, describe_transform, test_transform, train_transform
+from workers.device_memory import gpu_memory_guard
 from workers.dor import DynamicOutlierRegularizer, build_pool, vocabulary_words
 from workers.dor.images import ImageOutlierPool, ImageOutlierRegularizer, build_image_pool
 from workers.errors import DorBenchError
@@ -47,7 +48,7 @@ from workers.methods import METHODS
 from workers.methods.base import PromptMethod, PromptModel, TrainStep
 from workers.methods.training import coerce_option
 from workers.metrics import proximity_scores
-from workers.models.clip import ClipBundle, load_clip
+from workers.models.clip import ClipBundle, load_clip, resolve_device
 from workers.outputs import keep
 from workers.paths import atomic_write_bytes
 from workers.progress import Progress
@@ -65,9 +66,17 @@ def run_trial(
     options: RunOptions | dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> TrialResult:
-    """Run one trial and return its result. ``spec`` and ``options`` may be plain dicts (JSON)."""
-    spec = normalise(TrialSpec.model_validate(spec))
+    """Run one trial and return its result. ``spec`` and ``options`` may be plain dicts (JSON).
+    On a GPU it keeps to its share (``options.gpu_share``); running out of GPU memory is a
+    ``GpuMemoryError`` that says how to give it more (``workers/device_memory.py``)."""
     options = RunOptions.model_validate(options or {})
+    with gpu_memory_guard(resolve_device(options.device), options.gpu_share):
+        return trial_steps(spec, options, on_epoch)
+
+
+def trial_steps(spec: TrialSpec | dict[str, Any], options: RunOptions, on_epoch: EpochCallback | None) -> TrialResult:
+    """``run_trial``'s steps, as this module's docstring numbers them."""
+    spec = normalise(TrialSpec.model_validate(spec))
     started = time.monotonic()
     seed_everything(spec.seed)
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import ray
 from ray.exceptions import RayActorError, WorkerCrashedError
 
-from workers.spec import RunOptions
+from workers.spec import RunOptions, gpu_share
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,13 @@ class Shape:
         """The actor options that reserve it."""
         memory = self.amounts().get("memory")
         return {"num_cpus": self.cpus, "num_gpus": self.gpus, **({"memory": int(memory)} if memory else {})}
+
+
+def trial_options(options: dict[str, Any], shape: Shape) -> dict[str, Any]:
+    """The RunOptions (JSON) of a trial that reserves ``shape``: ``options`` with the share of a GPU
+    it shares with other trials (``gpu_share``: the fraction Ray schedules it with; None for a
+    whole GPU or none), which the trial's memory is capped at."""
+    return {**options, "gpu_share": gpu_share(shape.gpus)}
 
 
 @dataclass
@@ -61,6 +68,7 @@ class Outcome:
     result: dict[str, Any] | None = None  # TrialResult JSON
     error: str | None = None
     figures: dict[str, bytes] | None = None  # drawn by the worker (``tracking.trial_figures``)
+    files: dict[str, bytes] | None = None  # the kept files, read by the worker (``tracking.trial_files``)
 
 
 class TrialEvents(Protocol):
@@ -93,9 +101,9 @@ class TrialWorker:
 
     def run(self, job: Job, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """A streaming generator: ``{"epoch": n, "row": {...}}`` as each epoch ends, then
-        ``{"result": TrialResult JSON, "figures": PNG files}`` or ``{"error": text}``. The trial runs in a thread of
-        this worker so that its epoch callback can hand rows to the generator."""
-        from orchestrator.tracking import trial_figures
+        ``{"result": TrialResult JSON, "figures": PNG files, "files": kept files}`` or ``{"error": text}``. The trial
+        runs in a thread of this worker so that its epoch callback can hand rows to the generator."""
+        from orchestrator.tracking import trial_figures, trial_files
         from workers.trial import TrialError, run_trial
 
         events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -109,8 +117,11 @@ class TrialWorker:
                     options["device"] = granted_device(gpus, options["device"])
                 on_epoch = lambda epoch, row: events.put({"epoch": epoch, "row": row})
                 result = run_trial(job.spec, options, on_epoch=on_epoch)
-                # drawn here, not on the driver: a figure costs more CPU than the rest of a run's record
-                events.put({"result": result.model_dump(mode="json"), "figures": trial_figures(job.name, result)})
+                # drawn here, not on the driver: a figure costs more CPU than the rest of a run's record;
+                # the kept files go with the result (the driver may not reach this node's disk), and
+                # their folder here goes once they are read
+                figures, files = trial_figures(job.name, result), trial_files(result, take=True)
+                events.put({"result": result.model_dump(mode="json"), "figures": figures, "files": files})
             except Exception as err:  # the trial's own failure: reported, the grid goes on
                 events.put({"error": f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}"})
 
@@ -269,7 +280,8 @@ def run_jobs(
                     continue
                 waiting.remove(job)
                 actor, job.where = taken
-                running[actor.run.options(num_returns="streaming").remote(job, opts)] = (job, actor)
+                stream = actor.run.options(num_returns="streaming").remote(job, trial_options(opts, job.shape))
+                running[stream] = (job, actor)
                 events.started(job)
             progress.running = len(running)
             # streams with an event, or actors that have started
@@ -296,7 +308,9 @@ def run_jobs(
                         continue
                     del running[ref]
                     pool.give_back(actor)
-                outcome = Outcome(job, reply.get("result"), reply.get("error"), reply.get("figures"))
+                outcome = Outcome(
+                    job, reply.get("result"), reply.get("error"), reply.get("figures"), reply.get("files")
+                )
                 if outcome.result is not None:
                     progress.done += 1
                 else:

@@ -4,7 +4,6 @@ every trial in MLflow, print the tables and write the report (orchestrator/repor
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -200,10 +199,10 @@ class LiveGrid:
     def ended(self, outcome: Outcome) -> None:
         trial = self.trials[outcome.job.name]
         result = TrialResult.model_validate(outcome.result) if outcome.result else None
-        self.runs.end(trial.run_key, trial_end(trial.name, trial.spec, result, outcome.error, outcome.figures))
-        if result is not None:  # recorded: the checkpoint and the kept files' folder go
+        ending = trial_end(trial.name, trial.spec, result, outcome.error, outcome.figures, outcome.files)
+        self.runs.end(trial.run_key, ending)
+        if result is not None:  # recorded: the checkpoint goes (the worker removed its kept files)
             (self.checkpoints / f"{trial.run_key}.pt").unlink(missing_ok=True)
-            shutil.rmtree(self.checkpoints / trial.run_key, ignore_errors=True)
         self.display.ended(trial.name, result.metrics if result else None, outcome.error or None)
 
     def retrying(self, job: Job, retries: int) -> None:

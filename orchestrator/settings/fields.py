@@ -113,6 +113,22 @@ NonNegInt = Annotated[int, Field(ge=0)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
+def _ray_gpus(gpus: float) -> float:
+    """Ray's rule for GPUs: a share of one GPU (below 1, to 0.0001) or whole GPUs."""
+    if gpus > 1 and not gpus.is_integer():
+        raise custom(
+            f"must be a share of one GPU (below 1: 0.5 runs two trials on a GPU, 0.25 four) or a whole number "
+            f"of GPUs, not {gpus:g}: Ray gives a trial part of one GPU or whole GPUs"
+        )
+    if 0 < gpus < 0.0001:
+        raise custom(f"must be 0 or at least 0.0001 (Ray's smallest share of a GPU), not {gpus:g}")
+    return gpus
+
+
+#: GPUs one trial reserves: a share of one GPU (several trials share it) or whole GPUs.
+GpuCount = Annotated[float, Field(ge=0, allow_inf_nan=False), AfterValidator(_ray_gpus)]
+
+
 def _unique(values: list[Any]) -> list[Any]:
     repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
     if repeated:
@@ -210,7 +226,7 @@ class NamedMethod(Strict):
 class Resources(Strict):
     """What one trial reserves (Ray resources); fractional GPUs share a device."""
 
-    gpus: NonNegFloat = 0
+    gpus: GpuCount = 0
     cpus: Annotated[float, Field(gt=0)] = 1
     memory_gb: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
         None, description="memory one trial reserves (Ray's `memory` resource); None: none reserved"
@@ -229,7 +245,7 @@ class MethodResources(Strict):
     """A method's own resources (MaPLe and CoCoOp need more memory than CoOp), over the
     benchmark's ``resources``."""
 
-    gpus: NonNegFloat | None = None
+    gpus: GpuCount | None = None
     cpus: Annotated[float, Field(gt=0)] | None = None
     memory_gb: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 

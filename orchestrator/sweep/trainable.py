@@ -53,10 +53,18 @@ def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.fmean(r[k] for r in rows) for k in sorted(keys)}
 
 
-def sweep_trial(config: dict[str, Any], *, base: dict[str, Any], seeds: list[int], objective: dict[str, Any]) -> None:
+def sweep_trial(
+    config: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    seeds: list[int],
+    objective: dict[str, Any],
+    gpu_share: float | None = None,
+) -> None:
     """Tune function trainable. Reports per epoch: the current seed's metrics (val/*, train/*,
     lr), ``seed``, ``epoch``, and ``objective`` / ``floor_met`` of the running mean over the seeds
-    trained so far (the finished seeds' final metrics and the current seed's latest)."""
+    trained so far (the finished seeds' final metrics and the current seed's latest). ``gpu_share``:
+    ``RunOptions.gpu_share`` (the trial shares its GPU with other trials)."""
     from workers.trial import run_trial
 
     work = Path(tempfile.mkdtemp(prefix="dor-bench-sweep-"))
@@ -67,7 +75,7 @@ def sweep_trial(config: dict[str, Any], *, base: dict[str, Any], seeds: list[int
             with checkpoint.as_directory() as folder:
                 shutil.copytree(folder, work, dirs_exist_ok=True)
             state = json.loads((work / STATE).read_text())
-        options = RunOptions(checkpoint_dir=str(work), progress=False, device="auto")
+        options = RunOptions(checkpoint_dir=str(work), progress=False, device="auto", gpu_share=gpu_share)
         for seed in seeds[len(state["finals"]) :]:
             spec = spec_from_tune(base, config, seed)
 

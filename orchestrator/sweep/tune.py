@@ -40,7 +40,7 @@ from orchestrator.translate.params import params_from_spec
 from orchestrator.translate.sweeps import spec_from_sweep, spec_from_tune
 from workers.methods import METHODS
 from workers.methods.training import coerce_option
-from workers.spec import TrialSpec
+from workers.spec import TrialSpec, gpu_share
 
 #: The live recorder of each running sweep, by Tune experiment path. Tune pickles its callbacks
 #: into the experiment state and brings the old copies back on restore, so the callback it holds
@@ -110,13 +110,14 @@ def scheduler(sweep: Sweep) -> Any:
 
 
 def trainable(sweep: Sweep) -> Any:
-    """``sweep_trial`` bound to this sweep, with the sweep's per-trial resources (call it with
-    Ray started: the bound values go to Ray's object store)."""
+    """``sweep_trial`` bound to this sweep, with the sweep's per-trial resources and the share of
+    a GPU they make (call it with Ray started: the bound values go to Ray's object store)."""
     bound = tune.with_parameters(
         sweep_trial,
         base=spec_from_sweep(sweep).model_dump(mode="json"),
         seeds=list(sweep.seeds),
         objective=sweep.objective.model_dump(mode="json"),
+        gpu_share=gpu_share(sweep.resources.gpus),
     )
     return tune.with_resources(bound, {"cpu": sweep.resources.cpus, "gpu": sweep.resources.gpus})
 

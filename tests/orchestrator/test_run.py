@@ -62,6 +62,7 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
         assert (diagram.format, diagram.size) == ("PNG", (800, 400))
     left = {p.name: p for p in (tmp_path / "ckpt").iterdir()}  # checkpoints and kept files go once recorded
     assert set(left) <= {".outbox"} and not any(left[".outbox"].iterdir() if left else [])  # every write made
+    assert_kept_files_travelled_with_the_result(uri, dor_runs[0], tmp_path)
     assert runs[0].info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside mlflow.db
     # what MLflow's UI and a reader need: the experiment's kind, each trial's dataset, the parent's files
     client = MlflowClient(uri)
@@ -118,6 +119,39 @@ def test_grid_end_to_end_then_resume_skips_everything(tmp_path, capsys):
     assert actions.count("skip") == 6 and actions.count("run") == 3
     assert "9 trials: 3 to run, 0 to resume from checkpoints, 6 finished (skipped)" in out.err
     assert len(child_runs(uri, "e2e")) == 6
+
+
+def assert_kept_files_travelled_with_the_result(uri: str, recorded, tmp_path: Path) -> None:
+    """The trial's kept files reached its run as bytes sent with its result: the worker removed its
+    folder before the driver recorded the run (the driver removes none), and the run holds exactly
+    what the trial kept: the same prompt tensors and outputs as the same trial run here again (one
+    thread, as in its Ray worker)."""
+    import numpy as np
+    import torch
+
+    from workers.outputs import OUTPUTS_FILE, PROMPT_FILE
+    from workers.trial import run_trial
+
+    key = recorded.data.tags[RUN_KEY]
+    assert not (tmp_path / "ckpt" / key).exists()  # the worker's own copy is gone
+    client = MlflowClient(uri)
+    got = Path(client.download_artifacts(recorded.info.run_id, "", str(tmp_path / "recorded")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spec = json.loads((got / "trial_spec.json").read_text())
+        result = run_trial(spec, {"progress": False, "device": "cpu", "keep_dir": str(tmp_path / "again")})
+    finally:
+        torch.set_num_threads(threads)
+    again = Path(result.info["kept"])
+    assert {k: recorded.data.metrics[k] for k in result.metrics} == pytest.approx(result.metrics, abs=1e-9)
+    prompt = torch.load(got / PROMPT_FILE, weights_only=True)
+    want = torch.load(again / PROMPT_FILE, weights_only=True)
+    assert prompt.keys() == want.keys() and all(torch.equal(prompt[k], want[k]) for k in want)
+    assert (got / PROMPT_FILE).read_bytes() == (again / PROMPT_FILE).read_bytes()
+    with np.load(got / OUTPUTS_FILE) as outputs, np.load(again / OUTPUTS_FILE) as expected:
+        assert sorted(outputs.files) == sorted(expected.files) and len(expected.files) > 3
+        assert all(np.array_equal(outputs[k], expected[k]) for k in expected.files)
 
 
 def test_killed_worker_is_retried_without_duplicates(tmp_path, capsys):
