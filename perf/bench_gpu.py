@@ -621,7 +621,7 @@ class Bench:
             {
                 "row": row,
                 "spec": self.spec(row, style, classes, alone["shots"], 1 + timed),
-                "options": self.options(style),
+                "options": {**self.options(style), "gpu_share": 1 / k},  # as Ray's gpus 1/k: capped memory
                 "epochs": 1 + timed,
                 "steps_per_epoch": alone["steps_per_epoch"],
                 "batch": alone["batch"],

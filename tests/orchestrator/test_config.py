@@ -283,7 +283,7 @@ def test_benchmarks_yaml_is_the_papers_grid(monkeypatch):
     assert len(trials) == 11 * 3 * (1 + 4 * 2) == 297
     assert len({t.name for t in trials}) == len({t.run_key for t in trials}) == 297
     assert bench.model.arch == "ViT-B-16" and bench.model.pretrained == "openai"
-    assert bench.resources.gpus == 1
+    assert bench.resources.gpus == 1 and bench.resources.cpus == 4  # 3 image loader workers a trial
     lams = {(t.spec.method, t.spec.dor.lam) for t in trials if t.spec.dor is not None}
     assert lams == {("coop", 8), ("cocoop", 2), ("kgcoop", 2), ("maple", 2)}
     assert all(t.spec.method_options == {} for t in trials)  # the published defaults
