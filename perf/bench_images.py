@@ -9,6 +9,9 @@ one, else the CPU). Rates are counted after a warm-up epoch (workers started, de
 filled); the trial's process uses one torch thread, so "per core" divides by the processes at
 work (workers + the trial's process; the trial's process alone with 0 workers).
 
+Visual DOR's outlier images (a step draws B of them through the test transform): decoded with
+PIL each time they are drawn against kept after their first draw (``ImageOutlierPool.pixels``).
+
 ``image_supply_rate`` is importable; ``python perf/bench_images.py [--workers N] [--images 256]``
 prints the table.
 """
@@ -107,6 +110,31 @@ def image_supply_rate(
     }
 
 
+def outlier_pixels_rate(root: Path, draws: int = 4, per_draw: int = 64) -> dict[str, float]:
+    """Images/s of visual DOR's outlier draws in the trial's process: PIL's test transform on each
+    drawn image, against ``ImageOutlierPool.pixels`` once every image was drawn once."""
+    from workers.datasets import DATASETS
+    from workers.datasets.transforms import load_rgb, test_transform
+    from workers.dor.images import ImageOutlierPool
+
+    items = DATASETS.get("dtd").read(root).train
+    pool = ImageOutlierPool(items, torch.zeros(len(items), 1), torch.zeros(len(items)), "near", len(items), "dtd", 224)
+    pool.pixels(range(len(items)))  # the first draw of each image keeps it
+    generator = torch.Generator().manual_seed(0)
+    picks = [torch.randperm(len(items), generator=generator)[:per_draw].tolist() for _ in range(draws)]
+    transform = test_transform(224)
+    rates = {}
+    for label, draw in (
+        ("pil", lambda index: torch.stack([transform(load_rgb(items[i].path)) for i in index])),
+        ("kept", pool.pixels),
+    ):
+        start = time.perf_counter()
+        for index in picks:
+            draw(index)
+        rates[label] = draws * per_draw / (time.perf_counter() - start)
+    return rates
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=max(1, min(usable_cpus() - 1, 8)), help="N for pil/N")
@@ -136,6 +164,11 @@ def main() -> int:
                 f"{r['pipeline']:9} {r['workers']:7d} {r['device']:>7} {r['images_per_s']:9.1f} {r['cores']:5d} "
                 f"{r['images_per_s_per_core']:9.1f} {r['images_per_s'] / first:9.2f}"
             )
+        outliers = outlier_pixels_rate(root)
+        print(
+            f"visual DOR's outlier images (test transform, one process): {outliers['pil']:.0f}/s decoded each draw, "
+            f"{outliers['kept']:.0f}/s kept: {outliers['kept'] / outliers['pil']:.1f}x"
+        )
     return 0
 
 

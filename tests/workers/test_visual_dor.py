@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,11 @@ import torch.nn.functional as F
 from workers.datasets import DATASETS
 from workers.datasets import shapes_world as world
 from workers.datasets.shapes import demo_classes
+from workers.datasets.transforms import load_rgb, test_transform
 from workers.dor.images import CANDIDATES_PER_CLASS, ImageOutlierRegularizer, build_image_pool
 from workers.errors import DorBenchError
 from workers.models.clip import load_clip
+from workers.paths import cache_dir
 from workers.trial import run_trial
 
 BASE = demo_classes()[:30]
@@ -57,6 +60,20 @@ def test_zero_shot_features_are_clips_and_the_strategies_order_by_similarity(cli
     assert torch.allclose(near.zero_shot[:5], expected, atol=1e-5)
     text = F.normalize(clip.model.encode_text(clip.tokenizer([f"a photo of a {n}." for n in BASE])).float(), dim=-1)
     assert torch.allclose(near.scores[:5], (expected @ text.T).mean(dim=1), atol=1e-5)
+
+
+def test_pixels_are_the_test_transforms_tensors_decoded_once(clip):
+    near = pool(clip)
+    folder = cache_dir("decoded", "shapes-outliers", f"test{near.image_size}")
+    shutil.rmtree(folder, ignore_errors=True)
+    index = [3, 0, 3, 7]
+    expected = torch.stack([test_transform(near.image_size)(load_rgb(near.items[i].path)) for i in index])
+    assert torch.equal(near.pixels(index), expected)
+    kept = sorted(folder.rglob("*.npy"))
+    assert len(kept) == 3  # one file per image drawn
+    stamps = [p.stat().st_mtime_ns for p in kept]
+    assert torch.equal(near.pixels(index), expected)  # read back, not decoded again
+    assert [p.stat().st_mtime_ns for p in sorted(folder.rglob("*.npy"))] == stamps
 
 
 def test_draws_are_distinct_seeded_and_index_the_pool(clip):

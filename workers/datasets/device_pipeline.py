@@ -15,7 +15,7 @@ import hashlib
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,21 +46,30 @@ def decoded_folder(dataset: str, side: int) -> Path:
 
 def decoded_image(path: str, side: int, folder: Path) -> np.ndarray:
     """The RGB image at ``path`` as a ``[H, W, 3]`` uint8 array whose short side is at most
-    ``side`` (larger images are shrunk with PIL's antialiased bicubic); decoded and written to
-    ``folder`` the first time. It is read memory-mapped: the pixels stay in the page cache, shared
-    by every process reading them. The file's key covers the image's path, size and modification
-    time, so an edited image is decoded again."""
+    ``side`` (larger images are shrunk with PIL's antialiased bicubic), kept in ``folder``
+    (``kept_pixels``)."""
+
+    def shrink(image: Image.Image) -> Image.Image:
+        short = min(image.size)
+        if short <= side:
+            return image
+        size = (round(image.width * side / short), round(image.height * side / short))
+        return image.resize(size, Image.Resampling.BICUBIC)
+
+    return kept_pixels(path, f"{side}", folder, shrink)
+
+
+def kept_pixels(path: str, how: str, folder: Path, make: Callable[[Image.Image], Image.Image]) -> np.ndarray:
+    """``make`` of the RGB image at ``path``, as a ``[H, W, 3]`` uint8 array, decoded and written
+    to ``folder`` the first time (``how`` names what ``make`` does). It is read memory-mapped:
+    the pixels stay in the page cache, shared by every process reading them. The file's key
+    covers the image's path, size and modification time, so an edited image is decoded again."""
     stat = os.stat(path)
-    key = hashlib.sha256(f"v{DECODED_VERSION}|{side}|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    key = hashlib.sha256(f"v{DECODED_VERSION}|{how}|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
     file = folder / key[:2] / f"{key[:24]}.npy"
     if not file.is_file():
-        image = load_rgb(path)
-        short = min(image.size)
-        if short > side:
-            size = (round(image.width * side / short), round(image.height * side / short))
-            image = image.resize(size, Image.Resampling.BICUBIC)
         buffer = io.BytesIO()
-        np.save(buffer, np.asarray(image))
+        np.save(buffer, np.asarray(make(load_rgb(path))))
         atomic_write_bytes(file, buffer.getvalue())
     return np.load(file, mmap_mode="r")
 

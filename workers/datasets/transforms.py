@@ -108,14 +108,17 @@ def train_transform(image_size: int, min_crop_scale: float = 0.08) -> TrainAugme
 
 def test_transform(image_size: int) -> T.Compose:
     """Resize the short side (bicubic), centre crop, CLIP normalisation."""
-    return T.Compose(
-        [
-            T.Resize(image_size, interpolation=BICUBIC),
-            T.CenterCrop(image_size),
-            T.ToTensor(),
-            T.Normalize(CLIP_MEAN, CLIP_STD),
-        ]
-    )
+    return T.Compose([*test_view(image_size).transforms, *normalised_tensor().transforms])
+
+
+def test_view(image_size: int) -> T.Compose:
+    """``test_transform``'s pixels: the PIL image resized (short side, bicubic) and centre-cropped."""
+    return T.Compose([T.Resize(image_size, interpolation=BICUBIC), T.CenterCrop(image_size)])
+
+
+def normalised_tensor() -> T.Compose:
+    """``test_transform``'s last steps: uint8 pixels (PIL or ``[H, W, 3]``) to a CLIP-normalised tensor."""
+    return T.Compose([T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
 
 
 test_transform.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when a test imports it

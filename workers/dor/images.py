@@ -19,18 +19,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from workers.datasets import DATASETS, Datum
 from workers.datasets.base import text_name
+from workers.datasets.device_pipeline import kept_pixels
 from workers.datasets.sampling import sample_per_label
-from workers.datasets.transforms import describe_transform, load_rgb, test_transform
+from workers.datasets.transforms import describe_transform, normalised_tensor, test_transform, test_view
 from workers.dor.pool import check_strategy, encode_words, normalise_name, pick
 from workers.dor.regularizer import OutlierRegularizer
 from workers.errors import DorBenchError
 from workers.features import cached_image_features
 from workers.models.clip import ClipBundle
+from workers.paths import cache_dir
 
 #: Training images per source class that may enter a pool (ImageNet: at most 16,000 candidates
 #: to encode once, instead of 1.28 million).
@@ -59,9 +62,14 @@ class ImageOutlierPool:
         return F.normalize(self.features, dim=-1)
 
     def pixels(self, index: Sequence[int]) -> torch.Tensor:
-        """The images at ``index`` through CLIP's test transform, ``[B, 3, H, W]``."""
-        transform = test_transform(self.image_size)
-        return torch.stack([transform(load_rgb(self.items[i].path)) for i in index])
+        """The images at ``index`` through CLIP's test transform, ``[B, 3, H, W]``: exactly
+        ``test_transform``'s tensors, from each image's resized and centre-cropped pixels kept on
+        disk the first time it is drawn (a step draws B images: decoding them again each step
+        would cost more than encoding them)."""
+        how, view, tensor = f"test{self.image_size}", test_view(self.image_size), normalised_tensor()
+        folder = cache_dir("decoded", self.source, how)
+        kept = [kept_pixels(self.items[i].path, how, folder, view) for i in index]
+        return torch.stack([tensor(np.array(pixels)) for pixels in kept])  # a copy: the kept file is read-only
 
 
 def build_image_pool(
