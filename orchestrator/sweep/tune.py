@@ -22,6 +22,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from orchestrator import MAX_TRIALS, places
 from orchestrator.console import log
 from orchestrator.settings.sweep import INT_KNOBS, Range, Sweep, describe_sweep, load_sweep
+from orchestrator.sweep.state import StateCopies, repair
 from orchestrator.sweep.summary import report
 from orchestrator.sweep.trainable import STATE, plain_config, sweep_trial
 from orchestrator.tracking import (
@@ -140,8 +141,9 @@ class _Recorder:
     when the trial starts, an epoch row per Tune report, closed when it ends. On a resumed sweep,
     the runs of trials that had not ended are continued."""
 
-    def __init__(self, sweep: Sweep, tracker: Tracker, parent: str):
+    def __init__(self, sweep: Sweep, tracker: Tracker, parent: str, folder: Path):
         self.sweep, self.parent = sweep, parent
+        self.copies = StateCopies(folder)  # Tune's state, kept readable for a resume
         self.runs = LiveRuns(tracker, parent)
         self.recorded: set[str] = set()  # trials whose run has ended
         for run in tracker.children(parent):
@@ -237,6 +239,7 @@ class SweepCallback(tune.Callback):
         _RECORDERS[self.key].record(trial.trial_id, trial.config, trial.checkpoint, _error(trial))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        _RECORDERS[self.key].copies.keep()
         limit = _RECORDERS[self.key].sweep.testing.exit_driver_after_trials
         if limit and _RECORDERS[self.key].ended >= limit:
             log("[dor-bench] testing.exit_driver_after_trials: the driver exits now")
@@ -295,6 +298,8 @@ def run_sweep(
     if fresh and folder.exists():
         shutil.rmtree(folder)
     restoring = tune.Tuner.can_restore(str(folder))
+    for name in repair(folder) if restoring else []:  # before anything is reopened: it may refuse
+        log(f"[dor-bench] {name} was cut short when the driver stopped: the sweep resumes from its last complete copy")
     tracker = Tracker(store, sweep.name, outbox=folder / ".outbox")  # writes waiting for the store
     parent = tracker.find_parent(SWEEP_STORAGE, str(folder)) if restoring else None
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -319,7 +324,7 @@ def run_sweep(
         )
     else:
         tracker.reopen(parent)
-    _RECORDERS[str(folder)] = _Recorder(sweep, tracker, parent)
+    _RECORDERS[str(folder)] = _Recorder(sweep, tracker, parent, folder)
     if restoring:
         log(
             f"[dor-bench] resuming the sweep saved in {folder} (finished trials are kept; "

@@ -16,8 +16,10 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cli import main
 from orchestrator.settings.benchmark import parse_benchmark
 from orchestrator.settings.sweep import parse_sweep
+from orchestrator.sweep.state import StateCopies, repair
 from orchestrator.sweep.trainable import FLOOR_PENALTY
 from orchestrator.tracking import PARENT, SWEEP_STORAGE, TRIAL_STATUS, TUNE_TRIAL
+from workers.errors import DorBenchError
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples"
@@ -138,6 +140,10 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(tmp_p
         for d in (tmp_path / "tune" / "sweep-tiny").glob("sweep_trial_*")
     }
     lines_before = {t: (trial_dirs[t] / "result.json").read_text() for t in done}
+    # a driver killed while Tune rewrites its state leaves the file cut short (seen in CI): the
+    # resume must use the last complete copy the sweep kept, not start the sweep over
+    (state,) = (tmp_path / "tune" / "sweep-tiny").glob("experiment_state-*.json")
+    state.write_bytes(b"")
 
     path = write_sweep(tmp_path, **common)  # the same sweep without the fault injection
     restarted = time.time() * 1000
@@ -146,7 +152,8 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(tmp_p
         assert main(tune_args(path, tmp_path)) == 0
     finally:
         ray.shutdown()
-    assert "resuming the sweep saved in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resuming the sweep saved in" in err and f"{state.name} was cut short" in err
     parents, after = sweep_runs(uri, "sweep-tiny")
     assert len(parents) == 1  # the same parent run, reopened
     assert parents[0].data.tags[SWEEP_STORAGE] == str(tmp_path / "tune" / "sweep-tiny")
@@ -285,3 +292,23 @@ def test_demo_sweep_tunes_from_the_demo_recipe():
     assert sweep.shots == coop.shots and sweep.model.arch == "micro-clip"
     assert {k: v for k, v in sweep.method.options.items() if k != "epochs"} == coop.method_options
     assert sweep.method.options["epochs"] == 200 and not sweep.leaky
+
+
+def test_a_cut_short_state_file_is_put_back_from_its_last_complete_copy(tmp_path):
+    state, other = tmp_path / "experiment_state-1.json", tmp_path / "experiment_state-0.json"
+    copies = StateCopies(tmp_path)
+    state.write_text('{"trials": 2}')
+    other.write_text('{"trials": 1}')
+    copies.keep()
+    state.write_text('{"trials": 3}')
+    copies.keep()
+    state.write_text('{"tri')  # cut short while Tune rewrote it: not kept
+    copies.keep()
+    other.write_bytes(b"")
+    assert repair(tmp_path) == [other.name, state.name]
+    assert state.read_text() == '{"trials": 3}' and other.read_text() == '{"trials": 1}'
+    assert repair(tmp_path) == []  # readable files are left alone
+    (tmp_path / "experiment_state-2.json").write_bytes(b"")  # no copy of it was ever kept
+    with pytest.raises(DorBenchError, match="experiment_state-2.json cannot be read") as refused:
+        repair(tmp_path)
+    assert "--fresh" in refused.value.fix
