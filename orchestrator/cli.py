@@ -10,6 +10,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -36,8 +37,10 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; user mistakes print a paragraph, never a traceback."""
     parser = build_parser()
-    # KEY=VALUE settings may also follow the options (argparse stops collecting positionals there)
-    args, extra = parser.parse_known_args(argv)
+    try:  # KEY=VALUE settings may also follow the options (argparse stops collecting positionals there)
+        args, extra = parser.parse_known_args(argv)
+    except DorBenchError as err:  # a value checked as it is parsed: --tracking-uri, $MLFLOW_TRACKING_URI
+        return _user_error(err)
     if extra and (not hasattr(args, "settings") or any(a.startswith("-") or "=" not in a for a in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
@@ -62,6 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     except OSError as err:  # a path the user gave that cannot be read or written
+        blocker = _file_in_the_way(err)
+        if blocker is not None:
+            return _user_error(
+                DorBenchError(
+                    f"'{blocker}' is a file, where a folder is needed"
+                    + (f" (to make '{err.filename}')." if str(blocker) != os.fsdecode(err.filename) else "."),
+                    "pass a folder path there (or move the file out of the way) and run the command again.",
+                )
+            )
         where = f" '{err.filename}'" if err.filename else ""
         return _user_error(
             DorBenchError(
@@ -86,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _file_in_the_way(err: OSError) -> Path | None:
+    """The file that stands where a folder was to be made ("File exists", "Not a directory"), or None."""
+    if not isinstance(err, (FileExistsError, NotADirectoryError)) or not err.filename:
+        return None
+    path = Path(os.fsdecode(err.filename))
+    return next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
 
 
 def _user_error(err: DorBenchError) -> int:
@@ -129,7 +149,7 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tracking-uri",
         type=places.tracking_uri,
-        default=places.tracking_uri(None),
+        default="",  # a string default goes through `type` when parsed: $MLFLOW_TRACKING_URI, else the default
         help=f"MLflow store (default: ${TRACKING_ENV}, else {DEFAULT_TRACKING_URI}, as `run` writes)",
     )
 
@@ -138,7 +158,7 @@ def add_store_timeout(parser: argparse.ArgumentParser) -> None:
     """How long ``run`` and ``tune`` keep the writes for an MLflow store they cannot reach."""
     parser.add_argument(
         "--store-timeout",
-        type=float,
+        type=_seconds,
         metavar="S",
         help="while the MLflow store cannot be reached (a server restarting), trials go on and their writes "
         "wait; after S seconds the command stops and keeps them for `dor-bench replay` "
@@ -146,10 +166,43 @@ def add_store_timeout(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    """``--store-timeout``: seconds above 0 (inf: wait for the store as long as it takes)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0 (e.g. {STORE_TIMEOUT_S:.0f}), not {text!r}"
+        )
+    return seconds
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` (to ``high``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"of {low} or more"
+            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, not {text!r}")
+        return value
+
+    return parse
+
+
+#: A TCP port to listen on.
+PORT = _whole(1, 65535)
+
+
 def add_max_trials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-trials",
-        type=int,
+        type=_whole(1),
         default=MAX_TRIALS,
         metavar="N",
         help="refuse a grid or sweep of more than N trials (default: %(default)s)",
@@ -233,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the store `run` writes to")
     add_tracking_uri(ui)
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=PORT, default=5000)
     ui.add_argument(
         "--host", default=HOST, help="address to listen on (default 127.0.0.1; another one is warned about)"
     )
@@ -245,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--data", required=True, help="its folder: the PostgreSQL cluster (postgres/), the artifacts (artifacts/)"
     )
-    server.add_argument("--port", type=int, default=5000, help="MLflow's port on 127.0.0.1 (default: %(default)s)")
-    server.add_argument("--workers", type=int, default=4, help="MLflow's server processes (default: %(default)s)")
+    server.add_argument("--port", type=PORT, default=5000, help="MLflow's port on 127.0.0.1 (default: %(default)s)")
+    server.add_argument("--workers", type=_whole(1), default=4, help="MLflow's server processes (default: %(default)s)")
     server.set_defaults(handler=commands.server)
 
     replay = sub.add_parser("replay", help="write the journal of writes a run kept (store unreachable) into the store")

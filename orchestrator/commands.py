@@ -76,8 +76,11 @@ def ui(args: argparse.Namespace) -> int:
 
 
 def tune(args: argparse.Namespace) -> int:
+    from orchestrator.places import tracking_uri
     from orchestrator.sweep.tune import run_sweep
 
+    if args.tracking_uri:
+        tracking_uri(args.tracking_uri)  # a malformed one is refused by name, before the sweep is read
     store_timeout(args)
     return run_sweep(
         args.file,
@@ -104,10 +107,12 @@ def server(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
+    from orchestrator.places import tracking_uri
     from orchestrator.secrets import redact
     from orchestrator.tracking import replay as replay_journal
 
-    made, runs, uri = replay_journal(Path(args.file), args.tracking_uri)
+    store = tracking_uri(args.tracking_uri) if args.tracking_uri else None  # a malformed one is refused by name
+    made, runs, uri = replay_journal(Path(args.file), store)
     print(
         f"[dor-bench] replayed {args.file} into {redact(uri)}: {made} writes, {runs} runs "
         "(made once: a run or metric already there is not added again)",
@@ -171,12 +176,28 @@ def data_check(args: argparse.Namespace) -> int:
 
 
 def micro_clip_pretrain(args: argparse.Namespace) -> int:
+    from orchestrator.preflight import unwritable
     from pretraining.micro_clip import PretrainConfig, pretrain
+    from workers.errors import NotFoundError, did_you_mean
+    from workers.models.names import architectures
 
     config = PretrainConfig(
         arch=args.arch, steps=args.steps, seed=args.seed, threads=args.threads, init_logit_scale=args.init_logit_scale
     )
-    record = pretrain(config, Path(args.out), command=" ".join(["dor-bench", *sys.argv[1:]]))
+    config.validate()
+    if args.arch not in architectures():
+        raise NotFoundError(
+            f"--arch: unknown architecture '{args.arch}'.{did_you_mean(args.arch, architectures())}",
+            "pass --arch micro-clip (the default), or one `dor-bench ls models` lists.",
+        )
+    out = Path(args.out)  # refused before training, not when the weights are saved
+    why = f"'{out}' is a folder" if out.is_dir() else unwritable(out.absolute().parent)
+    if why:
+        raise DorBenchError(
+            f"--out: the weights file cannot be written: {why}.",
+            "pass --out with a file path in a folder you can write, e.g. --out micro-clip-shapes.pt.",
+        )
+    record = pretrain(config, out, command=" ".join(["dor-bench", *sys.argv[1:]]))
     print(json.dumps(record["zero_shot"], indent=2, default=str))
     return 0
 

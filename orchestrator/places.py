@@ -18,7 +18,8 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from orchestrator import DEFAULT_TRACKING_URI, TRACKING_ENV
-from workers.errors import DorBenchError
+from orchestrator.secrets import redact
+from workers.errors import DorBenchError, did_you_mean
 
 #: Set by Ray in a submitted job's driver: the job's config (its submission id, runtime env).
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -43,9 +44,56 @@ def file_store_path(tracking_uri: str) -> Path | None:
     return None
 
 
+#: The URI schemes of MLflow's tracking stores (a database URI may name its driver: postgresql+psycopg).
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks", "databricks-uc", "uc")
+#: A file with one of these suffixes is a database, not a file-store folder.
+DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """What is wrong with a tracking URI as written, found before any store is opened (a scheme
+    MLflow has no store for, an sqlite URI that names no file, a database file written as a plain
+    path, a server URL without a host), or None. Says what to write instead; never shows credentials."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    shown = f"'{redact(uri)}'"
+    if scheme == "sqlite" or uri.lower().startswith("sqlite/"):  # sqlite//mlflow.db: the colon left out
+        path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else ""
+        if path.strip() and path != ":memory:":
+            return None
+        return (
+            f"{shown} names no sqlite database file: write sqlite:///mlflow.db (three slashes: a path from "
+            "the current folder) or sqlite:////abs/path/mlflow.db (four: an absolute path)"
+        )
+    if scheme in ("", "file"):
+        path = url2pathname(parsed.path) if scheme else uri
+        if Path(path).suffix.lower() in DATABASE_SUFFIXES:  # sqlite:/// + an absolute path: four slashes
+            return f"{shown} is read by MLflow as a file-store folder, not an sqlite database: write sqlite:///{path}"
+    if scheme in ("http", "https") and not parsed.netloc:
+        return f"{shown} names no server: write {scheme}://HOST:PORT (e.g. http://127.0.0.1:5000)"
+    if len(scheme) > 1 and scheme.split("+")[0] not in STORE_SCHEMES:
+        return (
+            f"{shown} has the scheme '{scheme}:', which no MLflow store has.{did_you_mean(scheme, STORE_SCHEMES)} "
+            "Write sqlite:///mlflow.db (a database file), http://HOST:5000 (an MLflow server) or "
+            "postgresql://HOST/DB (a database server)"
+        )
+    return None
+
+
 def tracking_uri(flag: str | None, file_value: str | None = None) -> str:
-    """The store a command uses (flag > file > environment > default), local ones absolute."""
+    """The store a command uses (flag > file > environment > default), local ones absolute.
+
+    Raises:
+        DorBenchError: the chosen URI is malformed (``tracking_uri_problem``), naming where it came from.
+    """
     uri = flag or file_value or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
+    problem = tracking_uri_problem(uri)
+    if problem:
+        source = "--tracking-uri" if flag else "tracking_uri" if file_value else f"${TRACKING_ENV}"
+        raise DorBenchError(
+            f"{source} {problem}.",
+            f"correct {source}" + ("" if flag else " (or pass --tracking-uri)") + ".",
+        )
     database = sqlite_path(uri)
     if database is not None:
         return f"sqlite:///{database}"

@@ -761,12 +761,15 @@ def unlocked(lock: Path) -> Iterator[bool]:
 
 def read_journal(journal: Path) -> tuple[dict[str, Any], list[Write]]:
     """A journal's header and writes (a last line cut short by a driver that died is left out)."""
-    lines = journal.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = journal.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:  # a binary file
+        lines = []
     try:
         header = json.loads(lines[0]) if lines else {}
     except json.JSONDecodeError:
         header = {}
-    if not isinstance(header, dict) or header.get("journal") != 1:
+    if not isinstance(header, dict) or header.get("journal") != 1 or not isinstance(header.get("tracking_uri"), str):
         raise DorBenchError(
             f"'{journal}' is not a dor-bench journal.",
             f"pass the {JOURNAL} file named by the run's error (under the checkpoint folder's .outbox/).",

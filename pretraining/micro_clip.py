@@ -118,7 +118,8 @@ class PretrainConfig:
         if not 0 <= self.warmup_steps <= self.steps:
             raise DorBenchError(
                 f"warmup_steps must lie in [0, steps] (got {self.warmup_steps} for {self.steps} steps).",
-                "use fewer warm-up steps.",
+                f"pass --steps {self.warmup_steps} or more (the recipe warms up for {self.warmup_steps} steps), "
+                "or give fewer warm-up steps.",
             )
         if not 1.0 <= self.init_logit_scale <= MAX_LOGIT_SCALE:
             raise DorBenchError(

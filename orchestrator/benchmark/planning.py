@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import MAX_TRIALS
+from orchestrator import MAX_TRIALS, places
 from orchestrator.places import tracking_uri
 from orchestrator.secrets import redact
 from orchestrator.settings.benchmark import Benchmark, MethodEntry, load_benchmark
@@ -376,6 +376,7 @@ def validate_file(
     """
     benchmark = load_benchmark(path, overrides)
     if tracking_uri:
+        places.tracking_uri(tracking_uri)  # a malformed --tracking-uri is refused by name
         benchmark = benchmark.model_copy(update={"tracking_uri": tracking_uri})
     trials = select(plan(benchmark, max_trials), only)
     return benchmark, trials, describe_plan(benchmark, trials)
@@ -397,6 +398,10 @@ def select(trials: list[PlannedTrial], only: Sequence[str]) -> list[PlannedTrial
                 "write e.g. --only method=coop,kgcoop --only seed=1.",
             )
         wanted = {v.strip() for v in text.split(",") if v.strip()}
+        if not wanted:
+            raise DorBenchError(
+                f"--only {item} names no {key}: it would select no trial.", f"write e.g. --only {key}=VALUE."
+            )
         present = sorted({str(getattr(t.spec, ONLY_KEYS[key])) for t in trials})
         unknown = sorted(wanted - set(present))
         if unknown:

@@ -18,6 +18,7 @@ from orchestrator.console import GridDisplay, LogFormat, log
 from orchestrator.preflight import RUN_REFUSED, check_nodes, check_resources, preflight
 from orchestrator.report.build import build_report, default_out_dir
 from orchestrator.report.collect import spec_values
+from orchestrator.secrets import redact
 from orchestrator.settings.benchmark import Benchmark
 from orchestrator.tracking import BENCHMARK_FILE, NODE, LiveRuns, Tracker, epoch_row, trial_end, trial_start
 from workers.errors import DorBenchError
@@ -147,7 +148,15 @@ def print_dry_run(
     keys = {t.run_key for t in trials}
     done: set[str] = set()
     missing = tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists()
-    if not missing and not rerun and MlflowClient(tracking_uri).get_experiment_by_name(experiment) is not None:
+    try:
+        found = not missing and not rerun and MlflowClient(tracking_uri).get_experiment_by_name(experiment) is not None
+    except Exception as err:  # the store cannot be read (a server down, not a database): say so, as `run` would
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DorBenchError(
+            f"Cannot read the MLflow tracking store '{redact(tracking_uri)}': {redact(why)}",
+            "check tracking_uri (or --tracking-uri): a database file like sqlite:///mlflow.db, or a server that is up.",
+        ) from None
+    if found:
         done = Tracker(tracking_uri, experiment).finished_keys(keys)
     actions = {
         t.name: "skip" if t.run_key in done else "resume" if (checkpoints / f"{t.run_key}.pt").is_file() else "run"

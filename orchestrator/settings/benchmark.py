@@ -40,6 +40,7 @@ from orchestrator.settings.fields import (
     Resources,
     Seeds,
     Strict,
+    TrackingUri,
     as_list,
     as_list_or_none,
     custom,
@@ -139,7 +140,7 @@ class Benchmark(Strict):
     """One benchmark file: what to run (the grid), where to record it, how to schedule it."""
 
     name: ExperimentName = Field(description="the MLflow experiment name")
-    tracking_uri: str | None = Field(
+    tracking_uri: TrackingUri = Field(
         None, description=f"MLflow tracking URI (default: ${TRACKING_ENV}, else {DEFAULT_TRACKING_URI})"
     )
     model: ModelSection = Field(default_factory=ModelSection)

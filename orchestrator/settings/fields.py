@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from orchestrator.places import tracking_uri_problem
 from orchestrator.settings.reader import Lines, line_of, yaml_path
 from workers.datasets import DATASETS
 from workers.errors import DorBenchError, did_you_mean
@@ -147,6 +148,17 @@ def _folder_safe(name: str) -> str:
 
 #: A benchmark's or sweep's name: the MLflow experiment and the report folder.
 ExperimentName = Annotated[str, AfterValidator(_folder_safe)]
+
+
+def _store_uri(uri: str | None) -> str | None:
+    problem = tracking_uri_problem(uri) if uri else None
+    if problem:
+        raise custom(problem)
+    return uri
+
+
+#: A settings file's ``tracking_uri``: refused here when malformed, before any store is opened.
+TrackingUri = Annotated[str | None, AfterValidator(_store_uri)]
 
 
 #: A grid axis: a list of at least one value; a plain scalar is a one-value list.
@@ -353,6 +365,16 @@ def error_message(error: ErrorDetails, root: type[BaseModel]) -> str:
         return f"must be > {fmt(ctx.get('gt'))}, not {value!r}"
     if kind == "too_short":
         return "must not be empty"
+    if kind == "model_type":  # a section (model:, dor:, a method) given as a list, a string or nothing
+        model, parent, name = _model_at(error["loc"], root), _model_at(error["loc"][:-1], root), error["loc"][-1]
+        keys = f"settings ({', '.join(model.model_fields)})"
+        if value is None:
+            field = parent.model_fields.get(name) if isinstance(name, str) else None
+            optional = field is not None and not field.is_required()
+            return f"is empty: give its {keys}" + (", or leave it out for the defaults" if optional else "")
+        named = issubclass(model, NamedMethod)
+        got = "a list" if isinstance(value, list) else repr(value)
+        return f"must be {'a method name or ' if named else ''}a mapping of its {keys}, not {got}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}, not {value!r}"
     message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")

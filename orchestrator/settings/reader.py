@@ -34,7 +34,7 @@ def read_yaml(path: Path, kind: str, example: str) -> tuple[Any, Lines]:
     """
     if not path.is_file():
         raise NotFoundError(
-            f"{kind} file '{path}' does not exist{' (it is a folder)' if path.is_dir() else ''}.",
+            f"{kind} file '{path}' " + ("is a folder, not a file." if path.is_dir() else "does not exist."),
             f"check the path; {example}.",
         )
     size = path.stat().st_size

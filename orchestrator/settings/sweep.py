@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from orchestrator import DEFAULT_TRACKING_URI, MAX_TRIALS, TRACKING_ENV
 from orchestrator.places import tracking_uri
@@ -35,6 +36,7 @@ from orchestrator.settings.fields import (
     Resources,
     Seeds,
     Strict,
+    TrackingUri,
     custom,
     fmt,
     known_dataset,
@@ -49,7 +51,7 @@ from workers.datasets import DATASETS
 from workers.errors import did_you_mean
 from workers.methods import METHODS
 from workers.methods.training import coerce_option
-from workers.spec import DorSpec, EceBins, ValidationSpec
+from workers.spec import DorSpec, EceBins, Seed, ValidationSpec
 
 #: Metrics a tuning trial reports per epoch, by where their data comes from.
 VAL_METRIC = re.compile(rf"^val/(pseudo_base|pseudo_new|avg)/({'|'.join(VALIDATION)})$|^val/hm$")
@@ -72,6 +74,8 @@ class Range(Strict):
         if len(given) != 1:
             raise custom("give exactly one of log_uniform: [lo, hi] or uniform: [lo, hi]")
         kind, (lo, hi) = given[0]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise custom(f"{kind}: both ends must be finite numbers, not [{lo:g}, {hi:g}]")
         if not lo < hi:
             raise custom(f"{kind}: the low end must be below the high end, not [{lo:g}, {hi:g}]")
         if kind == "log_uniform" and lo <= 0:
@@ -95,8 +99,19 @@ def _dimension(value: Any) -> Any:
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(map(str, first["loc"]))
+            if first["type"] == "extra_forbidden":
+                raise custom(
+                    f"unknown range '{where}'.{did_you_mean(where, RANGES)} A range is {{log_uniform: [lo, hi]}} "
+                    "or {uniform: [lo, hi]}; a list is a set of values"
+                ) from None
             raise custom(f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
+    if isinstance(value, (list, tuple)) and not value:
+        raise custom("an empty list searches nothing: give at least one value, or leave it out")
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+#: The kinds of range a sweep dimension may be.
+RANGES = ("log_uniform", "uniform")
 
 
 Values = Annotated[list[Any], Field(min_length=1)]
@@ -115,22 +130,36 @@ class Space(Strict):
 
     @field_validator(*KNOBS, mode="before")
     @classmethod
-    def _knob(cls, value: Any) -> Any:
+    def _knob(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name == "pool_strategy" and isinstance(value, dict):
+            raise custom("pool strategies are names, not a range: give a list such as [near, far, random]")
         return None if value is None else _dimension(value)
 
     @field_validator("options", mode="before")
     @classmethod
     def _option_dimensions(cls, value: Any) -> Any:
-        return {k: _dimension(v) for k, v in value.items()} if isinstance(value, dict) else value
+        if not isinstance(value, dict):
+            return value
+        dimensions: dict[str, Any] = {}
+        problems: list[Problem] = []
+        for key, dim in value.items():
+            try:
+                dimensions[key] = _dimension(dim)
+            except PydanticCustomError as err:
+                problems.append(((key,), err.message(), dim))
+        raise_at("options", problems)
+        return dimensions
 
     @field_validator("lam")
     @classmethod
     def _weights(cls, dim: Any) -> Any:
         if isinstance(dim, Range):
+            if dim.bounds[0] < 0:
+                raise custom(f"lambda ranges start at 0 or more, not {dim.bounds[0]:g}")
             return dim
         for v in dim:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise custom(f"lambda values must be numbers >= 0, not {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
+                raise custom(f"lambda values must be finite numbers >= 0, not {v!r}")
         return [float(v) for v in dim]
 
     @field_validator("pool_size", "outliers_per_step")
@@ -218,7 +247,7 @@ class Search(Strict):
 
     algorithm: Literal["grid", "random", "optuna"] = "grid"
     samples: PosInt = Field(1, description="random/optuna: trials to run; grid: must be 1")
-    seed: int = Field(0, description="seed of the random or Optuna sampler")
+    seed: Seed = Field(0, description="seed of the random or Optuna sampler")
     concurrency: PosInt = Field(2, description="trials running at once")
 
 
@@ -242,7 +271,7 @@ class Sweep(Strict):
     """One sweep file."""
 
     name: ExperimentName = Field(description="MLflow experiment and Tune run name")
-    tracking_uri: str | None = Field(
+    tracking_uri: TrackingUri = Field(
         None, description=f"MLflow tracking URI (default: ${TRACKING_ENV}, else {DEFAULT_TRACKING_URI})"
     )
     model: ModelSection = Field(default_factory=ModelSection)
@@ -437,6 +466,27 @@ def _raw_problems(raw: dict[str, Any]) -> list[Problem]:
                         coerce_option(key, value, defaults[key])
                     except ValueError as err:
                         problems.append((("space", "options", key, i), str(err), value))
+            else:
+                problems += _option_range_problems(key, dim, defaults[key])
+    return problems
+
+
+def _option_range_problems(key: str, dim: dict[str, Any], default: Any) -> list[Problem]:
+    """A range over a method option: the option must be a number, and both ends values it takes
+    (a malformed range is reported by ``Range`` itself)."""
+    try:
+        bounds = Range.model_validate(dim).bounds
+    except ValidationError:
+        return []
+    where = ("space", "options", key)
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return [(where, f"{key} is not a number, so it has no range: search a list of its values", dim)]
+    problems: list[Problem] = []
+    for end, value in zip(("low", "high"), bounds):
+        try:
+            coerce_option(key, value, default)
+        except ValueError as err:
+            problems.append((where, f"the range's {end} end {err}", value))
     return problems
 
 

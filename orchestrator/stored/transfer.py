@@ -10,10 +10,11 @@ from typing import Any
 
 from mlflow.entities import Metric, Param
 
+from orchestrator.places import sqlite_path
 from orchestrator.secrets import redact
 from orchestrator.tracking import EVAL_OF, TRIAL_NAME, VERSION, dor_bench_version, quiet_mlflow
 from orchestrator.translate.params import params_from_spec
-from workers.errors import DorBenchError
+from workers.errors import DorBenchError, NotFoundError
 from workers.outputs import PROMPT_FILE
 from workers.spec import RunOptions, TrialSpec
 
@@ -28,8 +29,14 @@ def eval_run(
     from workers.transfer import score_prompt
 
     quiet_mlflow()
-    client = MlflowClient(tracking_uri)
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():  # MLflow would create an empty store there
+        raise NotFoundError(
+            f"No MLflow store at '{database}' (tracking URI {redact(tracking_uri)}).",
+            "pass the --tracking-uri of the store the run is in (the benchmark file's tracking_uri).",
+        )
     try:
+        client = MlflowClient(tracking_uri)
         source = client.get_run(run_id)
     except Exception as err:  # MLflow says "Run ... not found" in several exception types
         raise DorBenchError(

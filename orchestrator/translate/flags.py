@@ -39,7 +39,7 @@ def spec_from_flags(args: argparse.Namespace) -> TrialSpec:
             file=sys.stderr,
         )
     try:
-        return _spec(args, pretrained, shots, overrides)
+        spec = _spec(args, pretrained, shots, overrides)
     except ValidationError as err:
         problems = [
             f"{FLAGS.get(tuple(map(str, e['loc'])), _dotted(e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
@@ -49,6 +49,12 @@ def spec_from_flags(args: argparse.Namespace) -> TrialSpec:
             "Invalid trial flags: " + "; ".join(problems) + ".",
             "correct the flags (`dor-bench trial --help` lists each with its meaning).",
         ) from None
+    if args.dor_lambda is not None and not METHODS.get(args.method).trains:  # the spec would drop DOR silently
+        raise DorBenchError(
+            f"Invalid trial flags: --dor-lambda: {args.method} does not train, so DOR does not apply to it.",
+            "leave out --dor-lambda, or pass a --method that trains (`dor-bench ls methods`).",
+        )
+    return spec
 
 
 #: The ``dor-bench trial`` flag of each spec field (error messages name the flag, not the field).

@@ -138,6 +138,7 @@ class Case:
     subprocess: bool = False  # run dor-bench in a subprocess (deadline as timeout, memory cap)
     deadline_s: float = DEADLINE_S
     real_tracker: bool = False  # the case is about opening the store: no tripwire there
+    env: dict[str, str] = field(default_factory=dict)  # environment variables set for the case
 
 
 def run_case(changes: dict[str, Any] | None = None, *extra: str, text: str | bytes | None = None, **kw: Any) -> Case:
@@ -671,6 +672,227 @@ CASES = [
             expect=(r"'oxford_pet'", r"Did you mean 'oxford_pets'", r"dor-bench ls"),
         ),
     ),
+    # ---------------------------------------------------------------- the tracking store's URI
+    case(
+        "validate-tracking-uri-unknown-scheme",
+        validate_case(
+            {"tracking_uri": "junk://alice:secret@host"},
+            expect=(r"tracking_uri: 'junk://\*\*\*@host'", r"scheme 'junk:'", r"sqlite:///mlflow\.db", r"line \d+"),
+        ),
+    ),
+    case(
+        "validate-tracking-uri-database-as-plain-path",
+        validate_case(
+            {"tracking_uri": "runs/mlflow.db"},
+            expect=(r"tracking_uri: 'runs/mlflow\.db'", r"file-store folder", r"write sqlite:///runs/mlflow\.db"),
+        ),
+    ),
+    case(
+        "run-dry-run-tracking-uri-sqlite-with-two-slashes",
+        run_case(
+            None,
+            "--dry-run",
+            "--tracking-uri",
+            "sqlite://m.db",
+            expect=(r"--tracking-uri 'sqlite://m\.db'", r"names no sqlite database file", r"three slashes"),
+        ),
+    ),
+    case(
+        "run-dry-run-store-is-garbage",
+        run_case(
+            None,
+            "--dry-run",
+            "--tracking-uri",
+            "sqlite:///{d}/garbage.db",
+            files={"garbage.db": GARBAGE},
+            expect=(r"Cannot read the MLflow tracking store", r"garbage\.db", r"not a database", r"tracking_uri"),
+            real_tracker=True,
+        ),
+    ),
+    case(
+        "report-tracking-uri-from-the-environment",
+        Case(
+            ("report", "--out", "{d}/reports"),
+            env={"MLFLOW_TRACKING_URI": "sqlite//mlflow.db"},
+            expect=(r"\$MLFLOW_TRACKING_URI 'sqlite//mlflow\.db'", r"names no sqlite database file", r"--tracking-uri"),
+        ),
+    ),
+    case(
+        "eval-tracking-uri-unknown-scheme",
+        Case(
+            ("eval", "--run", "0123abcd", "--dataset", "shapes", "--tracking-uri", "mlfow://host"),
+            expect=(r"--tracking-uri 'mlfow://host'", r"no MLflow store has", r"http://HOST:5000"),
+        ),
+    ),
+    case(
+        "eval-store-missing",
+        Case(
+            ("eval", "--run", "0123abcd", "--dataset", "shapes", "--tracking-uri", "sqlite:///{d}/nope.db"),
+            expect=(r"No MLflow store at '.*nope\.db'", r"--tracking-uri"),
+        ),
+    ),
+    case(
+        "tune-tracking-uri-server-without-host",
+        Case(
+            ("tune", "{d}/sweep.yaml", "--tracking-uri", "http:/127.0.0.1:5000", "--storage", "{d}/tune"),
+            files={"sweep.yaml": dump(SWEEP), "words.txt": WORDS},
+            expect=(r"--tracking-uri 'http:/127\.0\.0\.1:5000'", r"names no server", r"http://HOST:PORT"),
+        ),
+    ),
+    # ---------------------------------------------------------------- more sections and values
+    case(
+        "validate-model-as-a-string",
+        validate_case(
+            {"model": "micro-clip"},
+            expect=(r"model: must be a mapping of its settings \(arch, pretrained\), not 'micro-clip'",),
+        ),
+    ),
+    case(
+        "validate-empty-dor-section",
+        validate_case({"dor": None}, expect=(r"dor: is empty: give its settings \(lam, ", r"leave it out")),
+    ),
+    case(
+        "validate-method-entry-as-a-number",
+        validate_case({"methods": ["zeroshot", 5]}, expect=(r"methods\[1\]: must be a method name or a mapping",)),
+    ),
+    case(
+        "validate-ctx-init-a-number",
+        validate_case(
+            {"methods": ["zeroshot", coop(ctx_init=5)]},
+            expect=(r"methods\[1\]\.options\.ctx_init", r"must be text .* or null, not 5"),
+        ),
+    ),
+    case(
+        "validate-benchmark-file-is-a-folder",
+        Case(("validate", "{d}"), expect=(r"Benchmark file '.*' is a folder, not a file", r"check the path")),
+    ),
+    case(
+        "run-only-with-no-value",
+        run_case(None, "--only", "seed=", expect=(r"--only seed= names no seed", r"--only seed=VALUE")),
+    ),
+    case(
+        "run-store-timeout-negative",
+        run_case(None, "--store-timeout", "-5", expect=(r"--store-timeout", r"seconds above 0"), hint=False),
+    ),
+    # ---------------------------------------------------------------- sweep spaces
+    case(
+        "tune-lambda-range-below-zero",
+        tune_case(
+            {"space.lam": {"uniform": [-1, 8]}, "search": {"algorithm": "random", "samples": 2}},
+            expect=(r"space\.lam: lambda ranges start at 0 or more, not -1",),
+        ),
+    ),
+    case(
+        "tune-range-to-infinity",
+        tune_case(
+            {"space.pool_size": {"uniform": [1, float("inf")]}, "search": {"algorithm": "random", "samples": 2}},
+            expect=(r"space\.pool_size", r"both ends must be finite"),
+        ),
+    ),
+    case(
+        "tune-option-range-below-its-minimum",
+        tune_case(
+            {"space.options": {"lr": {"uniform": [-0.1, 0.1]}}, "search": {"algorithm": "random", "samples": 2}},
+            expect=(r"space\.options\.lr: the range's low end must be > 0",),
+        ),
+    ),
+    case(
+        "tune-range-over-a-text-option",
+        tune_case(
+            {"space.options": {"ctx_init": {"uniform": [1, 2]}}, "search": {"algorithm": "random", "samples": 2}},
+            expect=(r"space\.options\.ctx_init: ctx_init is not a number", r"list of its values"),
+        ),
+    ),
+    case(
+        "tune-empty-list-in-space",
+        tune_case({"space.lam": []}, expect=(r"space\.lam: an empty list searches nothing",)),
+    ),
+    case(
+        "tune-unknown-range-kind",
+        tune_case(
+            {"space.lam": {"normal": [0, 8]}, "search": {"algorithm": "random", "samples": 2}},
+            expect=(r"space\.lam: unknown range 'normal'", r"log_uniform: \[lo, hi\]"),
+        ),
+    ),
+    case(
+        "tune-pool-strategy-as-a-range",
+        tune_case(
+            {"space.pool_strategy": {"uniform": [0, 1]}},
+            expect=(r"space\.pool_strategy: pool strategies are names, not a range",),
+        ),
+    ),
+    case(
+        "tune-negative-search-seed",
+        tune_case(
+            {"search": {"algorithm": "random", "samples": 2, "seed": -1}}, expect=(r"search\.seed: must be >= 0",)
+        ),
+    ),
+    # ---------------------------------------------------------------- trial, replay, ui, server, micro-clip
+    case("trial-ctx-init-a-number", trial_case("--option", "ctx_init=5", expect=(r"ctx_init", r"must be text"))),
+    case(
+        "trial-dor-lambda-for-zeroshot",
+        Case(
+            ("trial", "--method", "zeroshot", "--dataset", "oxford_pets", "--root", "{data}", "--model", "micro-clip")
+            + ("--shots", "1", "--test-per-class", "1", "--quiet", "--dor-lambda", "8"),
+            expect=(r"--dor-lambda: zeroshot does not train", r"leave out --dor-lambda"),
+        ),
+    ),
+    case(
+        "trial-checkpoint-dir-is-a-file",
+        trial_case(
+            "--checkpoint-dir",
+            "{d}/afile",
+            files={"afile": "not a folder"},
+            expect=(r"afile' is a file, where a folder is needed", r"pass a folder path"),
+        ),
+    ),
+    case(
+        "replay-binary-journal",
+        Case(
+            ("replay", "{d}/writes.jsonl"),
+            files={"writes.jsonl": GARBAGE},
+            expect=(r"writes\.jsonl' is not a dor-bench journal", r"\.outbox"),
+        ),
+    ),
+    case(
+        "replay-journal-naming-no-store",
+        Case(
+            ("replay", "{d}/writes.jsonl"),
+            files={"writes.jsonl": '{"journal": 1}\n'},
+            expect=(r"writes\.jsonl' is not a dor-bench journal",),
+        ),
+    ),
+    case(
+        "ui-port-out-of-range",
+        Case(
+            ("ui", "--port", "99999", "--tracking-uri", "sqlite:///{d}/mlflow.db"),
+            expect=(r"--port: must be a whole number from 1 to 65535, not '99999'",),
+            hint=False,
+        ),
+    ),
+    case(
+        "server-no-workers",
+        Case(
+            ("server", "--data", "{d}/server", "--workers", "0"),
+            expect=(r"--workers: must be a whole number of 1 or more",),
+            hint=False,
+        ),
+    ),
+    case(
+        "micro-clip-pretrain-out-is-a-folder",
+        Case(("micro-clip", "pretrain", "--out", "{d}"), expect=(r"--out", r"is a folder", r"file path")),
+    ),
+    case(
+        "micro-clip-pretrain-unknown-arch",
+        Case(
+            ("micro-clip", "pretrain", "--out", "{d}/w.pt", "--arch", "micro-clp"),
+            expect=(r"--arch: unknown architecture 'micro-clp'", r"Did you mean 'micro-clip'"),
+        ),
+    ),
+    case(
+        "micro-clip-pretrain-fewer-steps-than-the-warm-up",
+        Case(("micro-clip", "pretrain", "--out", "{d}/w.pt", "--steps", "10"), expect=(r"--steps 50 or more",)),
+    ),
 ]
 
 
@@ -719,15 +941,25 @@ def snapshot(*roots: Path) -> dict[str, tuple[bool, int, int]]:
 
 
 def set_tripwires(monkeypatch: pytest.MonkeyPatch, store: bool) -> None:
-    """Starting Ray (and, with ``store``, opening the MLflow store) raises ``Tripped``."""
+    """Starting Ray, a server or pretraining (and, with ``store``, opening the MLflow store) raises
+    ``Tripped``."""
     import ray
 
     import orchestrator.benchmark.runner as runner
     import orchestrator.cluster as cluster
+    import orchestrator.server as server
+    import orchestrator.ui as ui
+    import pretraining.micro_clip as micro_clip
     from orchestrator.tracking import Tracker
 
     def start_ray(*args: Any, **kwargs: Any) -> None:
         raise Tripped("the command went on to start Ray")
+
+    def start(*args: Any, **kwargs: Any) -> None:
+        raise Tripped("the command went on to start a server or to pretrain")
+
+    for module, name in ((server, "serve"), (ui, "serve"), (micro_clip, "pretrain")):
+        monkeypatch.setattr(module, name, start)
 
     def open_store(self: Any, tracking_uri: str, *args: Any, **kwargs: Any) -> None:
         raise Tripped(f"the command went on to open the MLflow store {tracking_uri}")
@@ -780,6 +1012,8 @@ def test_bad_input_is_refused_with_a_message_and_nothing_written(
 ):
     for name in ("DOR_BENCH_DATA", "RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(name, raising=False)
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
     set_tripwires(monkeypatch, store=not case.real_tracker)
     folder = tmp_path / "case"
     folder.mkdir()
@@ -815,5 +1049,5 @@ def test_bad_input_is_refused_with_a_message_and_nothing_written(
 
 def test_the_table_covers_every_command():
     commands = {c.values[0].argv[0] for c in CASES}
-    assert commands == {"validate", "run", "trial", "tune", "report", "data"}
+    assert commands == set("validate run trial tune report data eval replay ui server micro-clip".split())
     assert len(CASES) >= 45 and len({c.id for c in CASES}) == len(CASES)

@@ -445,3 +445,18 @@ def test_a_method_reserves_its_own_resources_over_the_benchmarks(tmp_path):
     message = str(raised.value)
     assert "methods[1].resources.memory_gb: must be > 0, not -1" in message
     assert "methods[1].resources.disk: unknown setting 'disk'" in message
+
+
+def test_ctx_init_takes_text_or_null_in_every_method_that_has_it(tmp_path):
+    """``ctx_init: null`` (random context vectors) is what the n_ctx-too-long error suggests: every
+    prompt method takes it; anything but text or null is refused at the door, not in the worker."""
+    from workers.methods import METHODS
+
+    having = [n for n in METHODS.names() if "ctx_init" in METHODS.get(n).defaults]
+    assert {"coop", "kgcoop", "maple"} <= set(having)
+    methods = "\n".join(f"  - {{name: {n}, options: {{ctx_init: null}}, dor: [false]}}" for n in having)
+    path = write(tmp_path, f"name: c\ndatasets: [shapes]\nseeds: [1]\nmethods:\n{methods}\n")
+    _, trials, _ = validate_file(path)
+    assert {t.spec.method for t in trials} == set(having)
+    bad = write(tmp_path, path.read_text().replace("ctx_init: null", "ctx_init: [a photo, {x: 1}]"), "bad.yaml")
+    assert the_problem(problems_of(bad), "methods[0].options.ctx_init[1]").endswith("or null, not {'x': 1}  [line 5]")

@@ -28,6 +28,55 @@ def test_the_store_is_the_flag_then_the_file_then_the_environment_then_the_defau
     assert DEFAULT_TRACKING_URI == "sqlite:///mlflow.db"
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:///mlflow.db",
+        "sqlite:////abs/runs/mlflow.db",
+        "sqlite:///~/mlflow.db",
+        "http://127.0.0.1:5000",
+        "https://alice:pw@mlflow.example.org",
+        "postgresql://mlflow@127.0.0.1:5432/mlflow",
+        "postgresql+psycopg://mlflow@db/mlflow",
+        "mysql+pymysql://u@db/m",
+        "databricks",
+        "databricks://profile",
+        "file:///abs/mlruns",
+        "./mlruns",
+        "mlruns",
+    ],
+)
+def test_every_store_mlflow_has_passes_the_uri_check(uri):
+    assert places.tracking_uri_problem(uri) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("junk://alice:secret@host", "'junk://***@host' has the scheme 'junk:', which no MLflow store has"),
+        ("sqlit:///mlflow.db", "Did you mean 'sqlite'?"),
+        ("sqlite://mlflow.db", "names no sqlite database file: write sqlite:///mlflow.db (three slashes"),
+        ("sqlite:///", "names no sqlite database file"),
+        ("sqlite//mlflow.db", "names no sqlite database file"),
+        ("sqlite:///:memory:", "names no sqlite database file"),
+        ("mlflow.db", "'mlflow.db' is read by MLflow as a file-store folder, not an sqlite database: write"),
+        ("/data/runs.sqlite", "write sqlite:////data/runs.sqlite"),
+        ("file:///data/m.db", "write sqlite:////data/m.db"),
+        ("http:/127.0.0.1:5000", "names no server: write http://HOST:PORT"),
+    ],
+)
+def test_a_malformed_store_uri_is_refused_before_any_store_is_opened(uri, message, monkeypatch, tmp_path):
+    problem = places.tracking_uri_problem(uri)
+    assert problem is not None and message in problem and "secret" not in problem
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(TRACKING_ENV, uri)
+    for flag, source in ((uri, "--tracking-uri"), (None, f"${TRACKING_ENV}")):
+        with pytest.raises(DorBenchError) as err:
+            places.tracking_uri(flag)
+        assert err.value.what.startswith(f"{source} ") and f"correct {source}" in str(err.value.fix)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_store_reading_commands_honour_the_environment(monkeypatch, tmp_path, capsys):
     """`dor-bench report` with no --tracking-uri reads $MLFLOW_TRACKING_URI's store."""
     monkeypatch.chdir(tmp_path)

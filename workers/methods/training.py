@@ -30,6 +30,9 @@ OPTION_CHOICES: dict[str, tuple[str, ...]] = {
     "template": ("dataset", "photo"),
 }
 
+#: Text options that may also be null (``ctx_init: null``: random context vectors, not the init's words).
+NULLABLE_TEXT: tuple[str, ...] = ("ctx_init",)
+
 #: The range of each numeric method option: (lowest allowed, whether the lowest itself is allowed).
 OPTION_RANGES: dict[str, tuple[float, bool]] = {
     "epochs": (1, True),
@@ -72,6 +75,10 @@ def coerce_option(key: str, value: Any, default: Any) -> Any:
     """``value`` in the type of the method's default (so ``lr: 1`` and ``lr: 1.0`` are one trial),
     within its range; a ValueError says what is wrong. The one check of an option's value, for
     the settings files, ``dor-bench trial`` and ``run_trial`` alike."""
+    if key in NULLABLE_TEXT:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"must be text (e.g. a photo of a) or null, not {value!r}")
+        return value
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if number and not math.isfinite(value):
         raise ValueError(f"must be a finite number, not {value!r}")
