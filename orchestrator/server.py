@@ -115,10 +115,12 @@ class TeamServer:
 
     # ------------------------------------------------------------------ PostgreSQL
     def _owned(self, command: list[str]) -> list[str]:
-        """``command`` as the cluster's owner: the ``postgres`` user when we are root."""
+        """``command`` as the cluster's owner: the ``postgres`` user when we are root, run from
+        ``/`` (PostgreSQL refuses to start in a folder its user cannot enter, such as root's home
+        or a private temporary folder)."""
         if os.geteuid() != 0:
             return command
-        return ["su", OWNER, "-s", "/bin/sh", "-c", shlex.join(command)]
+        return ["su", OWNER, "-s", "/bin/sh", "-c", f"cd / && {shlex.join(command)}"]
 
     def _run(self, command: list[str], what: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(self._owned(command), capture_output=True, text=True)
