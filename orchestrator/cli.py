@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", help="print the plan against the store (run, skip, resume) and stop"
     )
-    run.add_argument("--tracking-uri", help="MLflow store (default: the file's tracking_uri)")
+    run.add_argument("--tracking-uri", type=places.well_formed, help="MLflow store (default: the file's tracking_uri)")
     run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     run.add_argument("--rerun", action="store_true", help="run trials again even if finished")
     run.add_argument(
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune", help="run (or resume) a Ray Tune sweep file, recording in MLflow")
     tune.add_argument("file", help="sweep YAML, e.g. examples/sweep-tiny.yaml")
-    tune.add_argument("--tracking-uri", help="MLflow store (default: the file's tracking_uri)")
+    tune.add_argument("--tracking-uri", type=places.well_formed, help="MLflow store (default: the file's tracking_uri)")
     tune.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
     tune.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     add_max_trials(tune)
@@ -304,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="write the journal of writes a run kept (store unreachable) into the store")
     replay.add_argument("file", help="the journal named by the run's error (CHECKPOINT_DIR/.outbox/.../writes.jsonl)")
-    replay.add_argument("--tracking-uri", help="the store (default: the one the journal was written for)")
+    replay.add_argument(
+        "--tracking-uri", type=places.well_formed, help="the store (default: the one the journal was written for)"
+    )
     replay.set_defaults(handler=commands.replay)
 
     validate = sub.add_parser("validate", help="check a benchmark or sweep file and print its plan")

@@ -76,11 +76,8 @@ def ui(args: argparse.Namespace) -> int:
 
 
 def tune(args: argparse.Namespace) -> int:
-    from orchestrator.places import tracking_uri
     from orchestrator.sweep.tune import run_sweep
 
-    if args.tracking_uri:
-        tracking_uri(args.tracking_uri)  # a malformed one is refused by name, before the sweep is read
     store_timeout(args)
     return run_sweep(
         args.file,
@@ -111,7 +108,7 @@ def replay(args: argparse.Namespace) -> int:
     from orchestrator.secrets import redact
     from orchestrator.tracking import replay as replay_journal
 
-    store = tracking_uri(args.tracking_uri) if args.tracking_uri else None  # a malformed one is refused by name
+    store = tracking_uri(args.tracking_uri) if args.tracking_uri else None  # a local store made absolute
     made, runs, uri = replay_journal(Path(args.file), store)
     print(
         f"[dor-bench] replayed {args.file} into {redact(uri)}: {made} writes, {runs} runs "

@@ -80,6 +80,22 @@ def tracking_uri_problem(uri: str) -> str | None:
     return None
 
 
+#: The command-line flag that names a store.
+TRACKING_FLAG = "--tracking-uri"
+
+
+def well_formed(uri: str, source: str = TRACKING_FLAG) -> str:
+    """``uri`` when ``tracking_uri_problem`` finds nothing wrong; else a DorBenchError naming
+    ``source``, where it was written (the flag, the file's field, the variable)."""
+    problem = tracking_uri_problem(uri)
+    if problem:
+        raise DorBenchError(
+            f"{source} {problem}.",
+            f"correct {source}" + ("" if source == TRACKING_FLAG else f" (or pass {TRACKING_FLAG})") + ".",
+        )
+    return uri
+
+
 def tracking_uri(flag: str | None, file_value: str | None = None) -> str:
     """The store a command uses (flag > file > environment > default), local ones absolute.
 
@@ -87,13 +103,7 @@ def tracking_uri(flag: str | None, file_value: str | None = None) -> str:
         DorBenchError: the chosen URI is malformed (``tracking_uri_problem``), naming where it came from.
     """
     uri = flag or file_value or os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
-    problem = tracking_uri_problem(uri)
-    if problem:
-        source = "--tracking-uri" if flag else "tracking_uri" if file_value else f"${TRACKING_ENV}"
-        raise DorBenchError(
-            f"{source} {problem}.",
-            f"correct {source}" + ("" if flag else " (or pass --tracking-uri)") + ".",
-        )
+    well_formed(uri, TRACKING_FLAG if flag else "tracking_uri" if file_value else f"${TRACKING_ENV}")
     database = sqlite_path(uri)
     if database is not None:
         return f"sqlite:///{database}"

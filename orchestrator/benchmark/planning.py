@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import MAX_TRIALS, places
+from orchestrator import MAX_TRIALS
 from orchestrator.places import tracking_uri
 from orchestrator.secrets import redact
 from orchestrator.settings.benchmark import Benchmark, MethodEntry, load_benchmark
@@ -376,7 +376,6 @@ def validate_file(
     """
     benchmark = load_benchmark(path, overrides)
     if tracking_uri:
-        places.tracking_uri(tracking_uri)  # a malformed --tracking-uri is refused by name
         benchmark = benchmark.model_copy(update={"tracking_uri": tracking_uri})
     trials = select(plan(benchmark, max_trials), only)
     return benchmark, trials, describe_plan(benchmark, trials)
