@@ -480,10 +480,11 @@ class Bench:
             per_class = max(self.shots(row, classes) for row in ROWS)
             self.roots[classes] = write_dataset(self.work / f"data-{classes}", classes, per_class, blobs)
             self.log(f"wrote {DATASET} layout: {2 * classes} classes x {per_class} train JPEGs")
+        from workers.models.precision import DEFAULT_PRECISION
         from workers.trial import warm_clip
 
         start = time.time()
-        warm_clip(self.sizes.arch, None, self.device)
+        warm_clip(self.sizes.arch, None, self.device, DEFAULT_PRECISION)
         self.results["meta"]["model_load_s"] = round(time.time() - start, 2)
         self.log(f"loaded {self.sizes.arch} (random init) in {time.time() - start:.1f}s")
         return True
@@ -787,6 +788,7 @@ def git_commit() -> str | None:
 def worker(job_path: Path) -> int:
     """One of k concurrent trial processes: load CLIP, then each row's trial after all k are ready."""
     job = json.loads(job_path.read_text())
+    from workers.models.precision import DEFAULT_PRECISION
     from workers.trial import warm_clip
 
     out = Path(job["out"])
@@ -797,7 +799,7 @@ def worker(job_path: Path) -> int:
 
     barrier = Path(job["barrier"])
     try:
-        warm_clip(job["arch"], None, job["device"])
+        warm_clip(job["arch"], None, job["device"], DEFAULT_PRECISION)
     except BaseException:
         for i in range(len(job["trials"])):  # the others need not wait for this one
             (barrier / f"{i}-{job['index']}").touch()

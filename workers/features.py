@@ -25,8 +25,7 @@ from workers.progress import Progress
 def feature_key(clip: ClipBundle, dataset: str, split: str, items: Sequence[Datum], transform_id: str) -> str:
     """The cache key of one split's features."""
     digest = hashlib.sha256()
-    dtype = str(next(clip.model.visual.parameters()).dtype)
-    for part in (clip.arch, clip.visual_fingerprint, dtype, dataset, split, transform_id):
+    for part in (clip.arch, clip.visual_fingerprint, str(clip.dtype), dataset, split, transform_id):
         digest.update(part.encode() + b"\0")
     for item in items:
         stat = os.stat(item.path)
@@ -50,10 +49,9 @@ def encode_images(
         ImageDataset(list(items), transform), batch_size=batch_size, num_workers=num_workers, shuffle=False
     )
     bar = Progress(len(items), desc, enabled=progress)
-    dtype = next(clip.model.visual.parameters()).dtype
     chunks = []
     for images, _, _ in loader:
-        chunks.append(clip.model.encode_image(images.to(clip.device, dtype)).float().cpu())
+        chunks.append(clip.model.encode_image(images.to(clip.device, clip.dtype)).float().cpu())
         bar.update(len(images))
     return torch.cat(chunks) if chunks else torch.empty(0)
 

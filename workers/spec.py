@@ -24,8 +24,10 @@ Resample = Literal["step", "epoch", "never"]
 #: done, resumed or averaged with newer ones. 1: before the parity fixes (no ``protocol`` field);
 #: 2: the authors' computation (docs/fidelity.md); 3: the same, with each training image's crop
 #: and flip drawn from its own seed (the same draws whatever the loader's worker count) and
-#: prompts encoded at their length (equal within floating-point noise).
-PROTOCOL = 3
+#: prompts encoded at their length (equal within floating-point noise); 4: learned parameters in
+#: CLIP's precision as the references hold them (fp16 on a GPU: no fp32 master copy, no autocast),
+#: VPT's CLIP in fp32 and its prompts rounded through fp16.
+PROTOCOL = 4
 LEGACY_PROTOCOL = 1
 
 

@@ -8,6 +8,7 @@ import torch
 from workers.datasets import DATASETS
 from workers.evaluation import Evaluation, evaluate
 from workers.methods import METHODS
+from workers.models.precision import DEFAULT_PRECISION
 from workers.spec import RunOptions, TrialSpec
 from workers.trial import score_targets, warm_clip
 
@@ -18,12 +19,13 @@ def score_prompt(
     """``state`` (the prompt ``spec``'s trial learned) on ``dataset``'s test split with its own
     classes; metrics keyed ``target/<dataset>/<metric>`` as a domain-shift target's are."""
     card = METHODS.get(spec.method)
-    clip = warm_clip(spec.model, spec.pretrained, options.device)
+    config = {**card.defaults, **spec.method_options}
+    clip = warm_clip(spec.model, spec.pretrained, options.device, config.get("precision", DEFAULT_PRECISION))
     method = card.method()
     # A learned state never depends on class names (they are given when scoring): any will do.
     reader = DATASETS.get(dataset)
     names = [f"class {i}" for i in range(2)]
-    model = method.build(clip, names, reader.name, "a photo of a {}.", {**card.defaults, **spec.method_options})
+    model = method.build(clip, names, reader.name, "a photo of a {}.", config)
     model.load_state_dict(state)
     model.eval()
     target = spec.model_copy(update={"targets": [reader.name], "root": None if reader.builtin else root})

@@ -21,7 +21,6 @@ import random
 import resource
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +48,7 @@ from workers.methods.base import PromptMethod, PromptModel, TrainStep
 from workers.methods.training import coerce_option
 from workers.metrics import proximity_scores
 from workers.models.clip import ClipBundle, load_clip, resolve_device
+from workers.models.precision import DEFAULT_PRECISION
 from workers.outputs import keep
 from workers.paths import atomic_write_bytes
 from workers.progress import Progress
@@ -101,7 +101,10 @@ def trial_steps(spec: TrialSpec | dict[str, Any], options: RunOptions, on_epoch:
     )
     holdout = hold_out(data, spec.validation) if spec.validation else None
     trained_on = holdout.training if holdout else data  # tuning mode: the pseudo-base classes
-    clip = replace(warm_clip(spec.model, spec.pretrained, options.device), full_text_context=options.full_text_context)
+    clip = replace(
+        warm_clip(spec.model, spec.pretrained, options.device, config.get("precision", DEFAULT_PRECISION)),
+        full_text_context=options.full_text_context,
+    )
     if clip.device.type == "cuda":  # the peak this trial reaches, not an earlier trial's
         torch.cuda.reset_peak_memory_stats(clip.device)
     method = card.method()
@@ -109,7 +112,12 @@ def trial_steps(spec: TrialSpec | dict[str, Any], options: RunOptions, on_epoch:
     features = FeatureSource(clip, data.name, options)
     score_epoch = epoch_scorer(spec, model, method, clip, features, data, holdout)
 
-    info: dict[str, Any] = {"device": str(clip.device), "logit_scale": clip.logit_scale, "activation": clip.activation}
+    info: dict[str, Any] = {
+        "device": str(clip.device),
+        "precision": str(clip.dtype).removeprefix("torch."),
+        "logit_scale": clip.logit_scale,
+        "activation": clip.activation,
+    }
     if holdout:
         info["pseudo_new_classes"] = holdout.pseudo_new_classnames
     history: list[dict[str, float]] = []
@@ -207,9 +215,10 @@ def seed_everything(seed: int) -> None:
 
 
 @lru_cache(maxsize=2)
-def warm_clip(arch: str, pretrained: str | None, device: str) -> ClipBundle:
-    """``load_clip`` memoised per process, so a worker keeps its model across trials."""
-    return load_clip(arch, pretrained, device=device)
+def warm_clip(arch: str, pretrained: str | None, device: str, precision: str) -> ClipBundle:
+    """``load_clip`` memoised per process, so a worker keeps its model across trials (every
+    argument given, so that equal calls share the cache)."""
+    return load_clip(arch, pretrained, device=device, precision=precision)
 
 
 class FeatureSource:
@@ -386,7 +395,6 @@ def train(
         start, history = load_checkpoint(checkpoint, model, optimizer, scheduler, regularizer)
     bar = Progress(epochs, "training epochs", enabled=progress)
     bar.update(start)
-    amp = torch.autocast("cuda", dtype=torch.float16) if clip.device.type == "cuda" else nullcontext()
     for epoch in range(start, epochs):
         model.train()
         if regularizer is not None:
@@ -394,23 +402,24 @@ def train(
         sums = EpochSums(clip.device)
         lr = optimizer.param_groups[0]["lr"]  # this epoch's
         for inputs, labels in loader():  # already on the device
-            with amp:
-                image = model.adapt_images(inputs if inputs.dim() == 2 else model.encode_images(inputs))
-                words, drawn, zero_shot = draw_outliers(regularizer)
-                text = model.encode_names(names + words, image)  # one pass: classes + outliers
-                class_text, outlier_text = text[..., : len(names), :], text[..., len(names) :, :]
-                logits = class_logits(clip.logit_scale, image, class_text)
-                loss = F.cross_entropy(logits.float(), labels)
-                pixels = None if inputs.dim() == 2 else inputs
-                extra = model.extra_loss(TrainStep(pixels, image, class_text, logits, labels))
-                if extra is not None:
-                    loss = loss + extra
-                tuned = outlier_text
-                if isinstance(regularizer, ImageOutlierRegularizer):
-                    tuned = outlier_image_features(model, method, regularizer.pool, drawn, clip)
-                dor = regularizer.loss(tuned, zero_shot) if regularizer else None
-                if dor is not None:
-                    loss = loss + dor
+            # no autocast: CLIP and the learned parameters run in the trial's precision, as the
+            # references' PREC (fp16 on a GPU by default); features and losses come out in fp32
+            image = model.adapt_images(inputs if inputs.dim() == 2 else model.encode_images(inputs))
+            words, drawn, zero_shot = draw_outliers(regularizer)
+            text = model.encode_names(names + words, image)  # one pass: classes + outliers
+            class_text, outlier_text = text[..., : len(names), :], text[..., len(names) :, :]
+            logits = class_logits(clip.logit_scale, image, class_text)
+            loss = F.cross_entropy(logits.float(), labels)
+            pixels = None if inputs.dim() == 2 else inputs
+            extra = model.extra_loss(TrainStep(pixels, image, class_text, logits, labels))
+            if extra is not None:
+                loss = loss + extra
+            tuned = outlier_text
+            if isinstance(regularizer, ImageOutlierRegularizer):
+                tuned = outlier_image_features(model, method, regularizer.pool, drawn, clip)
+            dor = regularizer.loss(tuned, zero_shot) if regularizer else None
+            if dor is not None:
+                loss = loss + dor
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import open_clip
 import pytest
@@ -13,7 +14,7 @@ import torch
 from orchestrator.cli import main
 from tests.parity import oracle
 from workers.errors import DorBenchError
-from workers.models.clip import is_torchscript, load_clip
+from workers.models.clip import encode_image, encode_text, is_torchscript, load_clip
 from workers.models.tokens import PromptTokenizer
 
 TEXTS = [
@@ -98,6 +99,34 @@ def torchscript_file(tmp_path_factory, openai_state) -> str:
 def test_openai_torchscript_file(torchscript_file, inputs, expected) -> None:
     assert is_torchscript(torchscript_file)
     assert_openai(load_clip("ViT-B-16", torchscript_file, device="cpu"), inputs, expected)
+
+
+@pytest.fixture
+def mha_slow_path():
+    """torch's fused attention kernel (inference, batch-first only) rounds fp16 differently from
+    the general one OpenAI's sequence-first blocks take: compare the computation, not the kernel."""
+    torch.backends.mha.set_fastpath_enabled(False)
+    yield
+    torch.backends.mha.set_fastpath_enabled(True)
+
+
+def test_fp16_is_openais_fp16_model(torchscript_file, openai_state, inputs, expected, mha_slow_path) -> None:
+    """``precision: fp16`` (``auto`` on a GPU) is the model the references train on a GPU: OpenAI's
+    ``build_model`` converts the weights to fp16 and ``clip.load`` keeps them so off the CPU.
+    Features equal OpenAI's fp16 ones bit for bit, through open_clip's towers and dor-bench's own
+    encoders alike (``auto`` on the CPU is fp32, as ``clip.load`` there: the tests above)."""
+    clip = load_clip("ViT-B-16", torchscript_file, device="cpu", precision="fp16")
+    net = oracle.model.build_model(dict(openai_state)).eval()  # fp16: no .float(), as on a GPU
+    tokens = oracle.tokenize(TEXTS)
+    with torch.no_grad():
+        theirs = net.encode_image(inputs.half()), net.encode_text(tokens)
+        ours = bundle_features(clip, inputs.half())
+        full = replace(clip, full_text_context=True)
+        own = encode_image(clip, inputs), encode_text(full, clip.tokenizer(TEXTS), normalize=False)
+    assert clip.dtype == theirs[0].dtype == ours[0].dtype == torch.float16
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+    assert torch.equal(own[0], theirs[0].float()) and torch.equal(own[1], theirs[1].float())
+    assert (theirs[0].float() - expected[0]).abs().max() > 1e-3  # fp16 is a computation of its own
 
 
 def test_trial_command_runs_on_an_openai_torchscript_file(torchscript_file, capsys) -> None:

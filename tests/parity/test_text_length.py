@@ -122,7 +122,7 @@ def test_a_trial_scores_the_same_with_the_full_context(tmp_path, monkeypatch, do
         "method_options": {"epochs": 2, "batch_size": 16},
         "dor": {"lam": 8.0, "vocabulary": dor_words, "outliers_per_step": 8, "pool_size": 50},
     }
-    model = warm_clip("tiny-clip", None, "auto")  # the encoder run_trial uses
+    model = warm_clip("tiny-clip", None, "auto", "auto")  # the encoder run_trial uses
     monkeypatch.setenv("DOR_BENCH_CACHE", str(tmp_path))
     results, lengths = {}, {}
     for full_context in (False, True):

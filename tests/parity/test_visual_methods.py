@@ -158,7 +158,8 @@ def test_vpt_inserts_and_replaces_tokens_as_the_reference(clip, depth):
     images = torch.randn(4, 3, 32, 32, generator=generator)
     prompted = model.encode_images(images)
     with torch.no_grad():
-        expected = ivlp_image_features(clip.model.visual, images, [p.detach() for p in model.prompts])
+        # the reference's prompts enter as .half() (an fp32 tower promotes them back)
+        expected = ivlp_image_features(clip.model.visual, images, [p.detach().half().float() for p in model.prompts])
     assert torch.allclose(prompted, expected, atol=1e-5)
     assert not torch.allclose(prompted, clip.model.encode_image(images), atol=1e-3)
     if depth == 2:  # the layer-1 tokens replace the input ones, which reach layer 0 alone

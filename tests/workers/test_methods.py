@@ -105,9 +105,11 @@ def test_default_outliers_per_step_is_number_of_base_classes(words):
     assert result.info["dor"]["pool_size"] == 40
 
 
-@pytest.mark.parametrize("method", ["coop", "promptsrc"])  # PromptSRC: its GPA aggregate resumes too
-def test_kill_and_resume_gives_the_same_result(tmp_path, words, method):
+# PromptSRC: its GPA aggregate resumes too; in fp16, with its fp32 deep prompts beside fp16 ones
+@pytest.mark.parametrize("method, precision", [("coop", "auto"), ("promptsrc", "auto"), ("promptsrc", "fp16")])
+def test_kill_and_resume_gives_the_same_result(tmp_path, words, method, precision):
     spec = {**coop(epochs=3, lam=4.0, vocabulary=words, outliers_per_step=6), "method": method}
+    spec["method_options"] = {**spec["method_options"], "precision": precision}
     reference = run_trial(spec, {"progress": False})
     resumed, seen = killed_then_resumed(spec, tmp_path, after_epoch=2)
     assert seen == [3]  # epochs 1 and 2 came from the checkpoint

@@ -190,8 +190,7 @@ def _hash_words(words: Sequence[str]) -> str:
 def _key(clip: ClipBundle, *parts: str) -> str:
     """A cache key over the text encoder's weights and precision plus ``parts``."""
     digest = hashlib.sha256()
-    dtype = str(next(clip.model.transformer.parameters()).dtype)
-    for part in (POOL_VERSION, clip.text_fingerprint, dtype, ZS_TEMPLATE, *parts):
+    for part in (POOL_VERSION, clip.text_fingerprint, str(clip.dtype), ZS_TEMPLATE, *parts):
         digest.update(part.encode("utf-8") + b"\0")
     return digest.hexdigest()[:24]
 

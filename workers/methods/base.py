@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import torch
 from torch import nn
@@ -65,10 +65,22 @@ class PromptModule(nn.Module):
     nothing at the end of an epoch. CLIP is held, not registered: ``state_dict`` is what is learned."""
 
     image_conditioned = False
+    #: Learned parameters the reference keeps in fp32 while CLIP runs in fp16, and rounds to fp16
+    #: where it uses them (names, or prefixes ending in "."); docs/fidelity.md, Precision.
+    fp32_parameters: tuple[str, ...] = ()
 
     def __init__(self, clip: ClipBundle):
         super().__init__()
         self.clip = clip
+
+    def in_clip_precision(self) -> Self:
+        """Every learned parameter but ``fp32_parameters`` in CLIP's precision, as the references
+        create them (``dtype=clip_model.dtype``, ``.half()``): in fp16, SGD then updates fp16
+        values and keeps fp16 momentum, with no fp32 master copy."""
+        for name, param in self.named_parameters():
+            if not name.startswith(self.fp32_parameters):
+                param.data = param.data.to(self.clip.dtype)
+        return self
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return frozen_image_features(self.clip, images)

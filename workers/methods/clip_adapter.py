@@ -75,6 +75,7 @@ class AdapterModel(FrozenTextModel):
         ).to(clip.device)
 
     def adapt_images(self, features: torch.Tensor) -> torch.Tensor:
+        features = features.to(next(self.adapter.parameters()).dtype)  # blended in the adapter's precision
         return self.ratio * self.adapter(features) + (1 - self.ratio) * features
 
 
@@ -86,4 +87,4 @@ class ClipAdapter:
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
     ) -> PromptModel:
         text = hand_crafted_template(options["template"], template)
-        return AdapterModel(clip, text, classnames, options["ratio"], options["reduction"])
+        return AdapterModel(clip, text, classnames, options["ratio"], options["reduction"]).in_clip_precision()

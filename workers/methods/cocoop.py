@@ -39,7 +39,7 @@ class ConditionalPromptModel(PromptModule):
         if image_features is None:
             raise ValueError("CoCoOp prompts are image-conditioned: pass image_features")
         tokens = placeholder_tokens(self.clip, names, self.prefix)
-        shift = self.meta_net(F.normalize(image_features.float(), dim=-1))  # [N, width]
+        shift = self.meta_net(F.normalize(image_features.float(), dim=-1).to(self.ctx.dtype))  # [N, width]
         context = self.ctx.unsqueeze(0) + shift.unsqueeze(1)  # [N, n_ctx, width]
         n, p = len(shift), len(names)
         # every (image, name) prompt in one text-encoder pass
@@ -54,4 +54,4 @@ class CoCoOp:
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
     ) -> PromptModel:
-        return ConditionalPromptModel(clip, options["n_ctx"], options["ctx_init"])
+        return ConditionalPromptModel(clip, options["n_ctx"], options["ctx_init"]).in_clip_precision()

@@ -53,4 +53,4 @@ class CoOp:
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
     ) -> PromptModel:
-        return ContextPromptModel(clip, options["n_ctx"], options["ctx_init"])
+        return ContextPromptModel(clip, options["n_ctx"], options["ctx_init"]).in_clip_precision()

@@ -44,4 +44,6 @@ class KgCoOp:
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
     ) -> PromptModel:
         anchor = template_features(clip, classnames, ANCHOR_TEMPLATES.get(dataset, DEFAULT_ANCHOR_TEMPLATE))
-        return ContextPromptModel(clip, options["n_ctx"], options["ctx_init"], anchor, options["kg_weight"])
+        return ContextPromptModel(
+            clip, options["n_ctx"], options["ctx_init"], anchor, options["kg_weight"]
+        ).in_clip_precision()

@@ -41,16 +41,16 @@ class MultiModalPromptModel(PromptModule):
         )
         # one coupling projection for the input prompts and one per deeper layer
         self.couplings = nn.ModuleList(nn.Linear(text_width, vision_width).to(clip.device) for _ in range(self.depth))
+        # MaPLe's deeper prompts and their projections are fp32 even in an fp16 CLIP (its `proj`
+        # for the input prompts is .half()), rounded to fp16 where they are used
+        self.fp32_parameters = ("deep_text.", *(f"couplings.{i}." for i in range(1, self.depth)))
 
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
         tokens = placeholder_tokens(self.clip, names, self.prefix)
         return encode_text(self.clip, tokens, self.ctx, list(self.deep_text))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        dtype = self.clip.model.visual.conv1.weight.dtype
-        return encode_image(
-            self.clip, images, [c(p).to(dtype) for c, p in zip(self.couplings, [self.ctx, *self.deep_text])]
-        )
+        return encode_image(self.clip, images, [c(p) for c, p in zip(self.couplings, [self.ctx, *self.deep_text])])
 
 
 class MaPLe:
@@ -60,4 +60,6 @@ class MaPLe:
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
     ) -> PromptModel:
-        return MultiModalPromptModel(clip, options["n_ctx"], options["ctx_init"], options["prompt_depth"])
+        return MultiModalPromptModel(
+            clip, options["n_ctx"], options["ctx_init"], options["prompt_depth"]
+        ).in_clip_precision()

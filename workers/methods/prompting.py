@@ -17,7 +17,7 @@ from workers.models.clip import ClipBundle
 @torch.no_grad()
 def frozen_image_features(clip: ClipBundle, images: torch.Tensor) -> torch.Tensor:
     """CLIP's own image features (float32, not normalised): methods whose image side is frozen."""
-    return clip.model.encode_image(images).float()
+    return clip.model.encode_image(images.to(clip.dtype)).float()  # OpenAI's encode_image casts so
 
 
 def context_setup(n_ctx: int, init: str | None, length_from_init: bool) -> tuple[int, str | None]:

@@ -120,6 +120,8 @@ class SelfRegulatingPromptModel(PromptModule):
     aggregate is a buffer (``gpa_sum``), so a checkpoint resumes it exactly."""
 
     gpa_sum: torch.Tensor
+    # IVLP's deeper text prompts and its vision prompts are fp32 even in an fp16 CLIP, rounded at use
+    fp32_parameters = ("deep_text.", "vision_prompts.")
 
     def __init__(self, clip: ClipBundle, classnames: list[str], options: dict[str, Any]):
         super().__init__(clip)
@@ -182,4 +184,4 @@ class PromptSRC:
     def build(
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
     ) -> PromptModel:
-        return SelfRegulatingPromptModel(clip, classnames, options)
+        return SelfRegulatingPromptModel(clip, classnames, options).in_clip_precision()

@@ -176,6 +176,7 @@ for _card in (
             "prompt_depth": 12,
             "template": "photo",
             "dor_lambda": 1.0,
+            "precision": "fp32",  # its load_clip_to_cpu returns model.float(), whatever PREC says
         },
         dor_outliers="image",
     ),

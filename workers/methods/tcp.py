@@ -91,7 +91,7 @@ class ClassAwarePromptModel(ContextPromptModel):
         return self.clip.tokenizer([f"{self.prefix} {self.template.format(n)}" for n in names])
 
     def encode_names(self, names: list[str], image_features: torch.Tensor | None = None) -> torch.Tensor:
-        class_tokens = self.meta_net(self.knowledge(names)).view(len(names), *self.ctx.shape)
+        class_tokens = self.meta_net(self.knowledge(names).to(self.ctx.dtype)).view(len(names), *self.ctx.shape)
         deep: list[torch.Tensor | None] = [None] * (self.layer - 1)
         return encode_text(self.clip, self.prompt_tokens(names), self.ctx, [*deep, class_tokens])
 
@@ -111,4 +111,4 @@ class TCP:
             options["ctx_init"],
             options["class_token_layer"],
             options["kg_weight"],
-        )
+        ).in_clip_precision()

@@ -6,6 +6,8 @@ Adam: an ``optimizer`` option of TCP's card alone."""
 import math
 from typing import Any
 
+from workers.models.precision import DEFAULT_PRECISION, PRECISIONS
+
 TRAINING_DEFAULTS: dict[str, Any] = {
     "momentum": 0.9,
     "weight_decay": 5e-4,
@@ -20,11 +22,15 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     # "device": decode once into a cache, resize the same crops on the trial's device (float32
     # resampling: a documented difference, docs/fidelity.md)
     "image_pipeline": "pil",
+    # CLIP's and the learned parameters' precision (the references' PREC, fp16 on their GPUs): "auto"
+    # is fp16 on a GPU and fp32 on a CPU, as OpenAI's clip.load (docs/fidelity.md, Precision)
+    "precision": DEFAULT_PRECISION,
 }
 
 #: The allowed values of each string method option that has a fixed set.
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {
     "image_pipeline": ("pil", "device"),
+    "precision": PRECISIONS,
     "optimizer": ("adam", "sgd"),
     # the text side of the image-side methods: the dataset's zero-shot template or "a photo of a {}."
     "template": ("dataset", "photo"),

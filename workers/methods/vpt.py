@@ -23,6 +23,10 @@ from workers.models.clip import ClipBundle, encode_image
 class VisualPromptModel(FrozenTextModel):
     """Learned vision prompts in the first ``depth`` layers of CLIP's vision transformer."""
 
+    # fp32 prompts, rounded to fp16 where they are used (the reference's .half()), whatever the
+    # precision CLIP runs in (the reference's VPT runs an fp32 CLIP)
+    fp32_parameters = ("prompts.",)
+
     def __init__(self, clip: ClipBundle, template: str, classnames: list[str], n_ctx: int, depth: int):
         super().__init__(clip, template, classnames)
         visual = clip.model.visual
@@ -39,7 +43,7 @@ class VisualPromptModel(FrozenTextModel):
         )
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return encode_image(self.clip, images, list(self.prompts))
+        return encode_image(self.clip, images, [p.half() for p in self.prompts])
 
 
 class VPT:
@@ -50,4 +54,4 @@ class VPT:
         self, clip: ClipBundle, classnames: list[str], dataset: str, template: str, options: dict[str, Any]
     ) -> PromptModel:
         text = hand_crafted_template(options["template"], template)
-        return VisualPromptModel(clip, text, classnames, options["n_ctx"], options["prompt_depth"])
+        return VisualPromptModel(clip, text, classnames, options["n_ctx"], options["prompt_depth"]).in_clip_precision()

@@ -28,6 +28,7 @@ from torch import nn
 
 from workers.errors import DorBenchError, NotFoundError, did_you_mean
 from workers.models.names import CONFIG_DIR, SHIPPED_WEIGHTS, names_a_file, pretrained_tags
+from workers.models.precision import DEFAULT_PRECISION, weights_precision
 from workers.models.tokens import PromptTokenizer
 
 open_clip.add_model_config(CONFIG_DIR)
@@ -53,6 +54,11 @@ class ClipBundle:
     # encode every prompt at the full context (the reference's 77 tokens) instead of up to the
     # batch's last EOT: equal within floating-point noise, so a way to run, not a result
     full_text_context: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the towers compute in (their weights'; layer norms run in fp32)."""
+        return self.model.transformer.get_cast_dtype()
 
     @functools.cached_property
     def logit_scale(self) -> float:
@@ -92,6 +98,7 @@ def load_clip(
     pretrained: str | None = "openai",
     device: str = "auto",
     cache_dir: str | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> ClipBundle:
     """Create a CLIP model in eval mode with frozen weights, its tokenizer and weight fingerprints.
 
@@ -101,8 +108,11 @@ def load_clip(
             open_clip state dict, or OpenAI's TorchScript file such as ``~/.cache/clip/ViT-B-16.pt``),
             or ``None``/``"none"`` for random init (seeded, so always the same weights). OpenAI's
             weights get QuickGELU (see the module docstring).
-        device: ``auto``, ``cpu`` or ``cuda[:i]``; fp32 on CPU, fp16 on GPU.
+        device: ``auto``, ``cpu`` or ``cuda[:i]``.
         cache_dir: where open_clip caches downloaded weights (default: the Hugging Face cache).
+        precision: one of ``precision.PRECISIONS`` (``auto``: fp16 on a GPU, fp32 on a CPU). In fp16 the
+            weights are converted as OpenAI's ``convert_weights`` converts them: layer norms
+            compute in fp32, embeddings are cast at use.
 
     Raises:
         NotFoundError: unknown architecture or pretrained tag (with "did you mean").
@@ -116,7 +126,7 @@ def load_clip(
     if pretrained is not None and pretrained.lower() == "none":
         pretrained = None
     dev = resolve_device(device)
-    precision = "fp16" if dev.type == "cuda" else "fp32"
+    precision = weights_precision(precision, dev)
     tag = pretrained
     shipped = SHIPPED_WEIGHTS.get(arch, {})
     if pretrained in shipped:
