@@ -486,13 +486,14 @@ def trial_files(result: TrialResult, take: bool = False) -> dict[str, bytes]:
     """A finished trial's kept files (its learned prompt and per-sample outputs, which it wrote into
     the folder ``result.info["kept"]`` names) as {file name: bytes}, the form in which they travel
     with its result: the driver may not reach the disk of the node the trial ran on. ``take``: the
-    folder goes once read (the bytes are then the only copy)."""
+    folder goes once read (the bytes are then the only copy), and the result no longer names it."""
     folder = Path(result.info["kept"]) if "kept" in result.info else None
     if folder is None or not folder.is_dir():
         return {}
     files = {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
     if take:
         shutil.rmtree(folder, ignore_errors=True)
+        del result.info["kept"]
     return files
 
 

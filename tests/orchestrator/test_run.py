@@ -136,6 +136,7 @@ def assert_kept_files_travelled_with_the_result(uri: str, recorded, tmp_path: Pa
     assert not (tmp_path / "ckpt" / key).exists()  # the worker's own copy is gone
     client = MlflowClient(uri)
     got = Path(client.download_artifacts(recorded.info.run_id, "", str(tmp_path / "recorded")))
+    assert "kept" not in json.loads((got / "per_class.json").read_text())["info"]  # nor named in the record
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
