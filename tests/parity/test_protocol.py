@@ -293,3 +293,31 @@ def test_optimizer_is_not_a_knob():
             },
             {"progress": False},
         )
+
+
+def test_the_evaluated_model_is_the_last_epochs(tmp_path):
+    """Dassl's ``TEST.FINAL_MODEL: last_step``: the model scored is the one the last epoch left
+    (no best-validation pick), the prompt the trial keeps is that one, and it differs from an
+    earlier epoch's."""
+    from workers.outputs import PROMPT_FILE
+
+    spec = {
+        "method": "coop",
+        "dataset": "shapes",
+        "model": "tiny-clip",
+        "pretrained": None,
+        "shots": 2,
+        "method_options": {"epochs": 3},
+        "test_per_class": 3,
+    }
+    states = {}
+
+    def after(epoch: int, row: dict[str, float]) -> None:
+        states[epoch] = torch.load(next((tmp_path / "ckpt").glob("*.pt")), weights_only=True)["params"]
+
+    options = {"progress": False, "checkpoint_dir": str(tmp_path / "ckpt"), "keep_dir": str(tmp_path / "keep")}
+    result = run_trial(spec, options, on_epoch=after)
+    kept = torch.load(tmp_path / "keep" / result.spec.key() / PROMPT_FILE, weights_only=True)
+    assert sorted(states) == [1, 2, 3] and kept.keys() == states[3].keys() == {"ctx"}
+    assert torch.equal(kept["ctx"], states[3]["ctx"])
+    assert not torch.equal(kept["ctx"], states[2]["ctx"])
