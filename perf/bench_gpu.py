@@ -443,6 +443,8 @@ class Bench:
     def setup(self) -> bool:
         import torch
 
+        from workers.models.precision import DEFAULT_PRECISION, weights_precision
+
         cuda = self.device.startswith("cuda")
         self.results["meta"] = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -460,6 +462,7 @@ class Bench:
             "sizes": asdict(self.sizes),
             "dataset_layout": f"{FOLDER}/ ({DATASET} reader), synthetic JPEGs of about {self.sizes.image_px} px",
             "styles": {style: self.run_options(style) for style in (*MAIN_STYLES, DEVICE_STYLE)},
+            "precision": weights_precision(DEFAULT_PRECISION, torch.device(self.device)),  # the methods' default
         }
         if self.sizes.small:
             self.results["notes"].append(
@@ -480,7 +483,6 @@ class Bench:
             per_class = max(self.shots(row, classes) for row in ROWS)
             self.roots[classes] = write_dataset(self.work / f"data-{classes}", classes, per_class, blobs)
             self.log(f"wrote {DATASET} layout: {2 * classes} classes x {per_class} train JPEGs")
-        from workers.models.precision import DEFAULT_PRECISION
         from workers.trial import warm_clip
 
         start = time.time()
@@ -936,7 +938,8 @@ def render(results: dict[str, Any]) -> str:
         f"## dor-bench training throughput: {meta.get('device', '?')}",
         "",
         f"{meta.get('date', '?')}; torch {meta.get('torch', '?')} (CUDA {meta.get('cuda')}); {sizes.get('arch')} "
-        f"random init; {meta.get('dataset_layout', '')}; commit {meta.get('commit')}; "
+        f"random init, {meta.get('precision', '?')} (both styles); {meta.get('dataset_layout', '')}; "
+        f"commit {meta.get('commit')}; "
         f"run took {results.get('elapsed_s')}s.",
         "",
         "reference = 77-token text, images loaded in the training process (PIL), one trial per GPU; "

@@ -239,7 +239,8 @@ class SweepCallback(tune.Callback):
         _RECORDERS[self.key].record(trial.trial_id, trial.config, trial.checkpoint, _error(trial))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        _RECORDERS[self.key].copies.keep()
+        if trials:  # Tune has just saved its state in its staging folder, all files together
+            _RECORDERS[self.key].copies.keep(Path(trials[0].local_experiment_path))
         limit = _RECORDERS[self.key].sweep.testing.exit_driver_after_trials
         if limit and _RECORDERS[self.key].ended >= limit:
             log("[dor-bench] testing.exit_driver_after_trials: the driver exits now")

@@ -131,7 +131,7 @@ def test_unknown_method_option_did_you_mean(tmp_path):
         problems, "methods[0].options.epochz"
     )
     assert "must be an integer" in the_problem(problems, "methods[0].options.n_ctx[1]")
-    assert "zeroshot takes no options" in the_problem(problems, "methods[1].options.epochs")
+    assert "zeroshot takes: precision." in the_problem(problems, "methods[1].options.epochs")
 
 
 def test_zeroshot_never_gets_dor(tmp_path):

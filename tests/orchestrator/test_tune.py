@@ -142,8 +142,11 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(tmp_p
     lines_before = {t: (trial_dirs[t] / "result.json").read_text() for t in done}
     # a driver killed while Tune rewrites its state leaves the file cut short (seen in CI): the
     # resume must use the last complete copy the sweep kept, not start the sweep over
+    # or the search algorithm's (a pickle) half copied into the sweep's folder (also seen in CI)
     (state,) = (tmp_path / "tune" / "sweep-tiny").glob("experiment_state-*.json")
     state.write_bytes(b"")
+    (searcher,) = (tmp_path / "tune" / "sweep-tiny").glob("basic-variant-state-*.json")
+    searcher.write_bytes(searcher.read_bytes()[: searcher.stat().st_size // 2])
 
     path = write_sweep(tmp_path, **common)  # the same sweep without the fault injection
     restarted = time.time() * 1000
@@ -154,6 +157,7 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(tmp_p
         ray.shutdown()
     err = capsys.readouterr().err
     assert "resuming the sweep saved in" in err and f"{state.name} was cut short" in err
+    assert f"{searcher.name} was cut short" in err
     parents, after = sweep_runs(uri, "sweep-tiny")
     assert len(parents) == 1  # the same parent run, reopened
     assert parents[0].data.tags[SWEEP_STORAGE] == str(tmp_path / "tune" / "sweep-tiny")
@@ -294,21 +298,42 @@ def test_demo_sweep_tunes_from_the_demo_recipe():
     assert sweep.method.options["epochs"] == 200 and not sweep.leaky
 
 
-def test_a_cut_short_state_file_is_put_back_from_its_last_complete_copy(tmp_path):
-    state, other = tmp_path / "experiment_state-1.json", tmp_path / "experiment_state-0.json"
-    copies = StateCopies(tmp_path)
-    state.write_text('{"trials": 2}')
-    other.write_text('{"trials": 1}')
-    copies.keep()
-    state.write_text('{"trials": 3}')
-    copies.keep()
-    state.write_text('{"tri')  # cut short while Tune rewrote it: not kept
-    copies.keep()
-    other.write_bytes(b"")
-    assert repair(tmp_path) == [other.name, state.name]
-    assert state.read_text() == '{"trials": 3}' and other.read_text() == '{"trials": 1}'
-    assert repair(tmp_path) == []  # readable files are left alone
-    (tmp_path / "experiment_state-2.json").write_bytes(b"")  # no copy of it was ever kept
-    with pytest.raises(DorBenchError, match="experiment_state-2.json cannot be read") as refused:
-        repair(tmp_path)
+def test_a_cut_short_state_file_puts_back_the_last_complete_set(tmp_path):
+    """The set is taken from Tune's staging folder whole or not at all, and a resume that finds any
+    file cut short puts back every file of it: an experiment state and a searcher state of
+    different steps would not agree on which trials are running."""
+    import pickle
+
+    staging, folder = tmp_path / "staging", tmp_path / "sweep"
+    staging.mkdir()
+    folder.mkdir()
+    state, searcher = "experiment_state-1.json", "basic-variant-state-1.json"  # the searcher's: a pickle
+    copies = StateCopies(folder)
+    copies.keep(staging)  # nothing saved yet: nothing kept
+    assert repair(folder) == []
+    (staging / state).write_text('{"trials": 2}')
+    (staging / searcher).write_bytes(pickle.dumps({"live": {"trial-2"}}))
+    copies.keep(staging)
+    (staging / state).write_text('{"trials": 3}')
+    (staging / searcher).write_bytes(pickle.dumps({"live": set()}))
+    copies.keep(staging)
+    (staging / state).write_text('{"tri')  # cut short while Tune wrote it: the set is not kept
+    copies.keep(staging)
+
+    (folder / state).write_text('{"trials": 4}')  # a later step's, copied whole
+    (folder / searcher).write_bytes(pickle.dumps({"live": {"trial-4"}})[:-3])  # its pair, cut short
+    assert repair(folder) == [searcher]
+    assert (folder / state).read_text() == '{"trials": 3}'
+    assert pickle.loads((folder / searcher).read_bytes()) == {"live": set()}
+    assert repair(folder) == []  # readable files are left alone
+
+    (folder / "experiment_state-2.json").write_bytes(b"")  # a later session's, never saved whole
+    assert repair(folder) == ["experiment_state-2.json"]
+    assert not (folder / "experiment_state-2.json").exists()
+
+    elsewhere = tmp_path / "unkept"
+    elsewhere.mkdir()
+    (elsewhere / state).write_bytes(b"")
+    with pytest.raises(DorBenchError, match=f"{state} cannot be read") as refused:
+        repair(elsewhere)
     assert "--fresh" in refused.value.fix

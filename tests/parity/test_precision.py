@@ -112,3 +112,14 @@ def test_auto_is_fp16_on_a_gpu_and_fp32_on_a_cpu():
     assert weights_precision("auto", torch.device("cpu")) == "fp32"
     assert weights_precision("fp16", torch.device("cpu")) == "fp16"
     assert all(METHODS.get(m).defaults["precision"] == "auto" for m in REFERENCE_FP16 if m != "vpt")
+
+
+def test_zero_shot_runs_in_the_precision_asked():
+    """The references' zero-shot CLIP is fp16 on a GPU (``auto``); ``fp32`` scores it as fp32 trials run."""
+    spec = {"method": "zeroshot", "dataset": "shapes", "model": "tiny-clip", "pretrained": None, "test_per_class": 3}
+    results = {
+        precision: run_trial({**spec, "method_options": {"precision": precision}}, {"progress": False})
+        for precision in ("fp16", "fp32")
+    }
+    assert {p: r.info["precision"] for p, r in results.items()} == {"fp16": "float16", "fp32": "float32"}
+    assert results["fp16"].metrics["base/ece"] != results["fp32"].metrics["base/ece"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from workers.methods.training import TRAINING_DEFAULTS
+from workers.models.precision import DEFAULT_PRECISION
 from workers.registry import Registry
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ class MethodCard:
 METHODS: Registry[MethodCard] = Registry("method")
 
 for _card in (
-    MethodCard("zeroshot", "zeroshot:ZeroShot", trains=False, defaults={}),
+    # precision only: the references' zero-shot CLIP runs fp16 on a GPU; fp32 to compare with fp32 trials
+    MethodCard("zeroshot", "zeroshot:ZeroShot", trains=False, defaults={"precision": DEFAULT_PRECISION}),
     MethodCard(
         "coop",
         "coop:CoOp",
