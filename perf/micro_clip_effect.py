@@ -44,7 +44,6 @@ from workers.datasets import load_trial_data  # noqa: E402
 from workers.evaluation import evaluate  # noqa: E402
 from workers.identity import normalise  # noqa: E402
 from workers.methods import METHODS  # noqa: E402
-from workers.models.precision import DEFAULT_PRECISION  # noqa: E402
 from workers.spec import DorSpec, RunOptions, TrialSpec  # noqa: E402
 from workers.trial import FeatureSource, make_regularizer, score_tests, seed_everything, train, warm_clip  # noqa: E402
 
@@ -100,7 +99,7 @@ def run_one(
     method = card.method()
     config = {**card.defaults, **spec.method_options}
     data = load_trial_data(spec.dataset, spec.root, spec.shots, spec.seed, spec.subsample, spec.test_per_class)
-    clip = warm_clip(spec.model, spec.pretrained, options.device, config.get("precision", DEFAULT_PRECISION))
+    clip = warm_clip(spec.model, spec.pretrained, options.device, config["precision"])
     model = method.build(clip, data.base_classnames, data.name, data.template, config)
     features = FeatureSource(clip, data.name, options)
     history = []

@@ -8,7 +8,6 @@ import torch
 from workers.datasets import DATASETS
 from workers.evaluation import Evaluation, evaluate
 from workers.methods import METHODS
-from workers.models.precision import DEFAULT_PRECISION
 from workers.spec import RunOptions, TrialSpec
 from workers.trial import score_targets, warm_clip
 
@@ -20,7 +19,7 @@ def score_prompt(
     classes; metrics keyed ``target/<dataset>/<metric>`` as a domain-shift target's are."""
     card = METHODS.get(spec.method)
     config = {**card.defaults, **spec.method_options}
-    clip = warm_clip(spec.model, spec.pretrained, options.device, config.get("precision", DEFAULT_PRECISION))
+    clip = warm_clip(spec.model, spec.pretrained, options.device, config["precision"])
     method = card.method()
     # A learned state never depends on class names (they are given when scoring): any will do.
     reader = DATASETS.get(dataset)

@@ -48,7 +48,6 @@ from workers.methods.base import PromptMethod, PromptModel, TrainStep
 from workers.methods.training import coerce_option
 from workers.metrics import proximity_scores
 from workers.models.clip import ClipBundle, load_clip, resolve_device
-from workers.models.precision import DEFAULT_PRECISION
 from workers.outputs import keep
 from workers.paths import atomic_write_bytes
 from workers.progress import Progress
@@ -102,7 +101,7 @@ def trial_steps(spec: TrialSpec | dict[str, Any], options: RunOptions, on_epoch:
     holdout = hold_out(data, spec.validation) if spec.validation else None
     trained_on = holdout.training if holdout else data  # tuning mode: the pseudo-base classes
     clip = replace(
-        warm_clip(spec.model, spec.pretrained, options.device, config.get("precision", DEFAULT_PRECISION)),
+        warm_clip(spec.model, spec.pretrained, options.device, config["precision"]),
         full_text_context=options.full_text_context,
     )
     if clip.device.type == "cuda":  # the peak this trial reaches, not an earlier trial's
